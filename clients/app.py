@@ -1,0 +1,76 @@
+"""Wiring: open an index and an encoder once, then make a Recognizer per stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from synesthete.errors import LibraryError
+from synesthete.index.annoy_index import AnnoyCandidates
+from synesthete.index.matcher import Calibration, MatcherConfig
+from synesthete.index.recognizer import Recognizer
+from synesthete.index.store import Library
+from synesthete.inference.config import EncoderConfig
+from synesthete.inference.torchscript import TorchScriptEncoder
+
+
+@dataclass
+class Engine:
+    """Shared, read-only parts of recognition: one encoder, one library, one Annoy index."""
+
+    encoder: TorchScriptEncoder
+    library: Library
+    candidates: AnnoyCandidates
+    matcher_config: MatcherConfig
+
+    def recognizer(
+        self, *, stream: str, input_rate_hz: int, keep_timings: bool = False
+    ) -> Recognizer:
+        return Recognizer(
+            stream=stream,
+            input_rate_hz=input_rate_hz,
+            encoder=self.encoder,
+            candidates=self.candidates,
+            library=self.library,
+            config=self.matcher_config,
+            keep_timings=keep_timings,
+        )
+
+    def close(self) -> None:
+        self.library.close()
+
+
+def open_engine(
+    *,
+    index_dir: Path,
+    encoder_config: EncoderConfig | None = None,
+    live_hop_s: float | None = None,
+    on_threshold: float | None = None,
+) -> Engine:
+    """Open the index and the encoder it was built with; check they agree."""
+    library = Library.open(index_dir)
+    encoder = TorchScriptEncoder(config=encoder_config)
+    if library.encoder_name != encoder.name or library.dim != encoder.dim:
+        library.close()
+        raise LibraryError(
+            f"index {index_dir} was built with encoder {library.encoder_name!r} (dim {library.dim})"
+            f" but the model is {encoder.name!r} (dim {encoder.dim}); rebuild the index or pass"
+            " the matching --model"
+        )
+    calibration = encoder.calibration
+    config = MatcherConfig(
+        index_hop_s=library.index_hop_s,
+        calibration=Calibration.from_dict(calibration) if calibration else Calibration(),
+    )
+    if live_hop_s is not None:
+        config = replace(config, live_hop_s=live_hop_s)
+    if on_threshold is not None:
+        config = replace(
+            config, on_threshold=on_threshold, off_threshold=min(config.off_threshold, on_threshold)
+        )
+    return Engine(
+        encoder=encoder,
+        library=library,
+        candidates=library.candidates(),
+        matcher_config=config,
+    )

@@ -1,0 +1,303 @@
+"""The websocket server: a thin broadcaster around ``clients.protocol``.
+
+Each client gets a bounded queue and a relay task (the python-websockets
+broadcast recipe). A client that cannot keep up loses its oldest messages and
+is flagged ``slow``; it never delays the others or the recognizer, because
+``publish`` only appends to deques. The same server answers plain HTTP GETs
+for the browser overlay at ``/overlay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import http
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from synesthete.clients.protocol import (
+    SUBPROTOCOLS,
+    Command,
+    Encoding,
+    encode,
+    encoding_for,
+    envelope,
+    parse_command,
+)
+from synesthete.errors import ConfigError, ProtocolError
+from synesthete.events import Event
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+STATIC_FILES = {"/overlay": ("overlay.html", "text/html; charset=utf-8")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Where and how the websocket server listens.
+
+    ``allowed_origins`` adds browser origins (``scheme://host[:port]``) to the
+    default of pages served from localhost; clients that send no Origin
+    (scripts, OBS) are always allowed. ``token``, when set, must be given as
+    ``?token=`` or an ``Authorization: Bearer`` header.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    allowed_origins: tuple[str, ...] = ()
+    token: str | None = None
+    queue_messages: int = 256
+    max_message_bytes: int = 4096
+    ping_interval_s: float | None = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if self.queue_messages < 1:
+            raise ConfigError("queue_messages must be >= 1")
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``:PORT`` or ``PORT`` → (host, port); host defaults to 127.0.0.1."""
+    host, _, port_text = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError as err:
+        raise ConfigError(f"--serve expects HOST:PORT, got {value!r}") from err
+    return host, port
+
+
+@dataclass(eq=False)
+class Client:
+    """One connected client's state; its relay task drains ``queue``."""
+
+    connection: ServerConnection
+    encoding: Encoding
+    capacity: int
+    queue: deque[dict[str, Any]] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    types: frozenset[str] | None = None
+    dropped: int = 0
+    slow: bool = False
+
+    def offer(self, message: dict[str, Any]) -> None:
+        if self.types is not None and message["type"] not in self.types:
+            return
+        if len(self.queue) >= self.capacity:
+            self.queue.popleft()
+            self.dropped += 1
+            self.slow = True
+        self.queue.append(message)
+        self.wake.set()
+
+
+class Broadcaster:
+    """Holds the latest state for snapshots and fans messages out to clients."""
+
+    def __init__(self, *, config: ServerConfig) -> None:
+        self.config = config
+        self.clients: set[Client] = set()
+        self._seq = 0
+        self._latest: dict[str, dict[str, Any] | None] = {
+            "now_playing": None,
+            "candidates": None,
+            "sounds_like": None,
+            "status": None,
+        }
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def publish(self, event: Event) -> None:
+        """Queue an event for every client; never blocks."""
+        self.publish_payload(event.to_payload())
+
+    def publish_payload(self, payload: dict[str, Any]) -> None:
+        kind = payload["type"]
+        if kind == "unknown":
+            self._latest["now_playing"] = None
+        if kind in self._latest:
+            self._latest[kind] = payload
+        message = envelope(payload, seq=self.next_seq(), ts=time.time())
+        for client in self.clients:
+            client.offer(message)
+
+    def snapshot(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"type": "snapshot", **self._latest}
+        return envelope(payload, seq=self.next_seq(), ts=time.time())
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "clients": len(self.clients),
+            "slow_clients": sum(1 for c in self.clients if c.slow),
+            "dropped": sum(c.dropped for c in self.clients),
+        }
+
+
+class WebsocketServer:
+    """Runs the websocket endpoint at ``/`` and the overlay page, bound per ``ServerConfig``."""
+
+    def __init__(self, *, config: ServerConfig, broadcaster: Broadcaster | None = None) -> None:
+        self.config = config
+        self.broadcaster = broadcaster if broadcaster is not None else Broadcaster(config=config)
+        self._server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("server not started")
+        sockets = list(self._server.sockets)
+        return int(sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        return f"ws://{host}:{self.port}/"
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            process_request=self._process_request,
+            max_size=self.config.max_message_bytes,
+            ping_interval=self.config.ping_interval_s,
+            select_subprotocol=_select_subprotocol,
+        )
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> WebsocketServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _origin_allowed(self, origin: str | None) -> bool:
+        if origin is None:
+            return True
+        if origin in self.config.allowed_origins:
+            return True
+        host = urlsplit(origin).hostname
+        return host is not None and host in LOCAL_HOSTS
+
+    def _token_ok(self, request: Request) -> bool:
+        if self.config.token is None:
+            return True
+        given = parse_qs(urlsplit(request.path).query).get("token", [None])[0]
+        header = request.headers.get("Authorization")
+        if given is None and header is not None and header.startswith("Bearer "):
+            given = header.removeprefix("Bearer ").strip()
+        return given is not None and hmac.compare_digest(given, self.config.token)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path in STATIC_FILES and "Upgrade" not in request.headers:
+            name, content_type = STATIC_FILES[path]
+            body = resources.files("synesthete.clients").joinpath("static", name).read_bytes()
+            headers = Headers(
+                [
+                    ("Content-Type", content_type),
+                    ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store"),
+                ]
+            )
+            return Response(http.HTTPStatus.OK.value, "OK", headers, body)
+        if path != "/":
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        if not self._origin_allowed(request.headers.get("Origin")):
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
+        if not self._token_ok(request):
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or bad token\n")
+        return None
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        client = Client(
+            connection=connection,
+            encoding=encoding_for(connection.subprotocol),
+            capacity=self.config.queue_messages,
+        )
+        client.offer(self.broadcaster.snapshot())
+        self.broadcaster.clients.add(client)
+        relay = asyncio.create_task(self._relay(client))
+        try:
+            async for frame in connection:
+                self._answer(client, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.broadcaster.clients.discard(client)
+            relay.cancel()
+
+    def _answer(self, client: Client, frame: str | bytes) -> None:
+        try:
+            command = parse_command(frame, client.encoding)
+        except ProtocolError as err:
+            client.offer(
+                envelope(
+                    {"type": "error", "error": str(err)},
+                    seq=self.broadcaster.next_seq(),
+                    ts=time.time(),
+                )
+            )
+            return
+        self._apply(client, command)
+
+    def _apply(self, client: Client, command: Command) -> None:
+        seq, now = self.broadcaster.next_seq(), time.time()
+        if command.type == "ping":
+            client.offer(envelope({"type": "pong", "id": command.id}, seq=seq, ts=now))
+        elif command.type == "subscribe":
+            # Control replies must reach the client whatever it subscribed to.
+            client.types = None
+            client.offer(
+                envelope(
+                    {"type": "subscribed", "id": command.id, "types": sorted(command.types or ())},
+                    seq=seq,
+                    ts=now,
+                )
+            )
+            client.types = (command.types or frozenset()) | {
+                "snapshot",
+                "pong",
+                "error",
+                "subscribed",
+            }
+        elif command.type == "snapshot":
+            client.offer(self.broadcaster.snapshot())
+
+    async def _relay(self, client: Client) -> None:
+        try:
+            while True:
+                await client.wake.wait()
+                client.wake.clear()
+                while client.queue:
+                    message = client.queue.popleft()
+                    if client.slow and message["type"] != "snapshot":
+                        message = {**message, "dropped": client.dropped}
+                    await client.connection.send(encode(message, client.encoding))
+        except ConnectionClosed:
+            pass
+
+
+def _select_subprotocol(connection: ServerConnection, offered: Any) -> Any:
+    for name in offered:
+        if name in SUBPROTOCOLS:
+            return name
+    return None

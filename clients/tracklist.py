@@ -1,0 +1,254 @@
+"""Tracklists from event streams: segments, then txt / csv / cue / json renderings.
+
+A segment runs from when a track was first reported (minus the window that
+revealed it) to when another answer took over. Gaps between identified
+tracks become ``unknown`` segments; segments shorter than ``min_segment_s``
+that sit between two runs of the same track are merged away.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, replace
+from typing import Any, TextIO
+
+from synesthete.constants import WINDOW_S
+from synesthete.errors import ConfigError
+from synesthete.events import Event, NowPlaying, TrackInfo, Unknown
+
+CUE_FRAMES_PER_S = 75
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Segment:
+    start_s: float
+    end_s: float
+    track: TrackInfo | None
+    confidence: float = 0.0
+    tempo_ratio: float = 1.0
+    offset_s: float | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "track": None if self.track is None else self.track.to_payload(),
+            "confidence": round(self.confidence, 4),
+            "tempo_ratio": round(self.tempo_ratio, 4),
+            "offset_s": None if self.offset_s is None else round(self.offset_s, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tracklist:
+    source: str
+    duration_s: float
+    segments: tuple[Segment, ...]
+
+
+def build_tracklist(events: list[Event], *, source: str, min_segment_s: float = 8.0) -> Tracklist:
+    """Fold ``now_playing``/``unknown`` events into segments."""
+    raw: list[Segment] = []
+    end_t = max((e.t for e in events), default=0.0)
+    current: Segment | None = None
+    confidences: list[float] = []
+    for event in events:
+        if isinstance(event, NowPlaying):
+            if (
+                current is not None
+                and current.track is not None
+                and current.track.id == event.track.id
+            ):
+                confidences.append(event.confidence)
+                current = replace(current, end_s=event.t, tempo_ratio=event.tempo_ratio)
+                continue
+            start = max(0.0, event.t - WINDOW_S)
+            if current is not None:
+                raw.append(_close(current, confidences, min(start, current.end_s)))
+                start = max(start, raw[-1].end_s)
+            confidences = [event.confidence]
+            current = Segment(
+                start_s=start,
+                end_s=event.t,
+                track=event.track,
+                confidence=event.confidence,
+                tempo_ratio=event.tempo_ratio,
+                offset_s=max(0.0, event.offset_s - (event.t - start)),
+            )
+        elif isinstance(event, Unknown) and current is not None and current.track is not None:
+            raw.append(_close(current, confidences, event.t))
+            current = None
+            confidences = []
+    if current is not None:
+        raw.append(_close(current, confidences, end_t))
+    return Tracklist(
+        source=source,
+        duration_s=end_t,
+        segments=tuple(_fill_gaps(_merge(raw, min_segment_s), end_t)),
+    )
+
+
+def _close(segment: Segment, confidences: list[float], end_s: float) -> Segment:
+    mean = sum(confidences) / len(confidences) if confidences else segment.confidence
+    return replace(segment, end_s=max(segment.start_s, end_s), confidence=mean)
+
+
+def _merge(segments: list[Segment], min_segment_s: float) -> list[Segment]:
+    merged: list[Segment] = []
+    for segment in segments:
+        if (
+            merged
+            and merged[-1].track is not None
+            and segment.track is not None
+            and merged[-1].track.id == segment.track.id
+        ):
+            merged[-1] = replace(
+                merged[-1],
+                end_s=segment.end_s,
+                confidence=max(merged[-1].confidence, segment.confidence),
+            )
+            continue
+        merged.append(segment)
+    # Drop short blips sandwiched between runs of the same track, then re-join.
+    result: list[Segment] = []
+    for i, segment in enumerate(merged):
+        prev = result[-1] if result else None
+        nxt = merged[i + 1] if i + 1 < len(merged) else None
+        if (
+            segment.duration_s < min_segment_s
+            and prev is not None
+            and nxt is not None
+            and prev.track is not None
+            and nxt.track is not None
+            and prev.track.id == nxt.track.id
+        ):
+            continue
+        if (
+            prev is not None
+            and prev.track is not None
+            and segment.track is not None
+            and prev.track.id == segment.track.id
+        ):
+            result[-1] = replace(prev, end_s=segment.end_s)
+            continue
+        result.append(segment)
+    return result
+
+
+def _fill_gaps(segments: list[Segment], end_s: float, *, min_gap_s: float = 1.0) -> list[Segment]:
+    filled: list[Segment] = []
+    cursor = 0.0
+    for segment in segments:
+        if segment.start_s - cursor >= min_gap_s:
+            filled.append(Segment(start_s=cursor, end_s=segment.start_s, track=None))
+        filled.append(replace(segment, start_s=max(cursor, segment.start_s)) if filled else segment)
+        cursor = segment.end_s
+    if end_s - cursor >= min_gap_s:
+        filled.append(Segment(start_s=cursor, end_s=end_s, track=None))
+    return filled
+
+
+def _clock(seconds: float) -> str:
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def cue_index(seconds: float) -> str:
+    """``mm:ss:ff`` with 75 frames per second, as CUE sheets count."""
+    frames = int(seconds * CUE_FRAMES_PER_S + 0.5)
+    minutes, rest = divmod(frames, 60 * CUE_FRAMES_PER_S)
+    secs, ff = divmod(rest, CUE_FRAMES_PER_S)
+    return f"{minutes:02d}:{secs:02d}:{ff:02d}"
+
+
+def _label(track: TrackInfo | None) -> str:
+    if track is None:
+        return "(unknown)"
+    return f"{track.artist} - {track.title}" if track.artist else track.title
+
+
+def _cue_quote(text: str) -> str:
+    return '"' + text.replace('"', "'") + '"'
+
+
+def write_tracklist(tracklist: Tracklist, out: TextIO, *, fmt: str) -> None:
+    """Render in ``fmt``: txt, tracklist, csv, cue or json."""
+    segments = tracklist.segments
+    if fmt == "txt":
+        out.write(f"# {tracklist.source}\n")
+        for segment in segments:
+            out.write(f"{_clock(segment.start_s)} {_label(segment.track)}\n")
+    elif fmt == "tracklist":
+        out.write(f"# {tracklist.source}\n")
+        for n, segment in enumerate(segments, start=1):
+            extra = ""
+            if segment.track is not None:
+                extra = f"  (confidence {segment.confidence:.2f}"
+                if abs(segment.tempo_ratio - 1.0) > 0.005:
+                    extra += f", tempo {(segment.tempo_ratio - 1) * 100:+.1f} %"
+                extra += ")"
+            out.write(
+                f"{n:02d}. [{_clock(segment.start_s)}-{_clock(segment.end_s)}] "
+                f"{_label(segment.track)}{extra}\n"
+            )
+    elif fmt == "csv":
+        writer = csv.writer(out)
+        writer.writerow(
+            [
+                "source",
+                "start_s",
+                "end_s",
+                "track_id",
+                "title",
+                "artist",
+                "album",
+                "confidence",
+                "tempo_ratio",
+            ]
+        )
+        for segment in segments:
+            track = segment.track
+            writer.writerow(
+                [
+                    tracklist.source,
+                    f"{segment.start_s:.3f}",
+                    f"{segment.end_s:.3f}",
+                    "" if track is None else track.id,
+                    "" if track is None else track.title,
+                    "" if track is None or track.artist is None else track.artist,
+                    "" if track is None or track.album is None else track.album,
+                    f"{segment.confidence:.4f}",
+                    f"{segment.tempo_ratio:.4f}",
+                ]
+            )
+    elif fmt == "cue":
+        out.write(f"TITLE {_cue_quote(tracklist.source)}\n")
+        out.write(f"FILE {_cue_quote(tracklist.source)} WAVE\n")
+        for n, segment in enumerate(segments, start=1):
+            track = segment.track
+            out.write(f"  TRACK {n:02d} AUDIO\n")
+            out.write(f"    TITLE {_cue_quote('(unknown)' if track is None else track.title)}\n")
+            if track is not None and track.artist:
+                out.write(f"    PERFORMER {_cue_quote(track.artist)}\n")
+            out.write(f"    INDEX 01 {cue_index(segment.start_s)}\n")
+    elif fmt == "json":
+        json.dump(
+            {
+                "source": tracklist.source,
+                "duration_s": round(tracklist.duration_s, 3),
+                "segments": [s.to_payload() for s in segments],
+            },
+            out,
+            ensure_ascii=False,
+            indent=2,
+        )
+        out.write("\n")
+    else:
+        raise ConfigError(f"unknown tracklist format {fmt!r}")

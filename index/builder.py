@@ -1,0 +1,605 @@
+"""Building and updating an index: scan, decode, window, embed, store.
+
+Each track becomes a curve of window embeddings at the index hop: window j
+covers ``[j * hop, j * hop + 4 s)``. Only full windows are embedded; the
+tail after the last full window (shorter than one hop, so under 0.5 s at the
+default hop) is left out rather than covered by an extra end-aligned window,
+because the matcher reads window j's position as exactly ``j * hop`` and an
+off-grid last window would break that.
+
+Bad files are reported with a reason and skipped; the build goes on. A file
+whose bytes equal an already indexed file's is skipped as a duplicate, since
+two identical curves would only split the matcher's confidence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from synesthete.constants import (
+    MAX_INDEX_HOP_S,
+    MIN_INDEX_HOP_S,
+    SAMPLE_RATE_HZ,
+    WINDOW_S,
+    WINDOW_SAMPLES,
+)
+from synesthete.errors import AudioFormatError, LibraryError, ModelError
+from synesthete.inference.encoder import Encoder
+from synesthete.stream.windowing import Windower
+
+from .config import IndexConfig
+from .decode import decode_mono_16k_blocks
+from .scan import iter_audio_files
+from .store import (
+    GenerationWriter,
+    Library,
+    TrackRecord,
+    list_generations,
+    sha256_file,
+    utc_now_iso,
+)
+from .tags import read_tags
+
+FileStatus = Literal["indexed", "updated", "unchanged", "skipped"]
+_UNIT_NORM_TOLERANCE = 1e-3
+# Meta keys the writer sets itself; everything else is carried from generation to generation.
+_WRITER_META_KEYS = frozenset(
+    {"format_version", "dim", "n_trees", "seed", "n_tracks", "n_windows", "created"}
+)
+
+
+class ProgressCallback(Protocol):
+    """What the builder reports while it works (the CLI draws a progress bar from it)."""
+
+    def on_start(self, total_files: int) -> None:
+        """Called once, with the number of audio files found."""
+
+    def on_file(self, path: Path, status: str) -> None:
+        """Called once per file when it is done; ``status`` is a ``FileStatus``."""
+
+    def on_windows(self, n: int) -> None:
+        """Called after each encoder batch with the number of windows just embedded."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexedTrack:
+    """A track embedded in this run."""
+
+    id: int
+    path: str
+    title: str
+    artist: str | None
+    album: str | None
+    duration_s: float
+    windows: int
+    status: Literal["added", "updated"]
+
+
+@dataclass(slots=True, kw_only=True)
+class BuildReport:
+    """What a build, add or remove did. ``to_json`` is what ``--report`` writes."""
+
+    action: Literal["build", "add", "remove"]
+    index_dir: str
+    generation: str | None = None
+    """The live generation afterwards (unchanged if nothing changed)."""
+    indexed: list[IndexedTrack] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(path or target, reason) for every file or target left out."""
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    audio_s: float = 0.0
+    """Seconds of audio embedded in this run."""
+    windows: int = 0
+    """Windows embedded in this run (re-used windows not counted)."""
+    total_tracks: int = 0
+    total_windows: int = 0
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
+        data["audio_s"] = round(self.audio_s, 3)
+        data["elapsed_s"] = round(self.elapsed_s, 3)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        if self.action == "remove":
+            done = f"removed {len(self.removed)} tracks"
+        else:
+            done = (
+                f"indexed {len(self.indexed)} files ({self.windows} windows, "
+                f"{self.audio_s / 60.0:.1f} min of audio)"
+            )
+            if self.unchanged:
+                done += f", {len(self.unchanged)} unchanged"
+        if self.skipped:
+            done += f", skipped {len(self.skipped)}"
+        state = (
+            f"{self.generation}: {self.total_tracks} tracks, {self.total_windows} windows"
+            if self.generation
+            else "no index written"
+        )
+        return f"{self.action}: {done} in {self.elapsed_s:.1f} s -> {state}"
+
+
+def build_index(
+    index_dir: str | os.PathLike[str],
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    encoder: Encoder,
+    config: IndexConfig,
+    progress: ProgressCallback | None = None,
+) -> BuildReport:
+    """Index every audio file under ``paths`` into a new generation of ``index_dir``.
+
+    An existing index there is replaced (as a new generation; ids start at
+    1). Raises ``LibraryError`` if a path does not exist, if ``index_dir`` is a
+    non-empty folder that is not an index, or if no file could be indexed.
+    """
+    started = time.perf_counter()
+    root = Path(index_dir)
+    _check_encoder(encoder)
+    report = BuildReport(action="build", index_dir=str(root))
+    files = _scan(paths, report)
+    if progress is not None:
+        progress.on_start(len(files))
+    with GenerationWriter(index_dir=root, dim=encoder.dim) as writer:
+        by_hash: dict[str, str] = {}
+        next_id = 1
+        for path in files:
+            status = _add_new_file(
+                writer,
+                path,
+                track_id=next_id,
+                by_hash=by_hash,
+                encoder=encoder,
+                config=config,
+                hop_s=config.index_hop_s,
+                report=report,
+                progress=progress,
+            )
+            if status == "indexed":
+                next_id += 1
+            if progress is not None:
+                progress.on_file(path, status)
+        if writer.n_rows == 0:
+            raise LibraryError(_nothing_indexed_message(paths, files, report))
+        report.generation = writer.commit(
+            meta=_meta(encoder=encoder, index_hop_s=config.index_hop_s),
+            n_trees=config.n_trees,
+            seed=config.seed,
+        )
+        report.total_tracks = len(writer.records)
+        report.total_windows = writer.n_rows
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def add_to_index(
+    index_dir: str | os.PathLike[str],
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    encoder: Encoder,
+    config: IndexConfig | None = None,
+    progress: ProgressCallback | None = None,
+) -> BuildReport:
+    """Add the audio files under ``paths`` to an existing index, as a new generation.
+
+    Only new and changed files are embedded; stored windows of the other
+    tracks are copied. A path already indexed with the same content hash is
+    ``unchanged``; with different content it is re-embedded and keeps its id.
+    New tracks get ids after the largest so far. The index's stored hop,
+    n_trees and seed are used whatever ``config`` says (existing windows are
+    on that grid); ``config`` supplies the batch size and the length and
+    silence limits. When nothing new could be indexed no generation is
+    written and the report says so.
+    """
+    started = time.perf_counter()
+    root = Path(index_dir)
+    _check_encoder(encoder)
+    report = BuildReport(action="add", index_dir=str(root))
+    files = _scan(paths, report)
+    if progress is not None:
+        progress.on_start(len(files))
+    with GenerationWriter(index_dir=root, dim=encoder.dim) as writer, Library.open(root) as lib:
+        if lib.encoder_name != encoder.name or lib.dim != encoder.dim:
+            raise LibraryError(
+                f"{root}: index was built with encoder {lib.encoder_name!r} (dim {lib.dim}), "
+                f"not {encoder.name!r} (dim {encoder.dim}); rebuild it with 'index build'"
+            )
+        effective = _stored_config(lib, config)
+        existing = {r.path: r for r in lib.records()}
+        by_hash = {r.content_hash: r.path for r in existing.values()}
+        hashes: dict[Path, str] = {}
+        changed: set[str] = set()
+        for path in files:
+            try:
+                hashes[path] = sha256_file(path)
+            except OSError as err:
+                _skip(report, path, f"cannot read: {err.strerror or err}", progress)
+                continue
+            record = existing.get(str(path))
+            if record is not None and record.content_hash == hashes[path]:
+                report.unchanged.append(str(path))
+                if progress is not None:
+                    progress.on_file(path, "unchanged")
+            elif record is not None:
+                changed.add(record.path)
+
+        # Changed tracks are re-embedded first; a failure keeps the stored version.
+        updated: dict[str, tuple[TrackRecord, npt.NDArray[np.float32]]] = {}
+        for path_text in sorted(changed):
+            path = Path(path_text)
+            old = existing[path_text]
+            result = _embed_track(
+                path,
+                track_id=old.id,
+                content_hash=hashes[path],
+                added=old.added,
+                encoder=encoder,
+                config=effective,
+                progress=progress,
+            )
+            if isinstance(result, str):
+                _skip(report, path, f"{result} (previous version kept)", progress)
+                continue
+            updated[path_text] = result
+            by_hash[result[0].content_hash] = path_text
+            if progress is not None:
+                progress.on_file(path, "updated")
+
+        for record in sorted(lib.records(), key=lambda r: r.window_start):
+            if record.path in updated:
+                new_record, windows = updated[record.path]
+                placed = writer.add_track(new_record, windows)
+                _count(report, placed, status="updated")
+            else:
+                writer.add_track(record, lib.curve(record.id))
+
+        next_id = max((r.id for r in existing.values()), default=0) + 1
+        for path in files:
+            if str(path) in existing or path not in hashes:
+                continue
+            status = _add_new_file(
+                writer,
+                path,
+                track_id=next_id,
+                by_hash=by_hash,
+                encoder=encoder,
+                config=effective,
+                hop_s=effective.index_hop_s,
+                report=report,
+                progress=progress,
+                content_hash=hashes[path],
+            )
+            if status == "indexed":
+                next_id += 1
+            if progress is not None:
+                progress.on_file(path, status)
+
+        if report.indexed:
+            meta = {k: v for k, v in lib.meta.items() if k not in _WRITER_META_KEYS}
+            lib.close()
+            report.generation = writer.commit(meta=meta, n_trees=lib.n_trees, seed=lib.seed)
+            report.total_tracks = len(writer.records)
+            report.total_windows = writer.n_rows
+        else:
+            report.generation = lib.generation
+            report.total_tracks = lib.n_tracks
+            report.total_windows = lib.n_windows
+            writer.abort()
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def remove_from_index(
+    index_dir: str | os.PathLike[str], targets: Iterable[str | int]
+) -> BuildReport:
+    """Remove tracks by id (``"12"``), exact path, or folder prefix; write a new generation.
+
+    A target that is all digits is a track id; anything else is a path,
+    made absolute against the current folder, matching that file or every
+    track under that folder. Targets matching nothing are reported in
+    ``skipped``. Removing every track raises ``LibraryError`` (delete the
+    folder instead); removing nothing writes no generation.
+    """
+    started = time.perf_counter()
+    root = Path(index_dir)
+    report = BuildReport(action="remove", index_dir=str(root))
+    with Library.open(root) as probe:
+        dim = probe.dim
+    with GenerationWriter(index_dir=root, dim=dim) as writer, Library.open(root) as lib:
+        doomed: set[int] = set()
+        records = lib.records()
+        for target in targets:
+            matched = _match_target(str(target), records)
+            if not matched:
+                report.skipped.append((str(target), "no track matches this id or path"))
+            doomed.update(matched)
+        if not doomed:
+            report.generation = lib.generation
+            report.total_tracks = lib.n_tracks
+            report.total_windows = lib.n_windows
+            writer.abort()
+        elif len(doomed) == len(records):
+            raise LibraryError(
+                f"{root}: removing these would leave the index empty; delete the folder instead"
+            )
+        else:
+            for record in sorted(records, key=lambda r: r.window_start):
+                if record.id in doomed:
+                    report.removed.append({"id": record.id, "path": record.path})
+                else:
+                    writer.add_track(record, lib.curve(record.id))
+            report.removed.sort(key=lambda item: int(item["id"]))
+            meta = {k: v for k, v in lib.meta.items() if k not in _WRITER_META_KEYS}
+            n_trees, seed = lib.n_trees, lib.seed
+            lib.close()
+            report.generation = writer.commit(meta=meta, n_trees=n_trees, seed=seed)
+            report.total_tracks = len(writer.records)
+            report.total_windows = writer.n_rows
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def index_stats(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON-ready summary of the live generation."""
+    root = Path(index_dir)
+    with Library.open(root) as lib:
+        records = lib.records()
+        disk_bytes = sum(p.stat().st_size for p in lib.generation_dir.iterdir() if p.is_file())
+        total_s = sum(r.duration_s for r in records)
+        return {
+            "index_dir": str(root),
+            "generation": lib.generation,
+            "generations_on_disk": list_generations(root),
+            "format_version": int(lib.meta["format_version"]),
+            "encoder_name": lib.encoder_name,
+            "dim": lib.dim,
+            "index_hop_s": lib.index_hop_s,
+            "n_trees": lib.n_trees,
+            "seed": lib.seed,
+            "created": lib.meta.get("created"),
+            "tracks": lib.n_tracks,
+            "windows": lib.n_windows,
+            "audio_hours": round(total_s / 3600.0, 3),
+            "artists": len({r.artist for r in records if r.artist}),
+            "albums": len({r.album for r in records if r.album}),
+            "disk_mb": round(disk_bytes / 1e6, 2),
+        }
+
+
+# -- internals ---------------------------------------------------------------------
+
+
+def _check_encoder(encoder: Encoder) -> None:
+    if encoder.sample_rate_hz != SAMPLE_RATE_HZ or encoder.window_samples != WINDOW_SAMPLES:
+        raise ModelError(
+            f"encoder {encoder.name!r} takes {encoder.window_samples} samples at "
+            f"{encoder.sample_rate_hz} Hz; the index needs {WINDOW_SAMPLES} at {SAMPLE_RATE_HZ} Hz"
+        )
+
+
+def _meta(*, encoder: Encoder, index_hop_s: float) -> dict[str, str]:
+    return {
+        "encoder_name": encoder.name,
+        "index_hop_s": repr(float(index_hop_s)),
+        "window_s": repr(WINDOW_S),
+        "sample_rate_hz": str(SAMPLE_RATE_HZ),
+    }
+
+
+def _stored_config(lib: Library, config: IndexConfig | None) -> IndexConfig:
+    base = config if config is not None else IndexConfig()
+    return IndexConfig(
+        index_hop_s=lib.index_hop_s,
+        n_trees=lib.n_trees,
+        seed=lib.seed,
+        batch_windows=base.batch_windows,
+        search_k_factor=base.search_k_factor,
+        min_duration_s=base.min_duration_s,
+        silence_dbfs=base.silence_dbfs,
+    )
+
+
+def _scan(paths: Sequence[str | os.PathLike[str]], report: BuildReport) -> list[Path]:
+    def on_problem(path: Path, reason: str) -> None:
+        report.skipped.append((str(path), reason))
+
+    return list(iter_audio_files(paths, on_problem=on_problem))
+
+
+def _skip(report: BuildReport, path: Path, reason: str, progress: ProgressCallback | None) -> None:
+    report.skipped.append((str(path), reason))
+    if progress is not None:
+        progress.on_file(path, "skipped")
+
+
+def _count(
+    report: BuildReport, record: TrackRecord, *, status: Literal["added", "updated"]
+) -> None:
+    report.indexed.append(
+        IndexedTrack(
+            id=record.id,
+            path=record.path,
+            title=record.title,
+            artist=record.artist,
+            album=record.album,
+            duration_s=record.duration_s,
+            windows=record.window_count,
+            status=status,
+        )
+    )
+    report.audio_s += record.duration_s
+    report.windows += record.window_count
+
+
+def _add_new_file(
+    writer: GenerationWriter,
+    path: Path,
+    *,
+    track_id: int,
+    by_hash: dict[str, str],
+    encoder: Encoder,
+    config: IndexConfig,
+    hop_s: float,
+    report: BuildReport,
+    progress: ProgressCallback | None,
+    content_hash: str | None = None,
+) -> FileStatus:
+    """Embed one new file and append it to ``writer``; returns its status (reason in report)."""
+    if content_hash is None:
+        try:
+            content_hash = sha256_file(path)
+        except OSError as err:
+            report.skipped.append((str(path), f"cannot read: {err.strerror or err}"))
+            return "skipped"
+    twin = by_hash.get(content_hash)
+    if twin is not None:
+        report.skipped.append((str(path), f"same content as {twin}"))
+        return "skipped"
+    result = _embed_track(
+        path,
+        track_id=track_id,
+        content_hash=content_hash,
+        added=utc_now_iso(),
+        encoder=encoder,
+        config=config,
+        progress=progress,
+    )
+    if isinstance(result, str):
+        report.skipped.append((str(path), result))
+        return "skipped"
+    record, windows = result
+    placed = writer.add_track(record, windows)
+    by_hash[content_hash] = str(path)
+    _count(report, placed, status="added")
+    return "indexed"
+
+
+def _embed_track(
+    path: Path,
+    *,
+    track_id: int,
+    content_hash: str,
+    added: str,
+    encoder: Encoder,
+    config: IndexConfig,
+    progress: ProgressCallback | None,
+) -> tuple[TrackRecord, npt.NDArray[np.float32]] | str:
+    """Decode and embed one file: (record, ``[M, D]`` windows), or the reason it was skipped."""
+    try:
+        windows, duration_s = _embed_file(path, encoder=encoder, config=config, progress=progress)
+    except AudioFormatError as err:
+        return _reason(err, path)
+    if windows.shape[0] == 0:
+        return f"too short ({duration_s:.2f} s; one {WINDOW_S:g} s window needed)"
+    title, artist, album = read_tags(path)
+    record = TrackRecord(
+        id=track_id,
+        path=str(path),
+        title=title,
+        artist=artist,
+        album=album,
+        duration_s=duration_s,
+        content_hash=content_hash,
+        window_start=0,
+        window_count=int(windows.shape[0]),
+        added=added,
+    )
+    return record, windows
+
+
+def _embed_file(
+    path: Path,
+    *,
+    encoder: Encoder,
+    config: IndexConfig,
+    progress: ProgressCallback | None,
+) -> tuple[npt.NDArray[np.float32], float]:
+    """``[M, D]`` embeddings of every full window of the file at the index hop, and its length."""
+    windower = Windower(
+        hop_s=config.index_hop_s, min_hop_s=MIN_INDEX_HOP_S, max_hop_s=MAX_INDEX_HOP_S
+    )
+    batch = np.empty((config.batch_windows, windower.window_samples), dtype=np.float32)
+    filled = 0
+    chunks: list[npt.NDArray[np.float32]] = []
+    total_samples = 0
+    for block in decode_mono_16k_blocks(
+        path, min_duration_s=config.min_duration_s, silence_dbfs=config.silence_dbfs
+    ):
+        total_samples += block.shape[0]
+        for window in windower.push(block):
+            batch[filled] = window.samples
+            filled += 1
+            if filled == config.batch_windows:
+                chunks.append(_embed_batch(encoder, batch, progress))
+                filled = 0
+    if filled:
+        chunks.append(_embed_batch(encoder, batch[:filled], progress))
+    windower.flush()
+    if not chunks:
+        return np.zeros((0, encoder.dim), dtype=np.float32), total_samples / SAMPLE_RATE_HZ
+    return np.concatenate(chunks), total_samples / SAMPLE_RATE_HZ
+
+
+def _embed_batch(
+    encoder: Encoder,
+    batch: npt.NDArray[np.float32],
+    progress: ProgressCallback | None,
+) -> npt.NDArray[np.float32]:
+    out = np.asarray(encoder.embed(batch), dtype=np.float32)
+    if out.shape != (batch.shape[0], encoder.dim):
+        raise ModelError(
+            f"encoder {encoder.name!r} returned {out.shape} for {batch.shape[0]} windows, "
+            f"expected ({batch.shape[0]}, {encoder.dim})"
+        )
+    norms = np.linalg.norm(out, axis=1)
+    if not np.all(np.isfinite(norms)) or np.any(np.abs(norms - 1.0) > _UNIT_NORM_TOLERANCE):
+        raise ModelError(f"encoder {encoder.name!r} returned non-finite or non-unit embeddings")
+    if progress is not None:
+        progress.on_windows(out.shape[0])
+    return out.copy()
+
+
+def _reason(err: AudioFormatError, path: Path) -> str:
+    """The error text without the leading ``<path>: `` (the report pairs them already)."""
+    text = str(err)
+    prefix = f"{path}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _match_target(target: str, records: list[TrackRecord]) -> set[int]:
+    if target.strip().isdigit():
+        wanted = int(target)
+        return {r.id for r in records if r.id == wanted}
+    absolute = os.path.normpath(Path(target).expanduser().absolute())
+    folder = absolute.rstrip(os.sep) + os.sep
+    return {r.id for r in records if r.path == absolute or r.path.startswith(folder)}
+
+
+def _nothing_indexed_message(
+    paths: Sequence[str | os.PathLike[str]], files: list[Path], report: BuildReport
+) -> str:
+    named = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+    if not files:
+        return f"no audio files (wav, flac, ogg, opus, mp3) found under {named}"
+    first_path, first_reason = report.skipped[0] if report.skipped else ("", "")
+    return (
+        f"none of the {len(files)} audio files under {named} could be indexed "
+        f"(first: {first_path}: {first_reason})"
+    )

@@ -1,0 +1,46 @@
+"""Interfaces between the pure matcher and the storage adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from synesthete.events import TrackInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbor:
+    """One nearest library window of a live window.
+
+    ``distance`` is Euclidean between unit vectors (0..2), the same scale the
+    matcher uses internally.
+    """
+
+    track_id: int
+    window_index: int
+    distance: float
+
+
+class CurveLibrary(Protocol):
+    """Read access to the library's per-track embedding polylines."""
+
+    @property
+    def index_hop_s(self) -> float: ...
+
+    def curve(self, track_id: int) -> npt.NDArray[np.float32]:
+        """``[M, D]`` unit vectors of the track's windows at the index hop, in time order."""
+        ...
+
+    def info(self, track_id: int) -> TrackInfo: ...
+
+
+class CandidateSource(Protocol):
+    """Nearest library windows of a batch of live embeddings (an Annoy index, or brute force)."""
+
+    def query(self, embeddings: npt.NDArray[np.float32], *, k: int) -> Sequence[Sequence[Neighbor]]:
+        """``embeddings`` is ``[n, D]``; returns n lists of up to ``k`` neighbors, nearest first."""
+        ...

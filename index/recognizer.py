@@ -1,0 +1,134 @@
+"""The recognizer: one stream's path from raw audio blocks to events.
+
+Composes the streaming resampler, the windower, an ``Encoder``, a
+``CandidateSource`` and the ``Matcher``. It does no I/O and owns no thread:
+the live loop calls ``push`` from its executor thread, ``identify`` calls it
+in a plain loop on a virtual clock, so both give the same events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+from synesthete.errors import ConfigError
+from synesthete.events import Event, Status, Unknown
+from synesthete.index.matcher import Matcher, MatcherConfig
+from synesthete.index.protocols import CandidateSource, CurveLibrary
+from synesthete.inference.encoder import Encoder
+from synesthete.stream.resample import StreamResampler
+from synesthete.stream.windowing import Window, Windower
+
+
+@dataclass(slots=True)
+class WindowTiming:
+    """Wall-clock cost of the last windows, for status events and benchmarks."""
+
+    encoder_ms: list[float] = field(default_factory=list)
+    search_ms: list[float] = field(default_factory=list)
+    matcher_ms: list[float] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.encoder_ms.clear()
+        self.search_ms.clear()
+        self.matcher_ms.clear()
+
+
+class Recognizer:
+    """Raw audio of one stream in, events out: ``push(chunk) -> list[Event]``.
+
+    ``chunk`` is ``[frames]`` or ``[frames, channels]`` float32 at
+    ``input_rate_hz``. Non-finite samples are replaced by 0 and reported in
+    ``nonfinite_samples``; they never reach the encoder.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        input_rate_hz: int,
+        encoder: Encoder,
+        candidates: CandidateSource,
+        library: CurveLibrary,
+        config: MatcherConfig,
+        keep_timings: bool = False,
+    ) -> None:
+        if encoder.sample_rate_hz != SAMPLE_RATE_HZ or encoder.window_samples != WINDOW_SAMPLES:
+            raise ConfigError(
+                f"encoder {encoder.name} expects {encoder.window_samples} samples at "
+                f"{encoder.sample_rate_hz} Hz; the pipeline produces {WINDOW_SAMPLES} at "
+                f"{SAMPLE_RATE_HZ} Hz"
+            )
+        self.stream = stream
+        self.encoder = encoder
+        self.candidate_source = candidates
+        self.config = config
+        self._resampler = StreamResampler(in_rate_hz=input_rate_hz, out_rate_hz=SAMPLE_RATE_HZ)
+        self._windower = Windower(hop_s=config.live_hop_s)
+        self._matcher = Matcher(config=config, library=library, stream=stream)
+        self._windows_seen = 0
+        self.nonfinite_samples = 0
+        self.keep_timings = keep_timings
+        self.timing = WindowTiming()
+
+    @property
+    def matcher(self) -> Matcher:
+        return self._matcher
+
+    @property
+    def latency_samples(self) -> int:
+        """Input-to-decision delay in 16 kHz samples: the window plus the resampler's lag."""
+        return self._windower.latency_samples + self._resampler.latency_samples
+
+    def push(self, chunk: npt.NDArray[np.float32]) -> list[Event]:
+        if not np.isfinite(chunk).all():
+            bad = ~np.isfinite(chunk)
+            self.nonfinite_samples += int(bad.sum())
+            chunk = np.where(bad, np.float32(0.0), chunk).astype(np.float32)
+        samples = self._resampler.push(chunk)
+        return self._process(self._windower.push(samples))
+
+    def flush(self) -> list[Event]:
+        """End of stream: drain the resampler, score the last windows, close the stream."""
+        events = self._process(self._windower.push(self._resampler.flush()))
+        events.extend(self._matcher.flush())
+        if self._windows_seen == 0:
+            events.append(Unknown(file=self.stream, t=0.0, reason="too_short"))
+        return events
+
+    def reset(self) -> None:
+        self._resampler.reset()
+        self._windower.reset()
+        self._matcher.reset()
+        self._windows_seen = 0
+        self.nonfinite_samples = 0
+        self.timing.clear()
+
+    def status(self, *, t: float) -> Status:
+        return Status(file=self.stream, t=t)
+
+    def _process(self, windows: Sequence[Window]) -> list[Event]:
+        if not windows:
+            return []
+        batch = np.stack([w.samples for w in windows])
+        started = time.perf_counter()
+        embeddings = self.encoder.embed(batch)
+        encoded = time.perf_counter()
+        neighbors = self.candidate_source.query(embeddings, k=self.config.top_k)
+        searched = time.perf_counter()
+        events: list[Event] = []
+        for window, embedding, found in zip(windows, embeddings, neighbors, strict=True):
+            events.extend(self._matcher.push(embedding, found, t=window.end_s))
+        matched = time.perf_counter()
+        self._windows_seen += len(windows)
+        if self.keep_timings:
+            per_window = 1000.0 / len(windows)
+            self.timing.encoder_ms.append((encoded - started) * per_window)
+            self.timing.search_ms.append((searched - encoded) * per_window)
+            self.timing.matcher_ms.append((matched - searched) * per_window)
+        return events

@@ -1,0 +1,687 @@
+"""The on-disk library: immutable generations switched atomically through ``CURRENT``.
+
+Layout of an index folder::
+
+    DIR/CURRENT                      name of the live generation (one line)
+    DIR/.lock                        flock'ed by writers (build/add/remove)
+    DIR/gen-000003/library.sqlite    meta(key, value); tracks(...)
+    DIR/gen-000003/windows.npy       [N, D] float32, every track's windows, row order
+    DIR/gen-000003/windows.ann       Annoy (angular), item i == row i of windows.npy
+    DIR/gen-000003/manifest.json     sha256 and size of the three files above, counts
+
+A generation is never modified once published. Writers build the next one
+in ``DIR/.tmp-gen-*``, fsync it, rename it to ``gen-N`` and then replace
+``CURRENT`` atomically (write ``CURRENT.tmp``, fsync, ``os.replace``), so a
+reader sees either the old or the new library, never a mix. The previous
+generation is kept after a switch (a reader that opened it keeps working);
+older ones are deleted.
+
+Each track's windows are contiguous rows: ``tracks.window_start`` and
+``window_count`` give the slice, and row order is the tracks' order by
+``window_start`` (ids need not increase along rows). Track ids are stable
+across generations: ``add`` keeps them and numbers new tracks max + 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from synesthete.errors import LibraryError
+from synesthete.events import TrackInfo
+
+from .annoy_index import AnnoyCandidates, BruteForceCandidates, RowMap, build_annoy
+from .config import DEFAULT_SEARCH_K_FACTOR
+
+FORMAT_VERSION = 1
+CURRENT_NAME = "CURRENT"
+LOCK_NAME = ".lock"
+SQLITE_NAME = "library.sqlite"
+WINDOWS_NAME = "windows.npy"
+ANNOY_NAME = "windows.ann"
+MANIFEST_NAME = "manifest.json"
+CHECKSUMMED_FILES = (WINDOWS_NAME, ANNOY_NAME, SQLITE_NAME)
+GENERATION_RE = re.compile(r"^gen-(\d{6,})$")
+TMP_PREFIX = ".tmp-gen-"
+_HASH_CHUNK_BYTES = 1 << 20
+_COPY_CHUNK_ROWS = 65536
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tracks (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    artist TEXT,
+    album TEXT,
+    duration_s REAL NOT NULL,
+    content_hash TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_count INTEGER NOT NULL,
+    added TEXT NOT NULL
+);
+CREATE INDEX tracks_content_hash ON tracks (content_hash);
+"""
+_TRACK_COLUMNS = (
+    "id, path, title, artist, album, duration_s, content_hash, window_start, window_count, added"
+)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackRecord:
+    """One row of the ``tracks`` table. ``path`` is absolute, as scanned."""
+
+    id: int
+    path: str
+    title: str
+    artist: str | None
+    album: str | None
+    duration_s: float
+    content_hash: str
+    window_start: int
+    window_count: int
+    added: str
+
+    def to_info(self) -> TrackInfo:
+        return TrackInfo(
+            id=self.id,
+            path=self.path,
+            title=self.title,
+            artist=self.artist,
+            album=self.album,
+            duration_s=self.duration_s,
+        )
+
+
+class Library:
+    """A read-only view of the live generation of an index folder.
+
+    Implements ``protocols.CurveLibrary``. The windows are memory-mapped, so
+    ``curve`` returns views without copying. Open with ``Library.open``.
+    """
+
+    def __init__(
+        self,
+        *,
+        index_dir: Path,
+        generation: str,
+        meta: Mapping[str, str],
+        records: list[TrackRecord],
+        windows: npt.NDArray[np.float32],
+    ) -> None:
+        self.index_dir = index_dir
+        self.generation = generation
+        self.generation_dir = index_dir / generation
+        self.meta: dict[str, str] = dict(meta)
+        self.encoder_name = self.meta["encoder_name"]
+        self.dim = _meta_int(self.meta, "dim")
+        self._index_hop_s = _meta_float(self.meta, "index_hop_s")
+        self.n_trees = _meta_int(self.meta, "n_trees")
+        self.seed = _meta_int(self.meta, "seed")
+        ordered = sorted(records, key=lambda r: r.window_start)
+        self._records = {r.id: r for r in ordered}
+        self.row_map = RowMap(
+            track_ids=np.array([r.id for r in ordered], dtype=np.int64),
+            window_start=np.array([r.window_start for r in ordered], dtype=np.int64),
+            window_count=np.array([r.window_count for r in ordered], dtype=np.int64),
+        )
+        if windows.shape != (self.row_map.n_rows, self.dim):
+            raise LibraryError(
+                f"{self.generation_dir}: windows.npy is {windows.shape}, the tracks table "
+                f"needs ({self.row_map.n_rows}, {self.dim})"
+            )
+        self._windows: npt.NDArray[np.float32] | None = windows
+        self._candidates: list[AnnoyCandidates] = []
+
+    # -- opening -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, index_dir: str | os.PathLike[str]) -> Library:
+        """Open the live generation. Raises ``LibraryError`` (one line) if missing or corrupt."""
+        root = Path(index_dir)
+        generation = read_current(root)
+        gen_dir = root / generation
+        if not gen_dir.is_dir():
+            raise LibraryError(f"{root}: CURRENT names {generation}, which does not exist")
+        for name in (SQLITE_NAME, WINDOWS_NAME, ANNOY_NAME, MANIFEST_NAME):
+            if not (gen_dir / name).is_file():
+                raise LibraryError(f"{gen_dir}: {name} is missing")
+        meta, records = _read_sqlite(gen_dir / SQLITE_NAME)
+        try:
+            windows = np.load(gen_dir / WINDOWS_NAME, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise LibraryError(f"{gen_dir / WINDOWS_NAME}: unreadable: {err}") from err
+        if windows.dtype != np.float32 or windows.ndim != 2:
+            raise LibraryError(
+                f"{gen_dir / WINDOWS_NAME}: expected [N, D] float32, "
+                f"got {windows.dtype} {windows.shape}"
+            )
+        return cls(
+            index_dir=root, generation=generation, meta=meta, records=records, windows=windows
+        )
+
+    # -- CurveLibrary ----------------------------------------------------------
+
+    @property
+    def index_hop_s(self) -> float:
+        return self._index_hop_s
+
+    def curve(self, track_id: int) -> npt.NDArray[np.float32]:
+        """``[M, D]`` read-only view of the track's window embeddings, in time order."""
+        record = self.record(track_id)
+        return self.windows[record.window_start : record.window_start + record.window_count]
+
+    def info(self, track_id: int) -> TrackInfo:
+        return self.record(track_id).to_info()
+
+    # -- the rest ----------------------------------------------------------------
+
+    @property
+    def windows(self) -> npt.NDArray[np.float32]:
+        """All windows ``[N, D]``, memory-mapped read-only."""
+        if self._windows is None:
+            raise LibraryError(f"{self.index_dir}: library is closed")
+        return self._windows
+
+    @property
+    def n_windows(self) -> int:
+        return self.row_map.n_rows
+
+    @property
+    def n_tracks(self) -> int:
+        return len(self._records)
+
+    def record(self, track_id: int) -> TrackRecord:
+        try:
+            return self._records[int(track_id)]
+        except KeyError:
+            raise LibraryError(f"{self.index_dir}: no track with id {track_id}") from None
+
+    def records(self) -> list[TrackRecord]:
+        """All track rows, by id."""
+        return sorted(self._records.values(), key=lambda r: r.id)
+
+    def tracks(self) -> list[TrackInfo]:
+        """All tracks, by id."""
+        return [r.to_info() for r in self.records()]
+
+    def track_of_row(self, row: int) -> tuple[int, int]:
+        """Row of windows.npy / Annoy item -> (track id, window index within the track)."""
+        track_ids, window_indices = self.row_map.lookup(np.array([row]))
+        return int(track_ids[0]), int(window_indices[0])
+
+    def tracks_of_rows(
+        self, rows: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Vectorised ``track_of_row``: rows ``[n]`` -> (track ids, window indices)."""
+        return self.row_map.lookup(rows)
+
+    def candidates(self, *, search_k_factor: int = DEFAULT_SEARCH_K_FACTOR) -> AnnoyCandidates:
+        """An Annoy ``CandidateSource`` over this generation; closed with the library."""
+        self._require_open()
+        source = AnnoyCandidates(
+            ann_path=self.generation_dir / ANNOY_NAME,
+            dim=self.dim,
+            n_trees=self.n_trees,
+            row_map=self.row_map,
+            search_k_factor=search_k_factor,
+        )
+        self._candidates.append(source)
+        return source
+
+    def brute_force(self) -> BruteForceCandidates:
+        """The exact ``CandidateSource`` over the same windows (reference, small libraries)."""
+        return BruteForceCandidates(vectors=self.windows, row_map=self.row_map)
+
+    def verify(self) -> None:
+        """Recompute the manifest checksums, cross-check counts; ``LibraryError`` on a mismatch."""
+        manifest = read_manifest(self.generation_dir)
+        files = manifest.get("files")
+        if not isinstance(files, dict):
+            raise LibraryError(f"{self.generation_dir}: manifest.json has no file list")
+        for name in CHECKSUMMED_FILES:
+            entry = files.get(name)
+            if not isinstance(entry, dict) or "sha256" not in entry:
+                raise LibraryError(f"{self.generation_dir}: manifest.json lacks {name}")
+            actual = sha256_file(self.generation_dir / name)
+            if actual != entry["sha256"]:
+                raise LibraryError(
+                    f"{self.generation_dir / name}: checksum mismatch (corrupt or modified)"
+                )
+        if manifest.get("n_windows") != self.n_windows or manifest.get("n_tracks") != len(
+            self._records
+        ):
+            raise LibraryError(f"{self.generation_dir}: manifest counts disagree with the tables")
+        if not np.isfinite(self.windows).all():
+            raise LibraryError(f"{self.generation_dir / WINDOWS_NAME}: non-finite embeddings")
+
+    def close(self) -> None:
+        for source in self._candidates:
+            source.close()
+        self._candidates.clear()
+        self._windows = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _require_open(self) -> None:
+        if self._windows is None:
+            raise LibraryError(f"{self.index_dir}: library is closed")
+
+
+def read_current(index_dir: Path) -> str:
+    """The live generation's name; ``LibraryError`` if the folder is not an index."""
+    if not index_dir.exists():
+        raise LibraryError(f"{index_dir}: no index here (the folder does not exist)")
+    if not index_dir.is_dir():
+        raise LibraryError(f"{index_dir}: not an index folder (it is a file)")
+    current = index_dir / CURRENT_NAME
+    try:
+        name = current.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise LibraryError(
+            f"{index_dir}: not a Synesthete index (no CURRENT file); "
+            "create one with 'synesthete index build'"
+        ) from None
+    except (OSError, UnicodeError) as err:
+        raise LibraryError(f"{current}: unreadable: {err}") from err
+    if not GENERATION_RE.match(name):
+        raise LibraryError(f"{current}: corrupt (expected a generation name, got {name[:40]!r})")
+    return name
+
+
+def read_manifest(gen_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((gen_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, json.JSONDecodeError) as err:
+        raise LibraryError(f"{gen_dir / MANIFEST_NAME}: unreadable: {err}") from err
+    if not isinstance(data, dict):
+        raise LibraryError(f"{gen_dir / MANIFEST_NAME}: not a JSON object")
+    return data
+
+
+def _meta_int(meta: Mapping[str, str], key: str) -> int:
+    try:
+        return int(meta[key])
+    except (KeyError, ValueError):
+        raise LibraryError(f"index meta {key!r} is missing or not an integer") from None
+
+
+def _meta_float(meta: Mapping[str, str], key: str) -> float:
+    try:
+        return float(meta[key])
+    except (KeyError, ValueError):
+        raise LibraryError(f"index meta {key!r} is missing or not a number") from None
+
+
+def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord]]:
+    # Generations are write-once, so readers open them immutable: no locks and
+    # no -wal/-shm files appear next to a published database.
+    uri = f"{path.absolute().as_uri()}?mode=ro&immutable=1"
+    try:
+        connection = sqlite3.connect(uri, uri=True)
+        try:
+            meta = {str(k): str(v) for k, v in connection.execute("SELECT key, value FROM meta")}
+            rows = connection.execute(f"SELECT {_TRACK_COLUMNS} FROM tracks ORDER BY id").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error as err:
+        raise LibraryError(f"{path}: unreadable: {err}") from err
+    version = meta.get("format_version")
+    if version != str(FORMAT_VERSION):
+        raise LibraryError(
+            f"{path}: index format {version!r} is not supported (expected {FORMAT_VERSION}); "
+            "rebuild the index"
+        )
+    for key in ("encoder_name", "dim", "index_hop_s", "n_trees", "seed"):
+        if key not in meta:
+            raise LibraryError(f"{path}: meta lacks {key!r}")
+    records = [
+        TrackRecord(
+            id=int(row[0]),
+            path=str(row[1]),
+            title=str(row[2]),
+            artist=None if row[3] is None else str(row[3]),
+            album=None if row[4] is None else str(row[4]),
+            duration_s=float(row[5]),
+            content_hash=str(row[6]),
+            window_start=int(row[7]),
+            window_count=int(row[8]),
+            added=str(row[9]),
+        )
+        for row in rows
+    ]
+    return meta, records
+
+
+# -- writing -------------------------------------------------------------------
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file, or a folder's entry table (no-op where folders cannot be opened)."""
+    if sys.platform == "win32" and path.is_dir():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_generations(index_dir: Path) -> list[str]:
+    """Generation folder names present, oldest first."""
+    if not index_dir.is_dir():
+        return []
+    found = [p.name for p in index_dir.iterdir() if p.is_dir() and GENERATION_RE.match(p.name)]
+    return sorted(found, key=lambda name: int(name.split("-", 1)[1]))
+
+
+def is_index_dir(index_dir: Path) -> bool:
+    return (index_dir / CURRENT_NAME).is_file()
+
+
+def _owned_name(name: str) -> bool:
+    return (
+        name in (CURRENT_NAME, CURRENT_NAME + ".tmp", LOCK_NAME)
+        or name.startswith(TMP_PREFIX)
+        or bool(GENERATION_RE.match(name))
+    )
+
+
+class IndexLock:
+    """Exclusive writer lock on ``DIR/.lock`` (flock, so a dead process releases it).
+
+    Without ``fcntl`` (Windows) the lock is advisory only and always succeeds.
+    """
+
+    def __init__(self, index_dir: Path) -> None:
+        self.index_dir = index_dir
+        self._handle: BinaryIO | None = None
+
+    def acquire(self) -> None:
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        handle = (self.index_dir / LOCK_NAME).open("ab")
+        if sys.platform != "win32":
+            import fcntl
+
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise LibraryError(
+                    f"{self.index_dir}: another build, add or remove is writing this index"
+                ) from None
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the descriptor drops the flock
+            self._handle = None
+
+
+class GenerationWriter:
+    """Writes the next generation of an index; ``commit`` publishes it atomically.
+
+    Use as a context manager: leaving it without ``commit`` (an error) deletes
+    the temporary folder and leaves the live generation untouched. Holds the
+    writer lock from construction to commit/abort.
+    """
+
+    def __init__(self, *, index_dir: str | os.PathLike[str], dim: int) -> None:
+        self.index_dir = Path(index_dir)
+        if self.index_dir.exists() and not self.index_dir.is_dir():
+            raise LibraryError(f"{self.index_dir}: exists and is not a folder")
+        if self.index_dir.is_dir() and not is_index_dir(self.index_dir):
+            strangers = [p.name for p in self.index_dir.iterdir() if not _owned_name(p.name)]
+            if strangers:
+                raise LibraryError(
+                    f"{self.index_dir}: folder is not empty and not an index "
+                    f"(contains {strangers[0]!r}); choose a new or empty folder"
+                )
+        self.dim = dim
+        self._lock = IndexLock(self.index_dir)
+        self._lock.acquire()
+        self._closed = False
+        try:
+            self._remove_stale_temporaries()
+            self.tmp_dir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.index_dir))
+            # mkdtemp makes it private (0700); a published generation is for every reader.
+            self.tmp_dir.chmod(0o755)
+            self._raw_path = self.tmp_dir / "windows.f32.part"
+            self._raw: BinaryIO | None = self._raw_path.open("wb")
+        except BaseException:
+            self._lock.release()
+            raise
+        self._records: list[TrackRecord] = []
+        self._paths: set[str] = set()
+        self._ids: set[int] = set()
+        self._n_rows = 0
+
+    @property
+    def n_rows(self) -> int:
+        return self._n_rows
+
+    @property
+    def records(self) -> list[TrackRecord]:
+        return list(self._records)
+
+    def add_track(self, record: TrackRecord, windows: npt.NDArray[np.float32]) -> TrackRecord:
+        """Append one track's ``[M, D]`` windows; returns the record with its row slice set."""
+        if self._raw is None:
+            raise LibraryError("generation writer is closed")
+        if windows.ndim != 2 or windows.shape[1] != self.dim or windows.shape[0] < 1:
+            raise LibraryError(
+                f"{record.path}: windows must be [M>=1, {self.dim}], got {windows.shape}"
+            )
+        if record.id in self._ids or record.path in self._paths:
+            raise LibraryError(f"{record.path}: track id {record.id} or path added twice")
+        placed = replace(record, window_start=self._n_rows, window_count=int(windows.shape[0]))
+        # A long track may arrive as a memory-mapped slice: copy it in chunks.
+        for start in range(0, windows.shape[0], _COPY_CHUNK_ROWS):
+            chunk = np.ascontiguousarray(windows[start : start + _COPY_CHUNK_ROWS], np.float32)
+            self._raw.write(chunk.tobytes())
+        self._n_rows += int(windows.shape[0])
+        self._records.append(placed)
+        self._paths.add(placed.path)
+        self._ids.add(placed.id)
+        return placed
+
+    def commit(self, *, meta: Mapping[str, str], n_trees: int, seed: int) -> str:
+        """Write tables, windows, Annoy and manifest; publish; return the generation name."""
+        if self._raw is None:
+            raise LibraryError("generation writer is closed")
+        if not self._records:
+            raise LibraryError(f"{self.index_dir}: refusing to publish an empty index")
+        self._raw.close()
+        self._raw = None
+        try:
+            windows_path = self.tmp_dir / WINDOWS_NAME
+            self._write_windows_npy(windows_path)
+            windows = np.load(windows_path, mmap_mode="r")
+            build_annoy(windows, n_trees=n_trees, seed=seed, path=self.tmp_dir / ANNOY_NAME)
+            del windows
+            full_meta = {
+                **{str(k): str(v) for k, v in meta.items()},
+                "format_version": str(FORMAT_VERSION),
+                "dim": str(self.dim),
+                "n_trees": str(n_trees),
+                "seed": str(seed),
+                "n_tracks": str(len(self._records)),
+                "n_windows": str(self._n_rows),
+                "created": utc_now_iso(),
+            }
+            self._write_sqlite(self.tmp_dir / SQLITE_NAME, full_meta)
+            self._write_manifest(full_meta)
+            for name in (*CHECKSUMMED_FILES, MANIFEST_NAME):
+                _fsync_path(self.tmp_dir / name)
+            _fsync_path(self.tmp_dir)
+            return self._publish()
+        except BaseException:
+            self._discard()
+            raise
+        finally:
+            self._release()
+
+    def abort(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
+        self._discard()
+        self._release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._closed:
+            self.abort()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _write_windows_npy(self, path: Path) -> None:
+        raw = np.memmap(self._raw_path, dtype=np.float32, mode="r", shape=(self._n_rows, self.dim))
+        out = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.float32, shape=(self._n_rows, self.dim)
+        )
+        for start in range(0, self._n_rows, _COPY_CHUNK_ROWS):
+            out[start : start + _COPY_CHUNK_ROWS] = raw[start : start + _COPY_CHUNK_ROWS]
+        out.flush()
+        del out, raw
+        self._raw_path.unlink()
+
+    def _write_sqlite(self, path: Path, meta: Mapping[str, str]) -> None:
+        connection = sqlite3.connect(path)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+            with connection:
+                connection.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)", sorted(meta.items())
+                )
+                connection.executemany(
+                    f"INSERT INTO tracks ({_TRACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            r.id,
+                            r.path,
+                            r.title,
+                            r.artist,
+                            r.album,
+                            r.duration_s,
+                            r.content_hash,
+                            r.window_start,
+                            r.window_count,
+                            r.added,
+                        )
+                        for r in self._records
+                    ],
+                )
+            # Fold the WAL into the main file so the published folder is one file.
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            connection.close()
+        for suffix in ("-wal", "-shm"):
+            leftover = path.with_name(path.name + suffix)
+            if leftover.exists():
+                leftover.unlink()
+
+    def _write_manifest(self, meta: Mapping[str, str]) -> None:
+        files = {
+            name: {
+                "sha256": sha256_file(self.tmp_dir / name),
+                "bytes": (self.tmp_dir / name).stat().st_size,
+            }
+            for name in CHECKSUMMED_FILES
+        }
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "encoder_name": meta.get("encoder_name"),
+            "dim": self.dim,
+            "n_tracks": len(self._records),
+            "n_windows": self._n_rows,
+            "created": meta.get("created"),
+            "files": files,
+        }
+        (self.tmp_dir / MANIFEST_NAME).write_text(
+            json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+
+    def _publish(self) -> str:
+        previous: str | None = None
+        if is_index_dir(self.index_dir):
+            previous = read_current(self.index_dir)
+        existing = list_generations(self.index_dir)
+        numbers = [int(name.split("-", 1)[1]) for name in existing]
+        if previous is not None:
+            numbers.append(int(previous.split("-", 1)[1]))
+        name = f"gen-{max(numbers, default=0) + 1:06d}"
+        self.tmp_dir.rename(self.index_dir / name)
+        _fsync_path(self.index_dir)
+        current_tmp = self.index_dir / (CURRENT_NAME + ".tmp")
+        with current_tmp.open("w", encoding="utf-8") as handle:
+            handle.write(name + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        current_tmp.replace(self.index_dir / CURRENT_NAME)
+        _fsync_path(self.index_dir)
+        keep = {name, previous}
+        for old in list_generations(self.index_dir):
+            if old not in keep:
+                shutil.rmtree(self.index_dir / old, ignore_errors=True)
+        return name
+
+    def _remove_stale_temporaries(self) -> None:
+        # Only called with the lock held: no other writer can own these.
+        for child in self.index_dir.iterdir():
+            if child.name.startswith(TMP_PREFIX) and child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+
+    def _discard(self) -> None:
+        if self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def _release(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._lock.release()

@@ -1,0 +1,81 @@
+"""Track metadata from tags (mutagen), with file-name fallbacks.
+
+Tags are best effort: a file whose tags cannot be read still gets a title
+(from its name) and an album (from its folder), and is indexed normally.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mutagen
+
+# mutagen wraps most parse failures in MutagenError, but some container
+# parsers leak the underlying struct/index/value errors on corrupt files.
+_TAG_ERRORS = (
+    mutagen.MutagenError,
+    OSError,
+    ValueError,
+    LookupError,
+    EOFError,
+    struct.error,
+    UnicodeError,
+)
+
+
+def title_from_filename(path: Path) -> str:
+    """``01_Some-Song.flac`` -> ``01 Some Song``; never empty."""
+    title = re.sub(r"[_\-]+", " ", path.stem)
+    title = " ".join(title.split())
+    return title or path.name
+
+
+def read_tags(path: str | os.PathLike[str]) -> tuple[str, str | None, str | None]:
+    """``(title, artist, album)`` of an audio file. Never raises on bad or missing tags.
+
+    The first non-empty value of each tag is used. Without a title tag the
+    title comes from the file name (underscores and hyphens become spaces);
+    without an album tag the album is the parent folder's name. A missing
+    artist stays ``None``.
+    """
+    where = Path(path)
+    tags = _easy_tags(where)
+    title = _first(tags, "title") or title_from_filename(where)
+    artist = _first(tags, "artist")
+    album = _first(tags, "album") or (where.parent.name or None)
+    return title, artist, album
+
+
+def _easy_tags(path: Path) -> Mapping[str, Any]:
+    try:
+        audio = mutagen.File(path, easy=True)
+    except _TAG_ERRORS:
+        return {}
+    if audio is None or audio.tags is None:
+        return {}
+    try:
+        return dict(audio.tags)
+    except _TAG_ERRORS:
+        return {}
+
+
+def _first(tags: Mapping[str, Any], key: str) -> str | None:
+    values = tags.get(key)
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    try:
+        candidates = list(values)
+    except TypeError:
+        return None
+    for value in candidates:
+        text = " ".join(str(value).replace("\x00", " ").split())
+        if text:
+            return text
+    return None

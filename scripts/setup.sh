@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-shot set-up on a fresh Debian machine: system packages, a virtualenv in
+# .venv, the CPU torch wheel and Synesthete itself (editable, with [dev]).
+# Idempotent: a second run only re-checks. Usage: bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  libportaudio2            # sounddevice's PortAudio
+  pulseaudio pulseaudio-utils  # user-mode sound server for the capture test
+  tmux                     # end-to-end test of the terminal view
+)
+
+need_apt=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=".venv/.synesthete-setup"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install -q --upgrade pip setuptools wheel
+  # The CPU wheel first: with torch 2.13.0 present, ">=2.11" pulls no CUDA build.
+  .venv/bin/pip install -q "torch==2.13.0"
+  .venv/bin/pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+echo "setup: ready (.venv)"

@@ -1,0 +1,668 @@
+"""Audio sources: input devices (sounddevice) and files (soundfile) behind one interface.
+
+Every source delivers audio through the same callback signature as
+``sounddevice.InputStream``: ``callback(indata [frames, channels] float32,
+frames, time_info, status)``, so ``Capture.callback`` sees a file exactly as it
+sees a microphone.
+
+This is the one module of ``synesthete.stream`` that does I/O. sounddevice and
+soundfile are imported lazily inside functions: importing this module must
+work without PortAudio (``synesthete devices`` then reports a DeviceError,
+and file input still works).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any, Protocol, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from synesthete.errors import AudioFormatError, ConfigError, DeviceError
+
+from .config import CaptureConfig
+
+AudioCallback = Callable[[npt.NDArray[np.float32], int, Any, Any], None]
+"""``(indata [frames, channels] float32, frames, time_info, status) -> None``."""
+
+PORTAUDIO_MISSING = "PortAudio library not found: install libportaudio2"
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _import_sounddevice() -> ModuleType:
+    """Import sounddevice, turning a missing PortAudio into a DeviceError."""
+    try:
+        import sounddevice
+    except OSError as err:  # sounddevice raises OSError when libportaudio is absent
+        raise DeviceError(PORTAUDIO_MISSING) from err
+    except ImportError as err:
+        raise DeviceError(f"sounddevice is not importable: {_one_line(err)}") from err
+    module: ModuleType = sounddevice
+    return module
+
+
+def _import_soundfile() -> ModuleType:
+    try:
+        import soundfile
+    except (OSError, ImportError) as err:
+        raise AudioFormatError(f"soundfile/libsndfile is not available: {_one_line(err)}") from err
+    module: ModuleType = soundfile
+    return module
+
+
+class Source(Protocol):
+    """Anything that pushes audio blocks into a sounddevice-style callback."""
+
+    @property
+    def name(self) -> str:
+        """The device name, or the file path as given; events carry it as ``file``."""
+        ...
+
+    @property
+    def sample_rate_hz(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def finished(self) -> threading.Event:
+        """Set once no more audio will come (end of file, or the device stream ended)."""
+        ...
+
+    def start(self, callback: AudioCallback) -> None:
+        """Begin delivering blocks to ``callback`` (from another thread, except virtual files)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop delivering; after return no further callback runs."""
+        ...
+
+    def close(self) -> None:
+        """Stop and release the device or file; idempotent."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+# ---------------------------------------------------------------------------
+# Devices
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceInfo:
+    """One PortAudio device as ``synesthete devices`` lists it."""
+
+    index: int
+    name: str
+    hostapi: str
+    max_input_channels: int
+    default_sample_rate_hz: float
+    is_default_input: bool = False
+
+    @property
+    def is_input(self) -> bool:
+        return self.max_input_channels > 0
+
+    @property
+    def label(self) -> str:
+        return f"[{self.index}] {self.name} ({self.hostapi})"
+
+
+def devices_from_query(
+    raw_devices: Sequence[Mapping[str, Any]],
+    hostapis: Sequence[Mapping[str, Any]],
+    *,
+    default_input_index: int | None,
+) -> list[DeviceInfo]:
+    """Build ``DeviceInfo`` from ``sd.query_devices()`` / ``sd.query_hostapis()`` dicts."""
+    devices = []
+    for position, raw in enumerate(raw_devices):
+        index = int(raw.get("index", position))
+        hostapi_index = int(raw.get("hostapi", -1))
+        hostapi = (
+            str(hostapis[hostapi_index]["name"])
+            if 0 <= hostapi_index < len(hostapis)
+            else "unknown host API"
+        )
+        devices.append(
+            DeviceInfo(
+                index=index,
+                name=str(raw["name"]),
+                hostapi=hostapi,
+                max_input_channels=int(raw["max_input_channels"]),
+                default_sample_rate_hz=float(raw["default_samplerate"]),
+                is_default_input=index == default_input_index,
+            )
+        )
+    return devices
+
+
+def _describe_inputs(inputs: Sequence[DeviceInfo]) -> str:
+    if not inputs:
+        return "no audio input devices found"
+    return "available inputs: " + "; ".join(d.label for d in inputs)
+
+
+def match_device(
+    spec: int | str | None,
+    devices: Sequence[DeviceInfo],
+    *,
+    default_input_index: int | None,
+) -> DeviceInfo:
+    """Pick the input device that ``spec`` names, from a device list (pure; no PortAudio).
+
+    ``spec`` is ``None`` (the default input), an index (an int or a string of
+    digits, as a CLI passes it), or a case-insensitive query matched like
+    python-sounddevice does: its whitespace-separated words must occur, in
+    order, in ``"name, hostapi"``. Several matches are resolved by an exact
+    name match, else they are an error. Errors are one-line DeviceErrors.
+    """
+    inputs = [d for d in devices if d.is_input]
+    if spec is None:
+        for device in inputs:
+            if device.index == default_input_index:
+                return device
+        if not inputs:
+            raise DeviceError("no audio input devices found")
+        raise DeviceError(
+            f"no default input device; pick one with --device ({_describe_inputs(inputs)})"
+        )
+
+    if isinstance(spec, str) and spec.strip().isdigit():
+        spec = int(spec.strip())
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        for device in devices:
+            if device.index == spec:
+                if not device.is_input:
+                    raise DeviceError(
+                        f"audio device {device.label} has no input channels; "
+                        f"{_describe_inputs(inputs)}"
+                    )
+                return device
+        raise DeviceError(f"no audio device with index {spec}; {_describe_inputs(inputs)}")
+    if not isinstance(spec, str):
+        raise DeviceError(f"device must be an index or a name, got {spec!r}")
+
+    query = spec.strip().lower()
+    words = query.split()
+    if not words:
+        raise DeviceError(f"empty device name; {_describe_inputs(inputs)}")
+    matches: list[DeviceInfo] = []
+    exact: list[DeviceInfo] = []
+    for device in inputs:
+        full = f"{device.name}, {device.hostapi}".lower()
+        position = 0
+        for word in words:
+            position = full.find(word, position)
+            if position < 0:
+                break
+            position += len(word)
+        else:
+            matches.append(device)
+            if query in (device.name.lower(), full):
+                exact.append(device)
+    if len(matches) == 1:
+        return matches[0]
+    if len(exact) == 1:
+        return exact[0]
+    if not matches:
+        raise DeviceError(f"no input device matches {spec!r}; {_describe_inputs(inputs)}")
+    listed = "; ".join(d.label for d in matches)
+    raise DeviceError(
+        f"input device {spec!r} is ambiguous, it matches: {listed}; "
+        "give the index or more of the name"
+    )
+
+
+def _default_input_index(sd: ModuleType) -> int | None:
+    default = sd.default.device[0]
+    if isinstance(default, int) and default >= 0:
+        return default
+    return None
+
+
+def list_devices(*, inputs_only: bool = True) -> list[DeviceInfo]:
+    """Query PortAudio for devices (input-capable only unless ``inputs_only=False``)."""
+    sd = _import_sounddevice()
+    try:
+        raw_devices = list(sd.query_devices())
+        hostapis = list(sd.query_hostapis())
+        default_input_index = _default_input_index(sd)
+    except sd.PortAudioError as err:
+        raise DeviceError(f"cannot list audio devices: {_one_line(err)}") from err
+    devices = devices_from_query(raw_devices, hostapis, default_input_index=default_input_index)
+    return [d for d in devices if d.is_input] if inputs_only else devices
+
+
+def resolve_device(spec: int | str | None) -> DeviceInfo:
+    """The input device ``spec`` names (see ``match_device``), queried from PortAudio."""
+    sd = _import_sounddevice()
+    devices = list_devices(inputs_only=False)
+    return match_device(spec, devices, default_input_index=_default_input_index(sd))
+
+
+class DeviceSource:
+    """A live input device through ``sounddevice.InputStream``.
+
+    The device is resolved and its settings checked at construction, so a bad
+    ``--device`` fails before anything heavy starts. The stream runs at the
+    device's native rate (or ``config.sample_rate_hz``) in float32; software
+    resampling happens downstream. ``stop`` closes the PortAudio stream, so a
+    later ``start`` opens a fresh one.
+    """
+
+    def __init__(self, *, config: CaptureConfig) -> None:
+        self._sd = _import_sounddevice()
+        self._config = config
+        self._device = resolve_device(config.device)
+        device = self._device
+        rate_hz = config.sample_rate_hz or round(device.default_sample_rate_hz)
+        if rate_hz <= 0:
+            raise DeviceError(
+                f"audio device {device.label} reports no default sample rate; set sample_rate_hz"
+            )
+        channels = config.channels or min(2, device.max_input_channels)
+        if channels > device.max_input_channels:
+            raise DeviceError(
+                f"audio device {device.label} has {device.max_input_channels} input channels, "
+                f"{channels} requested"
+            )
+        self._sample_rate_hz = rate_hz
+        self._channels = channels
+        sd = self._sd
+        try:
+            sd.check_input_settings(
+                device=device.index, channels=channels, dtype="float32", samplerate=rate_hz
+            )
+        except (sd.PortAudioError, ValueError) as err:
+            raise DeviceError(
+                f"audio device {device.label} refuses {rate_hz} Hz, {channels} ch float32: "
+                f"{_one_line(err)}"
+            ) from err
+        self._stream: Any = None
+        self._closed = False
+        self._finished = threading.Event()
+        self.error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self._device.name
+
+    @property
+    def device(self) -> DeviceInfo:
+        return self._device
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self._sample_rate_hz
+
+    @property
+    def channels(self) -> int:
+        return self._channels
+
+    @property
+    def active(self) -> bool:
+        return self._stream is not None and bool(self._stream.active)
+
+    @property
+    def finished(self) -> threading.Event:
+        """Set when PortAudio ends the stream on its own (device unplugged or failed)."""
+        return self._finished
+
+    def _on_stream_end(self) -> None:
+        if self._stream is not None:
+            # PortAudio ended the stream without our stop(): the device went away.
+            self.error = f"audio device {self._device.label} stopped delivering audio"
+        self._finished.set()
+
+    @property
+    def latency_s(self) -> float | None:
+        """Input latency PortAudio reports for the running stream."""
+        return None if self._stream is None else float(self._stream.latency)
+
+    def start(self, callback: AudioCallback) -> None:
+        if self._closed:
+            raise DeviceError(f"audio device {self._device.label} was closed")
+        if self._stream is not None:
+            raise DeviceError(f"audio device {self._device.label} is already started")
+        sd = self._sd
+        config = self._config
+        stream: Any = None
+        try:
+            stream = sd.InputStream(
+                device=self._device.index,
+                samplerate=self._sample_rate_hz,
+                channels=self._channels,
+                dtype="float32",
+                blocksize=config.block_frames,
+                latency=config.latency,
+                callback=callback,
+                finished_callback=self._on_stream_end,
+            )
+            stream.start()
+        except (sd.PortAudioError, ValueError) as err:
+            if stream is not None:
+                stream.close(ignore_errors=True)
+            raise DeviceError(
+                f"cannot open audio device {self._device.label} at {self._sample_rate_hz} Hz, "
+                f"{self._channels} ch: {_one_line(err)}"
+            ) from err
+        self._finished.clear()
+        self.error = None
+        self._stream = stream
+
+    def stop(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        sd = self._sd
+        try:
+            stream.stop()  # returns after the last callback has finished
+        except sd.PortAudioError as err:
+            raise DeviceError(
+                f"error stopping audio device {self._device.label}: {_one_line(err)}"
+            ) from err
+        finally:
+            stream.close(ignore_errors=True)
+
+    def close(self) -> None:
+        self._closed = True
+        self.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# Files
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualTimeInfo:
+    """Stands in for PortAudio's ``time_info``: stream seconds instead of a device clock.
+
+    The attribute names are PortAudio's, so consumers read both the same way.
+    """
+
+    inputBufferAdcTime: float  # noqa: N815
+    currentTime: float  # noqa: N815
+    outputBufferDacTime: float = 0.0  # noqa: N815
+
+
+NO_STATUS = 0
+"""The ``status`` a FileSource passes: falsy, as an all-clear ``CallbackFlags`` is."""
+
+
+class FileSource:
+    """Replays an audio file through the sounddevice callback signature.
+
+    Blocks of ``block_frames`` frames (the last may be shorter) are decoded
+    with soundfile at the file's own rate and channel count, as float32
+    ``[frames, channels]``.
+
+    Two clocks:
+
+    - **virtual** (``realtime=False``): ``run_virtual(callback)`` (and
+      ``start``, which calls it) delivers every block synchronously on the
+      calling thread, as fast as possible, then returns. A consumer keeps up
+      by processing inside ``Capture``'s ``notify``, or iterates ``blocks()``.
+    - **realtime** (``realtime=True``): ``start`` returns at once; a thread
+      delivers block k when a device would have: at ``t0 + end_frame(k) /
+      rate``, computed from ``t0`` every time so sleep errors do not accumulate.
+      ``loop=True`` replays the file forever (realtime only).
+
+    End of file: ``finished`` (a ``threading.Event``) is set once no more audio
+    will come, and then ``callback`` is called one last time with an empty
+    ``[0, channels]`` block, so a consumer woken by ``Capture.notify`` sees
+    the flag. Consumer recipe: ``done = source.finished.is_set(); block =
+    capture.drain(); ...; if done: break`` (read the flag *before* draining,
+    then the drain is guaranteed to include the last block). ``error`` holds
+    whatever stopped a realtime thread early.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | os.PathLike[str],
+        block_frames: int = 1024,
+        realtime: bool = False,
+        loop: bool = False,
+    ) -> None:
+        if isinstance(block_frames, bool) or not isinstance(block_frames, int) or block_frames <= 0:
+            raise ConfigError(f"block_frames must be an int > 0, got {block_frames!r}")
+        if loop and not realtime:
+            raise ConfigError("loop=True needs realtime=True: a looping file never ends otherwise")
+        self._name = os.fspath(path)
+        self._block_frames = block_frames
+        self._realtime = realtime
+        self._loop = loop
+        if not Path(self._name).exists():
+            raise AudioFormatError(f"{self._name}: no such file")
+        if not Path(self._name).is_file():
+            raise AudioFormatError(f"{self._name}: not a file")
+        sf = _import_soundfile()
+        try:
+            info = sf.info(self._name)
+        except (sf.SoundFileError, RuntimeError) as err:
+            raise AudioFormatError(f"{self._name}: cannot decode audio: {_sf_reason(err)}") from err
+        if info.samplerate <= 0 or info.channels <= 0:
+            raise AudioFormatError(
+                f"{self._name}: invalid audio header ({info.samplerate} Hz, {info.channels} ch)"
+            )
+        if info.frames == 0:
+            raise AudioFormatError(f"{self._name}: no audio frames")
+        self._sample_rate_hz = int(info.samplerate)
+        self._channels = int(info.channels)
+        self._frames = int(info.frames)
+        self.finished = threading.Event()
+        self._stop_requested = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        """The path as given."""
+        return self._name
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self._sample_rate_hz
+
+    @property
+    def channels(self) -> int:
+        return self._channels
+
+    @property
+    def frames(self) -> int:
+        """Frames in the file as its header reports them."""
+        return self._frames
+
+    @property
+    def duration_s(self) -> float:
+        return self._frames / self._sample_rate_hz
+
+    @property
+    def realtime(self) -> bool:
+        return self._realtime
+
+    @property
+    def active(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What ended the realtime thread early, if anything."""
+        return self._error
+
+    def blocks(self) -> Generator[npt.NDArray[np.float32], None, None]:
+        """Decode the file block by block: ``[block_frames, channels]`` float32 arrays.
+
+        With ``loop=True`` this never ends. Raises AudioFormatError on a decode
+        error or non-finite samples.
+        """
+        sf = _import_soundfile()
+        try:
+            handle = sf.SoundFile(self._name)
+        except (sf.SoundFileError, RuntimeError) as err:
+            raise AudioFormatError(f"{self._name}: cannot decode audio: {_sf_reason(err)}") from err
+        with handle:
+            position_frames = 0
+            while True:
+                try:
+                    block = handle.read(self._block_frames, dtype="float32", always_2d=True)
+                except (sf.SoundFileError, RuntimeError) as err:
+                    raise AudioFormatError(
+                        f"{self._name}: decode error at frame {position_frames}: {_sf_reason(err)}"
+                    ) from err
+                if block.shape[0] == 0:
+                    if not self._loop:
+                        return
+                    handle.seek(0)
+                    continue
+                if not np.isfinite(block).all():
+                    raise AudioFormatError(
+                        f"{self._name}: non-finite samples near frame {position_frames}"
+                    )
+                position_frames += block.shape[0]
+                yield block
+
+    def run_virtual(self, callback: AudioCallback) -> int:
+        """Deliver the whole file to ``callback`` on this thread; returns frames delivered."""
+        if self._loop:
+            raise ConfigError("run_virtual cannot replay a looping FileSource")
+        if self.active:
+            raise ConfigError(f"{self._name}: FileSource is already playing in realtime")
+        self._begin()
+        delivered_frames = 0
+        blocks = self.blocks()
+        try:
+            for block in blocks:
+                frames = block.shape[0]
+                callback(block, frames, self._time_info(delivered_frames, frames), NO_STATUS)
+                delivered_frames += frames
+        finally:
+            blocks.close()
+            self.finished.set()
+        self._signal_end(callback, delivered_frames)
+        return delivered_frames
+
+    def start(self, callback: AudioCallback) -> None:
+        """Realtime: start the pacing thread and return. Virtual: same as ``run_virtual``."""
+        if not self._realtime:
+            self.run_virtual(callback)
+            return
+        if self.active:
+            raise ConfigError(f"{self._name}: FileSource is already started")
+        self._begin()
+        self._thread = threading.Thread(
+            target=self._run_realtime,
+            args=(callback,),
+            name=f"FileSource({self._name})",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the realtime thread; no callback runs after this returns."""
+        self._stop_requested.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def close(self) -> None:
+        self.stop()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the file has been delivered (or stopped); True when finished."""
+        return self.finished.wait(timeout_s)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _begin(self) -> None:
+        self.finished.clear()
+        self._stop_requested.clear()
+        self._error = None
+
+    def _time_info(self, start_frame: int, frames: int) -> VirtualTimeInfo:
+        rate = self._sample_rate_hz
+        return VirtualTimeInfo(
+            inputBufferAdcTime=start_frame / rate, currentTime=(start_frame + frames) / rate
+        )
+
+    def _signal_end(self, callback: AudioCallback, delivered_frames: int) -> None:
+        empty = np.zeros((0, self._channels), dtype=np.float32)
+        callback(empty, 0, self._time_info(delivered_frames, 0), NO_STATUS)
+
+    def _run_realtime(self, callback: AudioCallback) -> None:
+        rate = self._sample_rate_hz
+        delivered_frames = 0
+        stopped = False
+        blocks = self.blocks()
+        try:
+            t0_s = time.monotonic()
+            for block in blocks:
+                frames = block.shape[0]
+                # A device hands over a block once it has been recorded in full.
+                due_s = t0_s + (delivered_frames + frames) / rate
+                delay_s = due_s - time.monotonic()
+                if delay_s > 0 and self._stop_requested.wait(delay_s):
+                    stopped = True
+                    break
+                if self._stop_requested.is_set():
+                    stopped = True
+                    break
+                callback(block, frames, self._time_info(delivered_frames, frames), NO_STATUS)
+                delivered_frames += frames
+        except Exception as err:
+            # A thread boundary: nobody would see the exception, so keep it for the owner.
+            self._error = err
+        finally:
+            blocks.close()
+            self.finished.set()
+        if stopped:
+            return
+        try:
+            self._signal_end(callback, delivered_frames)
+        except Exception as err:
+            if self._error is None:
+                self._error = err
+
+
+def _sf_reason(err: BaseException) -> str:
+    reason = getattr(err, "error_string", None)
+    return _one_line(err) if not reason else " ".join(str(reason).split())

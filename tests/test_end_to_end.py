@@ -1,0 +1,157 @@
+"""End to end through the CLI: build an index of generated tracks, identify excerpts.
+
+Real parts only: synthesized tracks written as FLAC/OGG/MP3/WAV files, the
+packaged TorchScript encoder, a real Annoy index and sqlite, and ``identify``
+run as a subprocess, its JSONL parsed as another tool would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from synesthete.clients.cli import main
+from synesthete.stream.synth import pink_noise, synth_track, synth_track_title
+
+N_TRACKS = 22
+EXCERPT_S = 12.0
+FORMATS = [
+    ("flac", "FLAC", "PCM_16"),
+    ("ogg", "OGG", "VORBIS"),
+    ("wav", "WAV", "PCM_16"),
+    ("mp3", "MP3", "MPEG_LAYER_III"),
+]
+
+
+@dataclass(frozen=True)
+class Library:
+    index: Path
+    tracks: dict[str, np.ndarray]  # title -> audio at RATE
+    rate: int
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
+    root = tmp_path_factory.mktemp("e2e")
+    music = root / "music"
+    music.mkdir()
+    rate = 22_050
+    rng = np.random.default_rng(11)
+    tracks: dict[str, np.ndarray] = {}
+    for n in range(N_TRACKS):
+        title = synth_track_title(n)
+        audio = synth_track(seed=n, duration_s=float(rng.uniform(30, 50)), sample_rate_hz=rate)
+        ext, fmt, subtype = FORMATS[n % len(FORMATS)]
+        sf.write(music / f"{title}.{ext}", audio, rate, format=fmt, subtype=subtype)
+        tracks[title] = audio
+    index = root / "index"
+    assert main(["index", "build", "--index", str(index), str(music), "--quiet"]) == 0
+    return Library(index=index, tracks=tracks, rate=rate, root=root)
+
+
+def identify(library: Library, files: list[Path]) -> dict[str, list[dict[str, object]]]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synesthete.clients.cli",
+            "identify",
+            "--index",
+            str(library.index),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    events: dict[str, list[dict[str, object]]] = {str(f): [] for f in files}
+    for line in out.stdout.splitlines():
+        event = json.loads(line)
+        assert {"type", "file", "t"} <= event.keys()
+        events[event["file"]].append(event)
+    return events
+
+
+def test_excerpts_are_identified_with_offsets(library: Library) -> None:
+    rng = np.random.default_rng(5)
+    titles = sorted(library.tracks)
+    queries: dict[Path, tuple[str, float]] = {}
+    for k, title in enumerate(titles):
+        audio = library.tracks[title]
+        length = int(EXCERPT_S * library.rate)
+        start = int(rng.integers(0, audio.shape[0] - length))
+        excerpt = audio[start : start + length]
+        if k % 3 == 1:  # some stereo at 44.1 kHz, exercising downmix + resampling
+            excerpt = soxr.resample(
+                np.stack([excerpt, 0.8 * excerpt], axis=1), library.rate, 44_100
+            )
+            rate = 44_100
+        else:
+            rate = library.rate
+        path = library.root / f"query-{k:02d}.wav"
+        sf.write(path, excerpt, rate, subtype="FLOAT")
+        queries[path] = (title, start / library.rate)
+
+    events = identify(library, list(queries))
+    correct = 0
+    for path, (title, start_s) in queries.items():
+        playing = [e for e in events[str(path)] if e["type"] == "now_playing"]
+        assert playing, f"{path.name}: no now_playing for {title}"
+        wrong = [e for e in playing if e["track"]["title"] != title]  # type: ignore[index]
+        assert not wrong, f"{path.name}: wrong identification {wrong[0]}"
+        for event in playing:
+            expected = start_s + float(event["t"])  # type: ignore[arg-type]
+            assert abs(float(event["offset_s"]) - expected) <= 1.0, (path.name, event)  # type: ignore[arg-type]
+        last = events[str(path)][-1]
+        assert last["type"] == "now_playing"
+        assert 0.0 <= float(last["confidence"]) <= 1.0  # type: ignore[arg-type]
+        correct += 1
+    assert correct == len(queries)
+
+
+def test_audio_outside_the_library_is_unknown(library: Library) -> None:
+    rate = 22_050
+    stranger = synth_track(seed=5_000, duration_s=EXCERPT_S, sample_rate_hz=rate)
+    noise = pink_noise(seconds=EXCERPT_S, sample_rate_hz=rate, seed=3)
+    files = []
+    for name, audio in (("stranger.wav", stranger), ("noise.wav", 0.3 * noise)):
+        path = library.root / name
+        sf.write(path, audio, rate)
+        files.append(path)
+    events = identify(library, files)
+    for path in files:
+        kinds = [e["type"] for e in events[str(path)]]
+        assert "now_playing" not in kinds, (path.name, events[str(path)])
+        assert kinds and kinds[0] == "unknown"
+
+
+def test_too_short_and_broken_inputs(library: Library, capsys: pytest.CaptureFixture[str]) -> None:
+    short = library.root / "short.wav"
+    sf.write(short, np.zeros(16_000, dtype=np.float32), 16_000)
+    broken = library.root / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEfmt garbage")
+    code = main(["identify", "--index", str(library.index), str(short), str(broken)])
+    captured = capsys.readouterr()
+    assert code != 0
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert lines == [{"type": "unknown", "file": str(short), "t": 0.0, "reason": "too_short"}]
+    errors = [x for x in captured.err.splitlines() if x.strip()]
+    assert len(errors) == 1 and "broken.wav" in errors[0]
+
+
+def test_missing_index_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["identify", "--index", str(tmp_path / "nope"), "x.wav"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and err[0].startswith("synesthete: error:")

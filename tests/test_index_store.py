@@ -1,0 +1,200 @@
+"""The on-disk library: layout, Library read API, checksums, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+from fakes import FakeEncoder, write_good_library
+
+from synesthete.constants import WINDOW_SAMPLES
+from synesthete.errors import LibraryError
+from synesthete.events import TrackInfo
+from synesthete.index.builder import build_index
+from synesthete.index.config import IndexConfig
+from synesthete.index.decode import load_mono_16k
+from synesthete.index.protocols import CurveLibrary
+from synesthete.index.store import Library
+from synesthete.stream.windowing import window_audio
+
+HOP_SAMPLES = 8000  # the default 0.5 s index hop at 16 kHz
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    files = write_good_library(root / "music", duration_s=9.0)
+    build_index(root / "index", [root / "music"], encoder=FakeEncoder(), config=IndexConfig())
+    return root / "index", files
+
+
+def test_layout_on_disk(index):
+    index_dir, files = index
+    assert (index_dir / "CURRENT").read_text() == "gen-000001\n"
+    gen = index_dir / "gen-000001"
+    names = sorted(p.name for p in gen.iterdir())
+    assert names == ["library.sqlite", "manifest.json", "windows.ann", "windows.npy"]
+    assert not [p for p in index_dir.iterdir() if p.name.startswith(".tmp-gen-")]
+    manifest = json.loads((gen / "manifest.json").read_text())
+    assert manifest["n_tracks"] == len(files)
+    assert set(manifest["files"]) == {"library.sqlite", "windows.ann", "windows.npy"}
+    connection = sqlite3.connect(f"{gen.joinpath('library.sqlite').as_uri()}?mode=ro", uri=True)
+    try:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(tracks)")]
+        assert columns == [
+            "id",
+            "path",
+            "title",
+            "artist",
+            "album",
+            "duration_s",
+            "content_hash",
+            "window_start",
+            "window_count",
+            "added",
+        ]
+        meta = dict(connection.execute("SELECT key, value FROM meta"))
+    finally:
+        connection.close()
+    assert meta["encoder_name"] == "fake-v1"
+    assert meta["dim"] == "32"
+    assert meta["format_version"] == "1"
+    assert {"index_hop_s", "n_trees", "seed", "created"} <= set(meta)
+    windows = np.load(gen / "windows.npy")
+    assert windows.dtype == np.float32 and windows.shape == (manifest["n_windows"], 32)
+
+
+def test_library_read_api(index):
+    index_dir, files = index
+    with Library.open(index_dir) as lib:
+        library: CurveLibrary = lib
+        assert library.index_hop_s == 0.5
+        assert lib.encoder_name == "fake-v1" and lib.dim == 32
+        tracks = lib.tracks()
+        assert [t.id for t in tracks] == list(range(1, len(files) + 1))
+        assert [t.path for t in tracks] == [str(p) for p in files]
+        assert lib.info(1) == TrackInfo(
+            id=1,
+            path=str(files[0]),
+            title="01 First Song",
+            artist=None,
+            album="Album One",
+            duration_s=pytest.approx(9.0, abs=0.05),
+        )
+        total = 0
+        for track in tracks:
+            curve = lib.curve(track.id)
+            audio = load_mono_16k(track.path)
+            expected_m = 1 + (audio.shape[0] - WINDOW_SAMPLES) // HOP_SAMPLES
+            assert curve.shape == (expected_m, 32)
+            assert not curve.flags.writeable
+            np.testing.assert_allclose(np.linalg.norm(curve, axis=1), 1.0, atol=1e-5)
+            total += expected_m
+        assert lib.n_windows == total
+        # The stored curve is the encoder's output over the decoded file's windows.
+        audio = load_mono_16k(files[2])
+        windows = window_audio(audio, window_samples=WINDOW_SAMPLES, hop_samples=HOP_SAMPLES)
+        expected = FakeEncoder().embed(np.ascontiguousarray(windows))
+        np.testing.assert_allclose(lib.curve(3), expected, atol=1e-5)
+
+
+def test_track_of_row(index):
+    index_dir, _ = index
+    with Library.open(index_dir) as lib:
+        row = 0
+        for record in sorted(lib.records(), key=lambda r: r.window_start):
+            assert record.window_start == row
+            for j in range(record.window_count):
+                assert lib.track_of_row(row + j) == (record.id, j)
+            row += record.window_count
+        ids, windows = lib.tracks_of_rows(np.arange(lib.n_windows))
+        assert ids.shape == windows.shape == (lib.n_windows,)
+        with pytest.raises(LibraryError):
+            lib.track_of_row(lib.n_windows)
+
+
+def test_candidates_find_the_track_of_a_live_excerpt(index):
+    index_dir, files = index
+    encoder = FakeEncoder()
+    with Library.open(index_dir) as lib:
+        annoy = lib.candidates()
+        exact = lib.brute_force()
+        for track_id, path in enumerate(files, start=1):
+            audio = load_mono_16k(path)
+            start = 12_345  # off the 0.5 s grid, between windows 1 and 2
+            live = encoder.embed(audio[None, start : start + WINDOW_SAMPLES])
+            [neighbors] = annoy.query(live, k=5)
+            assert neighbors[0].track_id == track_id
+            assert neighbors[0].window_index in (1, 2)
+            [truth] = exact.query(live, k=5)
+            assert [(n.track_id, n.window_index) for n in neighbors] == [
+                (n.track_id, n.window_index) for n in truth
+            ]
+            np.testing.assert_allclose(
+                [n.distance for n in neighbors], [n.distance for n in truth], atol=1e-5
+            )
+
+
+def test_unknown_track_and_closed_library(index):
+    index_dir, _ = index
+    lib = Library.open(index_dir)
+    with pytest.raises(LibraryError, match="no track with id 99"):
+        lib.info(99)
+    lib.close()
+    with pytest.raises(LibraryError, match="closed"):
+        lib.curve(1)
+
+
+def test_verify_passes_then_catches_corruption(index, tmp_path):
+    index_dir, _ = index
+    with Library.open(index_dir) as lib:
+        lib.verify()
+    for name in ("windows.npy", "windows.ann", "library.sqlite"):
+        copy = tmp_path / name
+        shutil.copytree(index_dir, copy)
+        target = copy / "gen-000001" / name
+        data = bytearray(target.read_bytes())
+        data[-100] ^= 0xFF  # past the header: the file still opens
+        target.write_bytes(bytes(data))
+        with Library.open(copy) as lib, pytest.raises(LibraryError) as info:
+            lib.verify()
+        assert name in str(info.value) and "checksum" in str(info.value)
+
+
+def one_line_error(path):
+    with pytest.raises(LibraryError) as info:
+        Library.open(path)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_or_broken_index_gives_one_line_errors(index, tmp_path):
+    index_dir, _ = index
+    assert "does not exist" in one_line_error(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    assert "no CURRENT" in one_line_error(tmp_path / "empty")
+
+    broken = tmp_path / "broken"
+    shutil.copytree(index_dir, broken)
+    (broken / "CURRENT").write_text("gen-000042\n")
+    assert "gen-000042" in one_line_error(broken)
+    (broken / "CURRENT").write_text("../../etc\n")
+    assert "corrupt" in one_line_error(broken)
+    (broken / "CURRENT").write_text("gen-000001\n")
+    (broken / "gen-000001" / "windows.ann").unlink()
+    assert "windows.ann is missing" in one_line_error(broken)
+
+    bad_sqlite = tmp_path / "bad_sqlite"
+    shutil.copytree(index_dir, bad_sqlite)
+    (bad_sqlite / "gen-000001" / "library.sqlite").write_bytes(b"not a database" * 100)
+    assert "library.sqlite" in one_line_error(bad_sqlite)
+
+    bad_npy = tmp_path / "bad_npy"
+    shutil.copytree(index_dir, bad_npy)
+    np.save(bad_npy / "gen-000001" / "windows.npy", np.zeros((3, 32), dtype=np.float32))
+    assert "windows.npy" in one_line_error(bad_npy)
