@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,7 @@ _WRITER_META_KEYS = frozenset(
 )
 
 
+@runtime_checkable
 class ProgressCallback(Protocol):
     """What the builder reports while it works (the CLI draws a progress bar from it)."""
 
@@ -168,7 +169,6 @@ def build_index(
                 by_hash=by_hash,
                 encoder=encoder,
                 config=config,
-                hop_s=config.index_hop_s,
                 report=report,
                 progress=progress,
             )
@@ -202,7 +202,8 @@ def add_to_index(
     Only new and changed files are embedded; stored windows of the other
     tracks are copied. A path already indexed with the same content hash is
     ``unchanged``; with different content it is re-embedded and keeps its id.
-    New tracks get ids after the largest so far. The index's stored hop,
+    New tracks get ids after the largest ever given in this index (ids of
+    removed tracks are not reused). The index's stored hop,
     n_trees and seed are used whatever ``config`` says (existing windows are
     on that grid); ``config`` supplies the batch size and the length and
     silence limits. When nothing new could be indexed no generation is
@@ -270,7 +271,8 @@ def add_to_index(
             else:
                 writer.add_track(record, lib.curve(record.id))
 
-        next_id = max((r.id for r in existing.values()), default=0) + 1
+        # Ids of removed tracks are never handed out again (the store keeps the high-water mark).
+        next_id = max([lib.last_track_id, *(r.id for r in existing.values())]) + 1
         for path in files:
             if str(path) in existing or path not in hashes:
                 continue
@@ -281,7 +283,6 @@ def add_to_index(
                 by_hash=by_hash,
                 encoder=encoder,
                 config=effective,
-                hop_s=effective.index_hop_s,
                 report=report,
                 progress=progress,
                 content_hash=hashes[path],
@@ -292,7 +293,7 @@ def add_to_index(
                 progress.on_file(path, status)
 
         if report.indexed:
-            meta = {k: v for k, v in lib.meta.items() if k not in _WRITER_META_KEYS}
+            meta = _carried_meta(lib)
             lib.close()
             report.generation = writer.commit(meta=meta, n_trees=lib.n_trees, seed=lib.seed)
             report.total_tracks = len(writer.records)
@@ -346,7 +347,7 @@ def remove_from_index(
                 else:
                     writer.add_track(record, lib.curve(record.id))
             report.removed.sort(key=lambda item: int(item["id"]))
-            meta = {k: v for k, v in lib.meta.items() if k not in _WRITER_META_KEYS}
+            meta = _carried_meta(lib)
             n_trees, seed = lib.n_trees, lib.seed
             lib.close()
             report.generation = writer.commit(meta=meta, n_trees=n_trees, seed=seed)
@@ -403,6 +404,12 @@ def _meta(*, encoder: Encoder, index_hop_s: float) -> dict[str, str]:
     }
 
 
+def _carried_meta(lib: Library) -> dict[str, str]:
+    meta = {k: v for k, v in lib.meta.items() if k not in _WRITER_META_KEYS}
+    meta["last_track_id"] = str(lib.last_track_id)
+    return meta
+
+
 def _stored_config(lib: Library, config: IndexConfig | None) -> IndexConfig:
     base = config if config is not None else IndexConfig()
     return IndexConfig(
@@ -456,7 +463,6 @@ def _add_new_file(
     by_hash: dict[str, str],
     encoder: Encoder,
     config: IndexConfig,
-    hop_s: float,
     report: BuildReport,
     progress: ProgressCallback | None,
     content_hash: str | None = None,

@@ -146,6 +146,11 @@ class Library:
         self._index_hop_s = _meta_float(self.meta, "index_hop_s")
         self.n_trees = _meta_int(self.meta, "n_trees")
         self.seed = _meta_int(self.meta, "seed")
+        # The largest id ever given in this index, removed tracks included.
+        self.last_track_id = max(
+            _meta_int(self.meta, "last_track_id") if "last_track_id" in self.meta else 0,
+            max((r.id for r in records), default=0),
+        )
         ordered = sorted(records, key=lambda r: r.window_start)
         self._records = {r.id: r for r in ordered}
         self.row_map = RowMap(
@@ -164,8 +169,14 @@ class Library:
     # -- opening -------------------------------------------------------------
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike[str]) -> Library:
-        """Open the live generation. Raises ``LibraryError`` (one line) if missing or corrupt."""
+    def open(cls, index_dir: str | os.PathLike[str], *, verify: bool = False) -> Library:
+        """Open the live generation. Raises ``LibraryError`` (one line) if missing or corrupt.
+
+        Opening checks structure (files present, tables, shapes, counts) but not
+        content; ``verify=True`` also recomputes the checksums (reads every byte,
+        about a second per GB). Annoy trusts its file, so an index of doubtful
+        origin should be verified before it is queried.
+        """
         root = Path(index_dir)
         generation = read_current(root)
         gen_dir = root / generation
@@ -184,9 +195,16 @@ class Library:
                 f"{gen_dir / WINDOWS_NAME}: expected [N, D] float32, "
                 f"got {windows.dtype} {windows.shape}"
             )
-        return cls(
+        library = cls(
             index_dir=root, generation=generation, meta=meta, records=records, windows=windows
         )
+        if verify:
+            try:
+                library.verify()
+            except BaseException:
+                library.close()
+                raise
+        return library
 
     # -- CurveLibrary ----------------------------------------------------------
 
@@ -544,6 +562,12 @@ class GenerationWriter:
                 "seed": str(seed),
                 "n_tracks": str(len(self._records)),
                 "n_windows": str(self._n_rows),
+                "last_track_id": str(
+                    max(
+                        int(meta.get("last_track_id", "0")),
+                        max(r.id for r in self._records),
+                    )
+                ),
                 "created": utc_now_iso(),
             }
             self._write_sqlite(self.tmp_dir / SQLITE_NAME, full_meta)
