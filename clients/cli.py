@@ -217,6 +217,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
         return 0
     if args.index_command == "remove":
         report = builder.remove_from_index(args.index, list(args.targets))
+        for target, reason in report.skipped:
+            print(f"not removed {target}: {reason}", file=sys.stderr)
         print(report.summary())
         return 0
 

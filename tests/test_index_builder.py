@@ -85,7 +85,7 @@ def built(tmp_path_factory):
 
 
 def test_good_files_indexed_and_bad_ones_reported(built):
-    root, good, bad, report, _, _ = built
+    _, good, bad, report, _, _ = built
     assert [t.path for t in report.indexed] == [str(p) for p in good]
     assert [t.id for t in report.indexed] == [1, 2, 3, 4, 5, 6]
     reasons = dict(report.skipped)
@@ -127,7 +127,7 @@ def test_progress_callbacks(built):
 
 
 def test_tags_and_fallbacks(built):
-    root, good, _, _, _, _ = built
+    root, _, _, _, _, _ = built
     with Library.open(root / "index") as lib:
         first = lib.info(1)
         assert (first.title, first.artist, first.album) == ("01 First Song", None, "Album One")
@@ -150,7 +150,8 @@ def test_stats(built):
     assert stats["windows"] == report.windows
     assert stats["encoder_name"] == "fake-v1" and stats["dim"] == 32
     assert stats["index_hop_s"] == 0.5
-    assert stats["artists"] == 2 and stats["albums"] == 3
+    # Albums: two tagged or from folders ("Album One", "Album Two", "sub"), one tag.
+    assert stats["artists"] == 2 and stats["albums"] == 4
     json.dumps(stats)
 
 
@@ -175,7 +176,7 @@ def test_duplicate_content_is_skipped(tmp_path):
 
 
 def test_nothing_indexable_raises(tmp_path):
-    bad = write_bad_files(tmp_path / "bad")
+    write_bad_files(tmp_path / "bad")
     with pytest.raises(LibraryError, match="none of the 6 audio files") as info:
         build_index(tmp_path / "i", [tmp_path / "bad"], encoder=FakeEncoder(), config=IndexConfig())
     assert "\n" not in str(info.value)
@@ -183,10 +184,13 @@ def test_nothing_indexable_raises(tmp_path):
     assert not [p for p in (tmp_path / "i").iterdir() if p.name.startswith((".tmp", "gen-"))]
     (tmp_path / "none").mkdir()
     with pytest.raises(LibraryError, match="no audio files"):
-        build_index(tmp_path / "i", [tmp_path / "none"], encoder=FakeEncoder(), config=IndexConfig())
+        build_index(
+            tmp_path / "i", [tmp_path / "none"], encoder=FakeEncoder(), config=IndexConfig()
+        )
     with pytest.raises(LibraryError, match="no such file"):
-        build_index(tmp_path / "i", [tmp_path / "nope"], encoder=FakeEncoder(), config=IndexConfig())
-    assert bad
+        build_index(
+            tmp_path / "i", [tmp_path / "nope"], encoder=FakeEncoder(), config=IndexConfig()
+        )
 
 
 def test_refuses_a_folder_that_is_not_an_index(tmp_path):
@@ -215,8 +219,9 @@ def test_encoder_failure_leaves_the_live_generation_alone(tmp_path):
 def test_concurrent_writer_is_refused(tmp_path):
     music = tmp_path / "music"
     write_tone_file(music / "a.wav", seed=1, duration_s=DURATION_S)
-    with GenerationWriter(index_dir=tmp_path / "i", dim=32), pytest.raises(
-        LibraryError, match="another build"
+    with (
+        GenerationWriter(index_dir=tmp_path / "i", dim=32),
+        pytest.raises(LibraryError, match="another build"),
     ):
         build_index(tmp_path / "i", [music], encoder=FakeEncoder(), config=IndexConfig())
 
@@ -235,10 +240,19 @@ def test_rebuild_replaces_the_index(tmp_path):
 # -- add ---------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def music_template(tmp_path_factory):
+    """The six good files, written once; tests get their own copy."""
+    music = tmp_path_factory.mktemp("template") / "music"
+    write_good_library(music, duration_s=DURATION_S)
+    return music
+
+
 @pytest.fixture
-def four_of_six(tmp_path):
+def four_of_six(tmp_path, music_template):
     music = tmp_path / "music"
-    good = write_good_library(music, duration_s=DURATION_S)
+    shutil.copytree(music_template, music)
+    good = [music / rel for rel, *_ in GOOD_TRACKS]
     encoder = FakeEncoder()
     build_index(tmp_path / "index", good[:4], encoder=encoder, config=IndexConfig())
     return tmp_path / "index", music, good
@@ -256,9 +270,7 @@ def test_add_embeds_only_new_files_and_keeps_ids(four_of_six):
     assert (index_dir / "CURRENT").read_text() == "gen-000002\n"
     assert [(t.id, t.path) for t in report.indexed] == [(5, str(good[4])), (6, str(good[5]))]
     assert report.unchanged == [str(p) for p in good[:4]]
-    assert encoder.windows_embedded == report.windows == sum(
-        expected_windows(p) for p in good[4:]
-    )
+    assert encoder.windows_embedded == report.windows == sum(expected_windows(p) for p in good[4:])
     assert progress.total == 6 and sorted(s for _, s in progress.files).count("unchanged") == 4
     with Library.open(index_dir) as lib:
         lib.verify()
@@ -283,7 +295,7 @@ def test_add_changed_file_is_updated_under_its_id(four_of_six):
     with Library.open(index_dir) as lib:
         old_curve = lib.curve(2).copy()
         old_added = lib.record(2).added
-    rel, _, rate, channels = GOOD_TRACKS[1]
+    _, _, rate, channels = GOOD_TRACKS[1]
     write_tone_file(good[1], seed=77, duration_s=DURATION_S, sample_rate_hz=rate, channels=channels)
     report = add_to_index(index_dir, [good[1]], encoder=FakeEncoder())
     assert [(t.id, t.status) for t in report.indexed] == [(2, "updated")]
@@ -292,7 +304,6 @@ def test_add_changed_file_is_updated_under_its_id(four_of_six):
         assert lib.info(2).path == str(good[1])
         assert lib.record(2).added == old_added
         assert not np.allclose(lib.curve(2)[: len(old_curve)], old_curve)
-    assert rel
 
 
 def test_generations_are_pruned_to_live_and_previous(four_of_six):
@@ -324,31 +335,37 @@ def test_add_keeps_the_stored_hop(tmp_path):
 
 def test_remove_by_id_path_and_folder(four_of_six):
     index_dir, music, good = four_of_six
-    report = remove_from_index(index_dir, ["2", str(good[3]), str(music / "nowhere")])
-    assert [r["id"] for r in report.removed] == [2, 4]
+    with Library.open(index_dir) as lib:
+        curve_3 = lib.curve(3).copy()
+    report = remove_from_index(index_dir, ["2", str(good[0]), str(music / "nowhere")])
+    assert report.removed == [{"id": 1, "path": str(good[0])}, {"id": 2, "path": str(good[1])}]
     assert report.skipped == [(str(music / "nowhere"), "no track matches this id or path")]
+    assert report.generation == "gen-000002"
     with Library.open(index_dir) as lib:
         lib.verify()
-        assert [t.id for t in lib.tracks()] == [1, 3]
-        curve_3 = lib.curve(3).copy()
-    report = remove_from_index(index_dir, [str(music / "Album One") + "/"])
-    assert report.generation is not None
+        assert [t.id for t in lib.tracks()] == [3, 4]
+        np.testing.assert_array_equal(lib.curve(3), curve_3)
+    # A folder prefix matches whole path components only: "Album T" matches nothing.
+    report = remove_from_index(index_dir, [str(music / "Album T"), str(music / "Album Two") + "/"])
+    assert [r["id"] for r in report.removed] == [4]
+    assert report.skipped == [(str(music / "Album T"), "no track matches this id or path")]
     with pytest.raises(LibraryError, match="empty"):
         remove_from_index(index_dir, [str(music)])
     report = remove_from_index(index_dir, ["999"])
-    assert report.removed == [] and report.generation == "gen-000002"
-    assert curve_3.shape[1] == 32
-
-
-def test_remove_then_add_numbers_new_tracks_after_the_largest_id(four_of_six):
-    index_dir, music, good = four_of_six
-    remove_from_index(index_dir, ["4"])
-    report = add_to_index(index_dir, [good[4]], encoder=FakeEncoder())
-    assert [t.id for t in report.indexed] == [4]  # max(1, 2, 3) + 1
+    assert report.removed == [] and report.generation == "gen-000003"
     with Library.open(index_dir) as lib:
-        assert [t.id for t in lib.tracks()] == [1, 2, 3, 4]
-        assert lib.info(4).path == str(good[4])
-    assert music.exists()
+        assert [t.id for t in lib.tracks()] == [3]
+
+
+def test_ids_of_removed_tracks_are_not_reused(four_of_six):
+    index_dir, _, good = four_of_six
+    remove_from_index(index_dir, ["4"])
+    remove_from_index(index_dir, ["3"])
+    report = add_to_index(index_dir, [good[4], good[3]], encoder=FakeEncoder())
+    assert [(t.id, t.path) for t in report.indexed] == [(5, str(good[4])), (6, str(good[3]))]
+    with Library.open(index_dir) as lib:
+        assert [t.id for t in lib.tracks()] == [1, 2, 5, 6]
+        assert lib.last_track_id == 6
 
 
 def test_remove_from_a_missing_index(tmp_path):
@@ -374,5 +391,7 @@ def test_paths_are_absolute_in_the_index(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     report = build_index(Path("i"), ["m"], encoder=FakeEncoder(), config=IndexConfig())
     assert report.indexed[0].path == str(tmp_path / "m" / "a.wav")
-    remove_target = remove_from_index  # relative paths resolve against the current folder
-    assert remove_target
+    write_tone_file(tmp_path / "m" / "b.wav", seed=2, duration_s=DURATION_S)
+    add_to_index(Path("i"), ["m/b.wav"], encoder=FakeEncoder())
+    report = remove_from_index("i", ["m/a.wav"])  # relative to the current folder
+    assert report.removed == [{"id": 1, "path": str(tmp_path / "m" / "a.wav")}]

@@ -163,6 +163,8 @@ def test_verify_passes_then_catches_corruption(index, tmp_path):
         with Library.open(copy) as lib, pytest.raises(LibraryError) as info:
             lib.verify()
         assert name in str(info.value) and "checksum" in str(info.value)
+        with pytest.raises(LibraryError, match="checksum"):
+            Library.open(copy, verify=True)
 
 
 def one_line_error(path):
