@@ -30,7 +30,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip setuptools wheel
   # The CPU wheel first: with torch 2.13.0 present, ">=2.11" pulls no CUDA build.
   .venv/bin/pip install -q "torch==2.13.0"
-  .venv/bin/pip install -q -e ".[dev]"
+  .venv/bin/pip install -q -e ".[dev,augment]"
   echo "$want" > "$stamp"
 fi
 echo "setup: ready (.venv)"
