@@ -119,6 +119,7 @@ _HOP_SLACK_S = 1e-9
 
 __all__ = [
     "Calibration",
+    "DecisionFeatures",
     "FrechetResult",
     "Matcher",
     "MatcherConfig",
@@ -557,6 +558,16 @@ def estimate_tempo_ratio(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionFeatures:
+    """What the confidence of one candidate is computed from (see ``Calibration``)."""
+
+    track_id: int
+    frechet: float
+    margin: float
+    n_windows: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Score:
     frechet: float
     end_index: int
@@ -692,6 +703,7 @@ class Matcher:
         self._n_windows = 0
         self._candidates: dict[int, _Candidate] = {}
         self._ranked: list[CandidateScore] = []
+        self._features: list[DecisionFeatures] = []
         self._current_id: int | None = None
         self._current_event: NowPlaying | None = None
         self._last_was_unknown = False
@@ -717,6 +729,7 @@ class Matcher:
         self._n_windows = 0
         self._candidates.clear()
         self._ranked = []
+        self._features = []
         self._current_id = None
         self._current_event = None
         self._last_was_unknown = False
@@ -868,9 +881,14 @@ class Matcher:
         )
         self._candidates = {c.track_id: c for c in order[:cap]}
 
+    def features(self) -> list[DecisionFeatures]:
+        """The calibration inputs of every current candidate (for fitting ``Calibration``)."""
+        return list(self._features)
+
     def _rank(self, runner_up: float | None) -> None:
         cfg = self._config
         n_windows = len(self._recent)
+        self._features = []
         finite = sorted(
             (c.score.frechet, c.track_id)
             for c in self._candidates.values()
@@ -886,6 +904,11 @@ class Matcher:
             else:
                 second = own
             margin = second - own if math.isfinite(own) else -math.inf
+            self._features.append(
+                DecisionFeatures(
+                    track_id=cand.track_id, frechet=own, margin=margin, n_windows=n_windows
+                )
+            )
             conf = cfg.calibration.confidence(
                 frechet=own,
                 margin=margin,
