@@ -51,6 +51,7 @@ from synesthete.clients.evaluation import (
     summarize,
     summarize_mixes,
 )
+from synesthete.constants import DEFAULT_INDEX_HOP_S, DEFAULT_LIVE_HOP_S
 from synesthete.inference.augment import (
     CONDITIONS,
     Materials,
@@ -330,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="encoder file (default: packaged)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep work files here")
     parser.add_argument("--label", default=None, help="suffix for the results file name")
+    parser.add_argument("--index-hop", type=float, default=None, help="index hop in seconds")
+    parser.add_argument("--hop", type=float, default=None, help="live hop in seconds")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     began = time.perf_counter()
@@ -366,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     list_file = work / "library.txt"
     list_file.write_text("\n".join(t.path for t in library))
     model_args = ["--model", str(args.model)] if args.model else []
+    hop_args = ["--index-hop", str(args.index_hop)] if args.index_hop else []
+    live_args = ["--hop", str(args.hop)] if args.hop else []
     build_s, build_rss, _ = run_cli(
         [
             "index",
@@ -374,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             str(index),
             "--quiet",
             *model_args,
+            *hop_args,
             *[t.path for t in library],
         ]
     )
@@ -395,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, items in sets.items():
         out = work / f"events-{name}.jsonl"
         wall, rss, _ = run_cli(
-            ["identify", "--index", str(index), *model_args, *[str(p) for p, _ in items]],
+            ["identify", "--index", str(index), *model_args, *live_args]
+            + [str(p) for p, _ in items],
             stdout=out,
         )
         identify_wall_s += wall
@@ -411,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     for path, segments, _ in mixes:
         out = work / f"events-{path.stem}.jsonl"
         wall, rss, _ = run_cli(
-            ["identify", "--index", str(index), *model_args, str(path)], stdout=out
+            ["identify", "--index", str(index), *model_args, *live_args, str(path)], stdout=out
         )
         duration_s = sf.info(path).duration
         identify_wall_s += wall
@@ -435,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "model": str(args.model) if args.model else "packaged",
+        "index_hop_s": args.index_hop or DEFAULT_INDEX_HOP_S,
+        "live_hop_s": args.hop or DEFAULT_LIVE_HOP_S,
         "library": {
             "tracks": len(library),
             "hours": round(library_hours, 3),
