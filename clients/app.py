@@ -50,6 +50,7 @@ def open_engine(
     """Open the index and the encoder it was built with; check they agree."""
     library = Library.open(index_dir)
     encoder = TorchScriptEncoder(config=encoder_config)
+    encoder.warm_up()
     if library.encoder_name != encoder.name or library.dim != encoder.dim:
         library.close()
         raise LibraryError(

@@ -52,6 +52,7 @@ class BaselineEncoder(torch.nn.Module):
     projection: torch.Tensor
     group_weights: torch.Tensor
     group_floors: torch.Tensor
+    silence_bias: torch.Tensor
 
     def __init__(
         self,
@@ -70,7 +71,9 @@ class BaselineEncoder(torch.nn.Module):
         self.rhythm_bands = rhythm_bands
         self.rhythm_blocks = rhythm_blocks
         self.dim = dim
-        feature_dim = 3 * n_mels + rhythm_bands * rhythm_blocks
+        # +1: a small constant component, so digital silence (every group
+        # zero) still maps to a unit vector instead of the zero vector.
+        feature_dim = 3 * n_mels + rhythm_bands * rhythm_blocks + 1
         generator = np.random.default_rng(seed)
         gaussian = generator.standard_normal((feature_dim, max(dim, feature_dim)))
         q, _ = np.linalg.qr(gaussian)
@@ -82,6 +85,7 @@ class BaselineEncoder(torch.nn.Module):
         self.register_buffer(
             "group_floors", torch.tensor([5.0, 3.0, 1.0, 3.0], dtype=torch.float32)
         )
+        self.register_buffer("silence_bias", torch.tensor([[0.05]], dtype=torch.float32))
         self.dynamic_range_nats = 80.0 / 10.0 * 2.302585  # 80 dB of power
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -111,6 +115,7 @@ class BaselineEncoder(torch.nn.Module):
                 w[1] * _soft_normalise(spread, floors[1]),
                 w[2] * _soft_normalise(onsets, floors[2]),
                 w[3] * _soft_normalise(rhythm, floors[3]),
+                self.silence_bias.expand(n, 1),
             ],
             dim=1,
         )

@@ -133,6 +133,13 @@ class TorchScriptEncoder:
         value = self.metadata.get("calibration")
         return dict(value) if isinstance(value, dict) else None
 
+    def warm_up(self, *, runs: int = 3) -> None:
+        """Run a few batches of one window: TorchScript profiles and optimises its
+        graph on the first calls, which would otherwise land on the first live window."""
+        silence = np.zeros((1, self.window_samples), dtype=np.float32)
+        for _ in range(runs):
+            self.embed(silence)
+
     def embed(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """``[n, window_samples]`` float32 → ``[n, dim]`` float32 unit vectors."""
         if windows.ndim != 2 or windows.shape[1] != self.window_samples:

@@ -86,8 +86,11 @@ def test_bad_input_is_rejected(encoder: TorchScriptEncoder) -> None:
 
 
 def test_silence_gives_a_finite_unit_vector(encoder: TorchScriptEncoder) -> None:
-    v = encoder.embed(np.zeros((1, WINDOW_SAMPLES), dtype=np.float32))
+    silence = np.zeros((2, WINDOW_SAMPLES), dtype=np.float32)
+    silence[1, 1000:1100] = 1e-7  # numerically silent, not exactly zero
+    v = encoder.embed(silence)
     assert np.isfinite(v).all()
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
 
 
 def test_missing_and_corrupt_model_files(tmp_path: Path) -> None:
