@@ -34,6 +34,7 @@ class Engine:
             library=self.library,
             config=self.matcher_config,
             keep_timings=keep_timings,
+            summaries=self.library.summaries(),
         )
 
     def close(self) -> None:

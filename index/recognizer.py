@@ -17,9 +17,10 @@ import numpy.typing as npt
 
 from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from synesthete.errors import ConfigError
-from synesthete.events import Event, Status, Unknown
+from synesthete.events import Event, SoundsLike, Status, Unknown
 from synesthete.index.matcher import Matcher, MatcherConfig
 from synesthete.index.protocols import CandidateSource, CurveLibrary
+from synesthete.index.similar import TrackSummaries
 from synesthete.inference.encoder import Encoder
 from synesthete.stream.resample import StreamResampler
 from synesthete.stream.windowing import Window, Windower
@@ -57,6 +58,9 @@ class Recognizer:
         library: CurveLibrary,
         config: MatcherConfig,
         keep_timings: bool = False,
+        summaries: TrackSummaries | None = None,
+        sounds_like_k: int = 5,
+        sounds_like_every_windows: int = 2,
     ) -> None:
         if encoder.sample_rate_hz != SAMPLE_RATE_HZ or encoder.window_samples != WINDOW_SAMPLES:
             raise ConfigError(
@@ -74,6 +78,11 @@ class Recognizer:
         self._windows_seen = 0
         self.nonfinite_samples = 0
         self.keep_timings = keep_timings
+        self._library = library
+        self._summaries = summaries
+        self._sounds_like_k = sounds_like_k
+        self._sounds_like_every = sounds_like_every_windows
+        self._recent: list[npt.NDArray[np.float32]] = []
         self.timing = WindowTiming()
 
     @property
@@ -108,9 +117,28 @@ class Recognizer:
         self._windows_seen = 0
         self.nonfinite_samples = 0
         self.timing.clear()
+        self._recent.clear()
 
     def status(self, *, t: float) -> Status:
         return Status(file=self.stream, t=t)
+
+    def _sounds_like(self, embedding: npt.NDArray[np.float32], *, t: float) -> SoundsLike | None:
+        if self._summaries is None:
+            return None
+        self._recent.append(embedding)
+        del self._recent[: -self.config.horizon_windows]
+        if self._windows_seen % self._sounds_like_every != 0:
+            return None
+        current = self._matcher.current()
+        exclude = [] if current is None else [current.track.id]
+        nearest = self._summaries.nearest(
+            np.stack(self._recent), k=self._sounds_like_k, exclude_track_ids=exclude
+        )
+        return SoundsLike(
+            file=self.stream,
+            t=t,
+            tracks=tuple((self._library.info(track_id), dist) for track_id, dist in nearest),
+        )
 
     def _process(self, windows: Sequence[Window]) -> list[Event]:
         if not windows:
@@ -124,8 +152,11 @@ class Recognizer:
         events: list[Event] = []
         for window, embedding, found in zip(windows, embeddings, neighbors, strict=True):
             events.extend(self._matcher.push(embedding, found, t=window.end_s))
+            self._windows_seen += 1
+            similar = self._sounds_like(embedding, t=window.end_s)
+            if similar is not None:
+                events.append(similar)
         matched = time.perf_counter()
-        self._windows_seen += len(windows)
         if self.keep_timings:
             per_window = 1000.0 / len(windows)
             self.timing.encoder_ms.append((encoded - started) * per_window)

@@ -47,6 +47,7 @@ from synesthete.events import TrackInfo
 
 from .annoy_index import AnnoyCandidates, BruteForceCandidates, RowMap, build_annoy
 from .config import DEFAULT_SEARCH_K_FACTOR
+from .similar import TrackSummaries
 
 FORMAT_VERSION = 1
 CURRENT_NAME = "CURRENT"
@@ -165,6 +166,7 @@ class Library:
             )
         self._windows: npt.NDArray[np.float32] | None = windows
         self._candidates: list[AnnoyCandidates] = []
+        self._summaries: TrackSummaries | None = None
 
     # -- opening -------------------------------------------------------------
 
@@ -242,6 +244,19 @@ class Library:
             return self._records[int(track_id)]
         except KeyError:
             raise LibraryError(f"{self.index_dir}: no track with id {track_id}") from None
+
+    def summaries(self) -> TrackSummaries:
+        """Per-track summary vectors for "sounds like" (computed once, on first use)."""
+        if self._summaries is None:
+            records = list(self._records.values())
+            self._summaries = TrackSummaries.from_windows(
+                windows=self.windows,
+                track_ids=[r.id for r in records],
+                starts=[r.window_start for r in records],
+                counts=[r.window_count for r in records],
+                content_keys=[r.content_hash for r in records],
+            )
+        return self._summaries
 
     def records(self) -> list[TrackRecord]:
         """All track rows, by id."""

@@ -19,6 +19,7 @@ CORE_MODULES = [
     "index/matcher.py",
     "index/protocols.py",
     "index/recognizer.py",
+    "index/similar.py",
     "synesthete/events.py",
     "synesthete/constants.py",
     "synesthete/errors.py",

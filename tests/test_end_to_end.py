@@ -124,6 +124,38 @@ def test_excerpts_are_identified_with_offsets(library: Library) -> None:
     assert sum(offsets_ok) >= 0.9 * len(offsets_ok), f"{sum(offsets_ok)}/{len(offsets_ok)}"
 
 
+def test_all_events_include_candidates_and_sounds_like(library: Library) -> None:
+    title = sorted(library.tracks)[3]
+    path = library.root / "sounds-like.wav"
+    sf.write(path, library.tracks[title][: int(EXCERPT_S * library.rate)], library.rate)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synesthete.clients.cli",
+            "identify",
+            "--events",
+            "all",
+            "--index",
+            str(library.index),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    kinds = {e["type"] for e in events}
+    assert {"now_playing", "candidates", "sounds_like"} <= kinds
+    similar = [e for e in events if e["type"] == "sounds_like"]
+    for event in similar:
+        names = [item["track"]["title"] for item in event["tracks"]]
+        assert len(names) == 5 and title not in names
+        distances = [item["distance"] for item in event["tracks"]]
+        assert distances == sorted(distances)
+
+
 def test_audio_outside_the_library_is_unknown(library: Library) -> None:
     rate = 22_050
     stranger = synth_track(seed=5_000, duration_s=EXCERPT_S, sample_rate_hz=rate)
