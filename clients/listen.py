@@ -16,6 +16,7 @@ from synesthete.clients.live import EventSink, LiveConfig, run_live
 from synesthete.clients.server import ServerConfig, WebsocketServer, parse_hostport
 from synesthete.clients.tracklist import build_tracklist, write_tracklist
 from synesthete.clients.tui import LiveSnapshot, LiveView
+from synesthete.errors import DeviceError
 from synesthete.events import Event
 from synesthete.stream.config import CaptureConfig
 from synesthete.stream.sources import DeviceSource, FileSource, Source
@@ -94,6 +95,10 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
                         config=LiveConfig(max_seconds=options.max_seconds),
                         on_tick=None if view is None else view.draw,
                     )
+                # FileSource.error is an exception, DeviceSource.error a message.
+                failure = getattr(source, "error", None)
+                if failure:
+                    raise DeviceError(f"input stopped: {failure}")
         finally:
             if server is not None:
                 await server.close()
