@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   libportaudio2            # sounddevice's PortAudio
-  pulseaudio pulseaudio-utils  # user-mode sound server for the capture test
+  pulseaudio pulseaudio-utils  # user-mode sound server + paplay/pactl for the capture test
+  libasound2-plugins       # ALSA's "pulse" PCM: PortAudio (ALSA) reaches PulseAudio through it
+  alsa-utils               # arecord/aplay, handy to debug the capture path
   tmux                     # end-to-end test of the terminal view
+  chromium                 # headless browser for the overlay test (driven by playwright)
+  fonts-dejavu-core        # a font for chromium's screenshots
 )
 
 need_apt=()

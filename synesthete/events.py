@@ -32,6 +32,7 @@ class TrackInfo:
             "title": self.title,
             "artist": self.artist,
             "album": self.album,
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
         }
 
 

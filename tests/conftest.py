@@ -1,0 +1,132 @@
+"""Shared fixtures: a small tagged demo library, indexed once per session through the CLI.
+
+The live-client tests (PulseAudio capture, Chromium overlay, tmux TUI, watch)
+replay excerpts of these tracks through ``synesthete listen`` subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soundfile as sf
+
+from synesthete.stream.synth import synth_track, synth_track_title
+
+DEMO_RATE_HZ = 22_050
+DEMO_TRACKS = 8
+DEMO_TRACK_S = 40.0
+DEMO_ARTIST = "Test Ensemble"
+DEMO_ALBUM = "Synesthete Tests"
+# Torch threads per CLI subprocess: the machines these tests run on are small and shared.
+CLI_THREADS = "1"
+
+
+@dataclass(frozen=True)
+class DemoLibrary:
+    """Synthesized, tagged FLAC tracks and their index (built with ``synesthete index build``)."""
+
+    root: Path
+    index: Path
+    titles: tuple[str, ...]
+    rate_hz: int
+
+    def audio(self, n: int) -> npt.NDArray[np.float32]:
+        """Track ``n`` exactly as indexed (the synthesizer is deterministic). Shape [samples]."""
+        return synth_track(seed=n, duration_s=DEMO_TRACK_S, sample_rate_hz=self.rate_hz)
+
+    def artist(self, n: int) -> str:
+        return f"{DEMO_ARTIST} {n + 1}"
+
+    def excerpt(
+        self, n: int, *, start_s: float, seconds: float, rate_hz: int | None = None
+    ) -> Path:
+        """Write ``seconds`` of track ``n`` from ``start_s`` as a 16-bit WAV; returns its path.
+
+        ``rate_hz`` other than the library rate writes a resampled stereo file,
+        as a sound card would deliver it.
+        """
+        audio = self.audio(n)
+        begin = int(start_s * self.rate_hz)
+        clip = audio[begin : begin + int(seconds * self.rate_hz)]
+        rate = self.rate_hz
+        if rate_hz is not None and rate_hz != self.rate_hz:
+            import soxr
+
+            clip = soxr.resample(clip, self.rate_hz, rate_hz).astype(np.float32)
+            clip = np.stack([clip, clip], axis=1)
+            rate = rate_hz
+        path = self.root / "excerpts" / f"track{n}-{start_s:g}s-{seconds:g}s-{rate}Hz.wav"
+        path.parent.mkdir(exist_ok=True)
+        if not path.exists():
+            sf.write(path, clip, rate, subtype="PCM_16")
+        return path
+
+
+def _write_tagged_flac(path: Path, audio: npt.NDArray[np.float32], **tags: str) -> None:
+    from mutagen.flac import FLAC
+
+    sf.write(path, audio, DEMO_RATE_HZ, format="FLAC", subtype="PCM_16")
+    flac = FLAC(path)  # type: ignore[no-untyped-call]
+    for key, value in tags.items():
+        flac[key] = value
+    flac.save()
+
+
+def cli_command(*args: str) -> list[str]:
+    """``synesthete ARGS...`` as a subprocess command line (this interpreter, no PATH lookup)."""
+    return [sys.executable, "-m", "synesthete.clients.cli", *args]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for CLI subprocesses: unbuffered, few threads."""
+    env = dict(os.environ)
+    env.update(
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS=CLI_THREADS,
+        MKL_NUM_THREADS=CLI_THREADS,
+    )
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    """A localhost TCP port that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def demo_library(tmp_path_factory: pytest.TempPathFactory) -> DemoLibrary:
+    root = tmp_path_factory.mktemp("demo-library")
+    music = root / "music"
+    music.mkdir()
+    titles = []
+    for n in range(DEMO_TRACKS):
+        title = synth_track_title(n)
+        audio = synth_track(seed=n, duration_s=DEMO_TRACK_S, sample_rate_hz=DEMO_RATE_HZ)
+        _write_tagged_flac(
+            music / f"{n:02d}.flac",
+            audio,
+            title=title,
+            artist=f"{DEMO_ARTIST} {n + 1}",
+            album=DEMO_ALBUM,
+        )
+        titles.append(title)
+    index = root / "index"
+    subprocess.run(
+        cli_command("index", "build", "--index", str(index), str(music), "--quiet"),
+        env=cli_env(),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return DemoLibrary(root=root, index=index, titles=tuple(titles), rate_hz=DEMO_RATE_HZ)

@@ -1,0 +1,266 @@
+"""The browser overlay in real headless Chromium, fed by a real ``synesthete listen``.
+
+Debian's ``chromium`` is driven by Python playwright through
+``executable_path`` (``playwright install`` is never needed). ``listen``
+replays a library excerpt in real time with ``--serve``; the page is the one
+that server serves at ``/overlay``.
+
+Screenshots land in ``tmp_path`` (and in ``$SYNESTHETE_ARTIFACTS`` when set).
+``SYNESTHETE_UPDATE_SCREENSHOT=1`` also refreshes ``docs/overlay.png``, the
+README's picture, so ordinary runs leave the working tree alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DemoLibrary, cli_command, cli_env, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-dev-shm-usage",
+]
+TIMEOUT_MS = 60_000
+EXCERPT_S = 30.0
+CHECKERBOARD_CSS = """
+html { background-color: #2b2f36;
+  background-image: linear-gradient(45deg, #3a3f48 25%, transparent 25%, transparent 75%,
+      #3a3f48 75%), linear-gradient(45deg, #3a3f48 25%, transparent 25%, transparent 75%,
+      #3a3f48 75%);
+  background-size: 16px 16px; background-position: 0 0, 8px 8px; }
+"""
+
+
+def _chromium_path() -> str | None:
+    candidates = [os.environ.get("SYNESTHETE_CHROMIUM"), "/usr/bin/chromium"]
+    candidates.append(shutil.which("chromium"))
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip: the [dev] extra)"
+    )
+    executable = _chromium_path()
+    if executable is None:
+        pytest.skip("chromium is not installed (apt: chromium)")
+    with sync_api.sync_playwright() as playwright:
+        # headless=True makes playwright pass --headless to the Debian binary.
+        chromium = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Listener:
+    """``synesthete listen --input FILE --realtime --serve 127.0.0.1:PORT --no-tui``."""
+
+    def __init__(self, library: DemoLibrary, excerpt: Path, port: int, logs: Path) -> None:
+        self.port = port
+        self.stdout = logs / f"listen-{port}-{excerpt.stem}.out"
+        self.stderr = self.stdout.with_suffix(".err")
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            self.process = subprocess.Popen(
+                cli_command(
+                    "listen",
+                    "--index",
+                    str(library.index),
+                    "--input",
+                    str(excerpt),
+                    "--realtime",
+                    "--serve",
+                    f"127.0.0.1:{port}",
+                    "--no-tui",
+                    "--threads",
+                    "1",
+                ),
+                env=cli_env(),
+                stdout=out,
+                stderr=err,
+            )
+
+    @property
+    def overlay(self) -> str:
+        return f"http://127.0.0.1:{self.port}/overlay"
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"listen exited early: {self.stderr.read_text()}")
+            try:
+                with urllib.request.urlopen(self.overlay, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"listen did not serve {self.overlay} in {timeout_s:g} s")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[Listener]]:
+    started: list[Listener] = []
+    yield started
+    for listener in started:
+        listener.kill()
+
+
+def _save_artifact(data: bytes, name: str, tmp_path: Path) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    extra = os.environ.get("SYNESTHETE_ARTIFACTS")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(extra) / name)
+    return path
+
+
+def _corner_alpha(page: Any, png: bytes) -> int:
+    """Decode a PNG in the page itself and return the alpha of pixel (1, 1)."""
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    alpha: int = page.evaluate(
+        """async (url) => {
+            const img = new Image(); img.src = url; await img.decode();
+            const canvas = document.createElement("canvas");
+            canvas.width = img.width; canvas.height = img.height;
+            const ctx = canvas.getContext("2d"); ctx.drawImage(img, 0, 0);
+            return ctx.getImageData(1, 1, 1, 1).data[3];
+        }""",
+        url,
+    )
+    return alpha
+
+
+def test_overlay_in_chromium(
+    browser: Any, demo_library: DemoLibrary, listeners: list[Listener], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    port = free_port()
+    first_n, second_n = 2, 6
+    first = Listener(
+        demo_library, demo_library.excerpt(first_n, start_s=5.0, seconds=EXCERPT_S), port, tmp_path
+    )
+    listeners.append(first)
+    first.wait_ready()
+
+    context = browser.new_context(viewport={"width": 560, "height": 400}, device_scale_factor=1)
+    page = context.new_page()
+    page.goto(first.overlay)
+    title = page.locator("[data-testid=title]")
+    expect(title).to_have_text(demo_library.titles[first_n], timeout=TIMEOUT_MS)
+    expect(page.locator("[data-testid=connection]")).to_have_text("connected")
+    expect(page.locator("[data-testid=artist]")).to_have_text(
+        f"{demo_library.artist(first_n)} · Synesthete Tests"
+    )
+    expect(page.locator("[data-testid=confidence]")).to_have_text(re.compile(r"\d+%"))
+    # "Sounds like": other library tracks, never the one playing.
+    similar = page.locator("[data-testid=similar] li")
+    expect(similar.first).to_be_visible(timeout=TIMEOUT_MS)
+    similar_titles = similar.all_inner_texts()
+    assert demo_library.titles[first_n] not in " ".join(similar_titles)
+    assert any(t in " ".join(similar_titles) for t in demo_library.titles), similar_titles
+
+    # Transparent: nothing paints behind the card, so OBS composites it over the scene.
+    backgrounds = page.evaluate(
+        "() => [getComputedStyle(document.documentElement).backgroundColor,"
+        " getComputedStyle(document.body).backgroundColor]"
+    )
+    assert backgrounds == ["rgba(0, 0, 0, 0)", "rgba(0, 0, 0, 0)"]
+    transparent_png = page.screenshot(omit_background=True)
+    _save_artifact(transparent_png, "overlay-transparent.png", tmp_path)
+    assert _corner_alpha(page, transparent_png) == 0
+
+    # URL parameters: a light theme showing the title only; a doubled size.
+    styled = context.new_page()
+    styled.goto(first.overlay + "?theme=light&show=title")
+    expect(styled.locator("[data-testid=title]")).to_have_text(
+        demo_library.titles[first_n], timeout=TIMEOUT_MS
+    )
+    assert "light" in (styled.get_attribute("body", "class") or "")
+    for hidden in ("artist", "confidence", "similar", "connection"):
+        expect(styled.locator(f"[data-testid={hidden}]")).to_be_hidden()
+    expect(styled.locator("[data-testid=title]")).to_be_visible()
+    assert styled.evaluate("() => getComputedStyle(document.body).color") == "rgb(17, 24, 39)"
+    assert page.evaluate("() => getComputedStyle(document.body).color") == "rgb(245, 247, 250)"
+    _save_artifact(styled.screenshot(omit_background=True), "overlay-light-title.png", tmp_path)
+    big = context.new_page()
+    big.goto(first.overlay + "?size=2")
+    expect(big.locator("[data-testid=title]")).to_have_text(
+        demo_library.titles[first_n], timeout=TIMEOUT_MS
+    )
+    font_px = "(p) => parseFloat(getComputedStyle(p.querySelector('#title')).fontSize)"
+    ratio = big.evaluate(f"() => ({font_px})(document)") / page.evaluate(
+        f"() => ({font_px})(document)"
+    )
+    assert abs(ratio - 2.0) < 0.01
+    styled.close()
+    big.close()
+
+    # A screenshot for the README: the card over a checkerboard, cropped to it.
+    shot = context.new_page()
+    shot.goto(first.overlay)
+    expect(shot.locator("[data-testid=title]")).to_have_text(
+        demo_library.titles[first_n], timeout=TIMEOUT_MS
+    )
+    expect(shot.locator("[data-testid=similar] li").first).to_be_visible(timeout=TIMEOUT_MS)
+    shot.add_style_tag(content=CHECKERBOARD_CSS)
+    shot.wait_for_timeout(500)  # the card's CSS transitions (opacity, bars) settle
+    box = shot.locator("#card").bounding_box()
+    assert box is not None
+    margin = 12
+    clip = {
+        "x": max(0.0, box["x"] - margin),
+        "y": max(0.0, box["y"] - margin),
+        "width": box["width"] + 2 * margin,
+        "height": box["height"] + 2 * margin,
+    }
+    readme_png = shot.screenshot(clip=clip)
+    saved = _save_artifact(readme_png, "overlay.png", tmp_path)
+    if os.environ.get("SYNESTHETE_UPDATE_SCREENSHOT") == "1":
+        (ROOT / "docs").mkdir(exist_ok=True)
+        shutil.copy(saved, ROOT / "docs" / "overlay.png")
+    shot.close()
+
+    # Auto-reconnect: kill the server, start another on the same port with another track.
+    first.kill()
+    expect(page.locator("[data-testid=connection]")).to_have_text(
+        "reconnecting", timeout=TIMEOUT_MS
+    )
+    second = Listener(
+        demo_library,
+        demo_library.excerpt(second_n, start_s=5.0, seconds=EXCERPT_S),
+        port,
+        tmp_path,
+    )
+    listeners.append(second)
+    second.wait_ready()
+    expect(title).to_have_text(demo_library.titles[second_n], timeout=TIMEOUT_MS)
+    expect(page.locator("[data-testid=connection]")).to_have_text("connected")
+    _save_artifact(page.screenshot(omit_background=True), "overlay-reconnected.png", tmp_path)
+    context.close()
