@@ -22,6 +22,7 @@ class Engine:
     library: Library
     candidates: AnnoyCandidates
     matcher_config: MatcherConfig
+    resample_quality: str = "HQ"
 
     def recognizer(
         self, *, stream: str, input_rate_hz: int, keep_timings: bool = False
@@ -34,6 +35,7 @@ class Engine:
             library=self.library,
             config=self.matcher_config,
             keep_timings=keep_timings,
+            resample_quality=self.resample_quality,
             summaries=self.library.summaries(),
         )
 
@@ -47,6 +49,7 @@ def open_engine(
     encoder_config: EncoderConfig | None = None,
     live_hop_s: float | None = None,
     on_threshold: float | None = None,
+    resample_quality: str = "HQ",
 ) -> Engine:
     """Open the index and the encoder it was built with; check they agree."""
     library = Library.open(index_dir)
@@ -75,4 +78,5 @@ def open_engine(
         library=library,
         candidates=library.candidates(),
         matcher_config=config,
+        resample_quality=resample_quality,
     )

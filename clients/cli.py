@@ -65,6 +65,13 @@ def _add_matcher_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="confidence needed to report a track (default: calibrated 0.5)",
     )
+    parser.add_argument(
+        "--resample-quality",
+        choices=["VHQ", "HQ", "MQ", "LQ"],
+        default="HQ",
+        help="soxr quality of the stream resampler: HQ holds back ~40 ms of audio, LQ ~21 ms"
+        " (default HQ)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +294,7 @@ def _open_engine(args: argparse.Namespace) -> Engine:
         encoder_config=_encoder_config(args, default_threads=1),
         live_hop_s=args.hop,
         on_threshold=args.threshold,
+        resample_quality=args.resample_quality,
     )
 
 

@@ -58,6 +58,7 @@ class Recognizer:
         library: CurveLibrary,
         config: MatcherConfig,
         keep_timings: bool = False,
+        resample_quality: str = "HQ",
         summaries: TrackSummaries | None = None,
         sounds_like_k: int = 5,
         sounds_like_every_windows: int = 2,
@@ -72,7 +73,9 @@ class Recognizer:
         self.encoder = encoder
         self.candidate_source = candidates
         self.config = config
-        self._resampler = StreamResampler(in_rate_hz=input_rate_hz, out_rate_hz=SAMPLE_RATE_HZ)
+        self._resampler = StreamResampler(
+            in_rate_hz=input_rate_hz, out_rate_hz=SAMPLE_RATE_HZ, quality=resample_quality
+        )
         self._windower = Windower(hop_s=config.live_hop_s)
         self._matcher = Matcher(config=config, library=library, stream=stream)
         self._windows_seen = 0
