@@ -93,11 +93,14 @@ async def run_live(
             file=source.name,
             t=t,
             level_dbfs=peak_to_dbfs(capture.take_peak()),
-            xruns=capture.xruns + int(ring.overrun_frames > 0),
+            xruns=capture.xruns,
             latency_ms=float(np.median(recent)) if recent else None,
             clients=0 if server is None else len(server.broadcaster.clients),
             message=message,
-            extra={"nonfinite_samples": recognizer.nonfinite_samples},
+            extra={
+                "nonfinite_samples": recognizer.nonfinite_samples,
+                "overrun_frames": ring.overrun_frames,
+            },
         )
 
     source.start(capture.callback)

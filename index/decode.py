@@ -94,7 +94,28 @@ def load_mono_16k(
     min_duration_s: float = 0.0,
     silence_dbfs: float | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Decode ``[start_s, start_s + duration_s)`` of a file to ``[n]`` float32 16 kHz mono.
+    """``load_mono`` at the encoder rate (16 kHz)."""
+    return load_mono(
+        path,
+        sample_rate_hz=SAMPLE_RATE_HZ,
+        start_s=start_s,
+        duration_s=duration_s,
+        min_duration_s=min_duration_s,
+        silence_dbfs=silence_dbfs,
+    )
+
+
+def load_mono(
+    path: str | os.PathLike[str],
+    *,
+    sample_rate_hz: int,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+    min_duration_s: float = 0.0,
+    silence_dbfs: float | None = None,
+) -> npt.NDArray[np.float32]:
+    """Decode ``[start_s, start_s + duration_s)`` of a file to ``[n]`` float32 mono at
+    ``sample_rate_hz``.
 
     ``duration_s=None`` reads to the end. The excerpt is resampled on its own,
     so its first samples differ slightly from the same span cut out of a full
@@ -124,11 +145,11 @@ def load_mono_16k(
         raise AudioFormatError(f"{where}: {_describe(err, where)}") from err
     if not np.isfinite(audio).all():
         raise AudioFormatError(f"{where}: contains NaN or infinite samples")
-    resampler = StreamResampler(in_rate_hz=rate_hz, out_rate_hz=SAMPLE_RATE_HZ)
+    resampler = StreamResampler(in_rate_hz=rate_hz, out_rate_hz=sample_rate_hz)
     mono = np.concatenate([resampler.push(audio), resampler.flush()])
     _check_content(
         where,
-        duration_s=mono.shape[0] / SAMPLE_RATE_HZ,
+        duration_s=mono.shape[0] / sample_rate_hz,
         peak=float(np.abs(mono).max()) if mono.size else 0.0,
         min_duration_s=min_duration_s,
         silence_dbfs=silence_dbfs,

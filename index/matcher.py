@@ -881,6 +881,12 @@ class Matcher:
         )
         self._candidates = {c.track_id: c for c in order[:cap]}
 
+    def recent_embeddings(self) -> npt.NDArray[np.float32]:
+        """The live windows the matcher holds (the horizon), ``[n, D]``, oldest first."""
+        if not self._recent:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        return np.stack(self._recent)
+
     def features(self) -> list[DecisionFeatures]:
         """The calibration inputs of every current candidate (for fitting ``Calibration``)."""
         return list(self._features)

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from synesthete.errors import ConfigError
-from synesthete.events import Event, SoundsLike, Status, Unknown
+from synesthete.events import Event, SoundsLike, Unknown
 from synesthete.index.matcher import Matcher, MatcherConfig
 from synesthete.index.protocols import CandidateSource, CurveLibrary
 from synesthete.index.similar import TrackSummaries
@@ -85,7 +85,6 @@ class Recognizer:
         self._summaries = summaries
         self._sounds_like_k = sounds_like_k
         self._sounds_like_every = sounds_like_every_windows
-        self._recent: list[npt.NDArray[np.float32]] = []
         self.timing = WindowTiming()
 
     @property
@@ -120,22 +119,14 @@ class Recognizer:
         self._windows_seen = 0
         self.nonfinite_samples = 0
         self.timing.clear()
-        self._recent.clear()
 
-    def status(self, *, t: float) -> Status:
-        return Status(file=self.stream, t=t)
-
-    def _sounds_like(self, embedding: npt.NDArray[np.float32], *, t: float) -> SoundsLike | None:
-        if self._summaries is None:
-            return None
-        self._recent.append(embedding)
-        del self._recent[: -self.config.horizon_windows]
-        if self._windows_seen % self._sounds_like_every != 0:
+    def _sounds_like(self, *, t: float) -> SoundsLike | None:
+        if self._summaries is None or self._windows_seen % self._sounds_like_every != 0:
             return None
         current = self._matcher.current()
         exclude = [] if current is None else [current.track.id]
         nearest = self._summaries.nearest(
-            np.stack(self._recent), k=self._sounds_like_k, exclude_track_ids=exclude
+            self._matcher.recent_embeddings(), k=self._sounds_like_k, exclude_track_ids=exclude
         )
         return SoundsLike(
             file=self.stream,
@@ -156,7 +147,7 @@ class Recognizer:
         for window, embedding, found in zip(windows, embeddings, neighbors, strict=True):
             events.extend(self._matcher.push(embedding, found, t=window.end_s))
             self._windows_seen += 1
-            similar = self._sounds_like(embedding, t=window.end_s)
+            similar = self._sounds_like(t=window.end_s)
             if similar is not None:
                 events.append(similar)
         matched = time.perf_counter()

@@ -52,6 +52,7 @@ from synesthete.clients.evaluation import (
     summarize_mixes,
 )
 from synesthete.constants import DEFAULT_INDEX_HOP_S, DEFAULT_LIVE_HOP_S
+from synesthete.index.decode import load_mono
 from synesthete.inference.augment import (
     CONDITIONS,
     Materials,
@@ -138,14 +139,9 @@ def run_cli(args: list[str], *, stdout: Path | None = None) -> tuple[float, int,
 
 
 def read_mono(path: str, *, start_s: float, seconds: float) -> tuple[np.ndarray, int]:
-    with sf.SoundFile(path) as f:
-        rate = f.samplerate
-        f.seek(min(int(start_s * rate), max(0, f.frames - 1)))
-        audio = f.read(int(seconds * rate) + 1, dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1).astype(np.float32)
-    if rate != QUERY_RATE_HZ:
-        mono = soxr.resample(mono, rate, QUERY_RATE_HZ).astype(np.float32)
-    return mono, QUERY_RATE_HZ
+    """An excerpt as mono float32 at the query rate."""
+    audio = load_mono(path, sample_rate_hz=QUERY_RATE_HZ, start_s=start_s, duration_s=seconds)
+    return audio, QUERY_RATE_HZ
 
 
 def audible(audio: np.ndarray) -> bool:

@@ -31,6 +31,7 @@ import soxr
 from synesthete.clients.app import open_engine
 from synesthete.index.builder import build_index
 from synesthete.index.config import IndexConfig
+from synesthete.index.decode import load_mono
 from synesthete.index.matcher import Calibration
 from synesthete.inference.augment import CONDITIONS, Materials, source_seconds_needed
 from synesthete.inference.config import EncoderConfig
@@ -56,11 +57,7 @@ CONDITION_MIX = (
 
 
 def read_mono(path: str, start_s: float, seconds: float) -> np.ndarray:
-    with sf.SoundFile(path) as f:
-        f.seek(min(int(start_s * f.samplerate), max(0, f.frames - 1)))
-        audio = f.read(int(seconds * f.samplerate) + 1, dtype="float32", always_2d=True)
-        rate = f.samplerate
-    return soxr.resample(audio.mean(axis=1), rate, RATE_HZ).astype(np.float32)
+    return load_mono(path, sample_rate_hz=RATE_HZ, start_s=start_s, duration_s=seconds)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, iters: int = 50) -> np.ndarray:
@@ -198,9 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     queries = data[:, 4].astype(int)
     negative_queries = queries >= known_queries
-    logits = x @ np.array(
-        [calibration.bias, calibration.w_frechet, calibration.w_margin, calibration.w_windows]
-    )
     fitted = calibration.to_dict()
     report: dict[str, Any] = {
         "windows": len(data),
@@ -238,7 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     report["operating_threshold"] = operating
     report["max_fp"] = args.max_fp
     report["calibration"] = calibration.to_dict()
-    del logits
     report["runtime_s"] = round(time.perf_counter() - began, 1)
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True

@@ -9,7 +9,7 @@ from fakes import make_tone_track, write_audio, write_bad_files
 
 from synesthete.constants import SAMPLE_RATE_HZ
 from synesthete.errors import AudioFormatError, ConfigError
-from synesthete.index.decode import decode_mono_16k_blocks, load_mono_16k, peak_dbfs
+from synesthete.index.decode import decode_mono_16k_blocks, load_mono, load_mono_16k, peak_dbfs
 from synesthete.stream.resample import resample_offline
 
 DURATION_S = 6.0
@@ -20,6 +20,17 @@ def spectrum_db(audio):
     power = np.abs(np.fft.rfft(audio * np.hanning(audio.shape[0]))) ** 2
     bands = np.array_split(power, 64)
     return 10 * np.log10(np.array([b.sum() for b in bands]) + 1e-12)
+
+
+def test_load_excerpt_at_another_rate(tmp_path):
+    source = make_tone_track(seed=6, duration_s=6.0, sample_rate_hz=44_100, channels=2)
+    path = write_audio(tmp_path / "x.flac", source, sample_rate_hz=44_100)
+    excerpt = load_mono(path, sample_rate_hz=22_050, start_s=1.0, duration_s=2.0)
+    assert excerpt.dtype == np.float32 and excerpt.shape == (44_100,)
+    # The same span at 16 kHz carries the same signal (compare its RMS).
+    at_16k = load_mono_16k(path, start_s=1.0, duration_s=2.0)
+    assert at_16k.shape == (32_000,)
+    assert np.sqrt(np.mean(excerpt**2)) == pytest.approx(np.sqrt(np.mean(at_16k**2)), rel=0.02)
 
 
 @pytest.mark.parametrize(
