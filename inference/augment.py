@@ -115,6 +115,20 @@ def _check_range(
     return lo, hi
 
 
+def _check_int_pair(value: tuple[int, int], *, name: str, low: int, high: int) -> tuple[int, int]:
+    """An integer ``(lo, hi)`` with ``low <= lo <= hi <= high`` (bools are not integers)."""
+    if not (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(isinstance(k, int) and not isinstance(k, bool) for k in value)
+        and low <= value[0] <= value[1] <= high
+    ):
+        raise ConfigError(
+            f"{name} must be an int pair {low} <= low <= high <= {high}, got {value!r}"
+        )
+    return int(value[0]), int(value[1])
+
+
 def as_rng(rng: RngLike) -> np.random.Generator:
     """A Generator from a Generator (returned as is) or an int seed >= 0."""
     if isinstance(rng, np.random.Generator):
@@ -282,13 +296,7 @@ def babble_at_snr(
     _check_audio(audio)
     rate = _check_rate(sample_rate_hz)
     generator = as_rng(rng)
-    if not (
-        isinstance(talkers, tuple | list)
-        and len(talkers) == 2
-        and all(isinstance(k, int) and not isinstance(k, bool) for k in talkers)
-        and 1 <= talkers[0] <= talkers[1] <= 32
-    ):
-        raise ConfigError(f"talkers must be an int pair 1 <= low <= high <= 32, got {talkers!r}")
+    _check_int_pair(talkers, name="talkers", low=1, high=32)
     amb_lo, amb_hi = _check_range(ambience_db, name="ambience_db", low=-60.0, high=20.0)
     clips = [_as_float32(c, name="speech clip") for c in speech_clips]
     loops = [_as_float32(a, name="ambience loop") for a in ambience]
@@ -419,13 +427,7 @@ def eq_and_gain(
     _check_audio(audio)
     rate = _check_rate(sample_rate_hz)
     generator = as_rng(rng)
-    if not (
-        isinstance(peaks, tuple | list)
-        and len(peaks) == 2
-        and all(isinstance(k, int) and not isinstance(k, bool) for k in peaks)
-        and 0 <= peaks[0] <= peaks[1] <= 16
-    ):
-        raise ConfigError(f"peaks must be an int pair 0 <= low <= high <= 16, got {peaks!r}")
+    _check_int_pair(peaks, name="peaks", low=0, high=16)
     band_gain_db = _check_number(band_gain_db, name="band_gain_db", low=0.0, high=30.0)
     shelf_gain_db = _check_number(shelf_gain_db, name="shelf_gain_db", low=0.0, high=30.0)
     gain_lo, gain_hi = _check_range(gain_db, name="gain_db", low=-60.0, high=40.0)
