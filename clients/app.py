@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from synesthete.constants import DEFAULT_SOUNDS_LIKE_DISTANCE
 from synesthete.errors import LibraryError
 from synesthete.index.annoy_index import AnnoyCandidates
 from synesthete.index.matcher import Calibration, MatcherConfig
 from synesthete.index.recognizer import Recognizer
+from synesthete.index.similar import check_distance
 from synesthete.index.store import Library
 from synesthete.inference.config import EncoderConfig
 from synesthete.inference.torchscript import TorchScriptEncoder
@@ -23,9 +25,15 @@ class Engine:
     candidates: AnnoyCandidates
     matcher_config: MatcherConfig
     resample_quality: str = "HQ"
+    sounds_like_distance: str = DEFAULT_SOUNDS_LIKE_DISTANCE
 
     def recognizer(
-        self, *, stream: str, input_rate_hz: int, keep_timings: bool = False
+        self,
+        *,
+        stream: str,
+        input_rate_hz: int,
+        keep_timings: bool = False,
+        early_windows: bool = False,
     ) -> Recognizer:
         return Recognizer(
             stream=stream,
@@ -37,6 +45,8 @@ class Engine:
             keep_timings=keep_timings,
             resample_quality=self.resample_quality,
             summaries=self.library.summaries(),
+            sounds_like_distance=self.sounds_like_distance,
+            early_windows=early_windows,
         )
 
     def close(self) -> None:
@@ -50,8 +60,14 @@ def open_engine(
     live_hop_s: float | None = None,
     on_threshold: float | None = None,
     resample_quality: str = "HQ",
+    sounds_like_distance: str = DEFAULT_SOUNDS_LIKE_DISTANCE,
 ) -> Engine:
-    """Open the index and the encoder it was built with; check they agree."""
+    """Open the index and the encoder it was built with; check they agree.
+
+    The "sounds like" summaries for ``sounds_like_distance`` are built here,
+    so the first live update does not pay for them.
+    """
+    distance = check_distance(sounds_like_distance)
     library = Library.open(index_dir)
     encoder = TorchScriptEncoder(config=encoder_config)
     encoder.warm_up()
@@ -73,10 +89,12 @@ def open_engine(
         config = replace(
             config, on_threshold=on_threshold, off_threshold=min(config.off_threshold, on_threshold)
         )
+    library.summaries().prepare([distance])
     return Engine(
         encoder=encoder,
         library=library,
         candidates=library.candidates(),
         matcher_config=config,
         resample_quality=resample_quality,
+        sounds_like_distance=distance,
     )

@@ -11,21 +11,46 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from synesthete import __version__
-from synesthete.constants import DEFAULT_INDEX_HOP_S, DEFAULT_LIVE_HOP_S
+from synesthete.constants import (
+    DEFAULT_INDEX_HOP_S,
+    DEFAULT_LIVE_HOP_S,
+    DEFAULT_SOUNDS_LIKE_DISTANCE,
+    SOUNDS_LIKE_DISTANCES,
+)
 from synesthete.errors import ConfigError, SynestheteError
 
 if TYPE_CHECKING:
     from synesthete.clients.app import Engine
     from synesthete.events import Event
+    from synesthete.index.builder import BuildReport
     from synesthete.inference.config import EncoderConfig
 
 EXIT_ERROR = 2
+RECONNECT_TIMEOUT_S = 60.0
+LISTEN_INPUT_FAULTS = f"""\
+input faults:
+  A device that disappears, fails or stalls (no audio for 2 s) is reported at
+  once: a status event with "input": "lost" and the reason, and an "unknown"
+  event (reason "input_lost") if a track was identified. The live view shows
+  it; with --no-tui a note goes to stderr. The websocket server and the live
+  view stay up while the device, found again by its name, is reopened 0.5 s
+  after the loss, then 1, 2 and 4 s after each failed attempt and every 5 s
+  after that; each failed attempt is reported too. Once audio flows again,
+  recognition starts afresh. If the device is not back within
+  --reconnect-timeout seconds of the loss (default {RECONNECT_TIMEOUT_S:g}), listen exits with
+  status 2 and a one-line error.
+
+  NaN and inf samples are replaced by 0 before resampling. They, clipped
+  samples (|x| >= 0.999), device overflows (xruns) and ring buffer overruns
+  are counted in status events and flagged ("flags") in the second they occur.
+"""
 EXIT_INTERRUPTED = 130
 FORMATS = ("jsonl", "tracklist", "txt", "csv", "cue", "json")
 
@@ -49,6 +74,18 @@ def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="torch CPU threads (default: 1 for identify/listen, where windows come one at a"
         " time; all cores for index builds, which batch)",
+    )
+
+
+def _add_sounds_like_arg(parser: argparse.ArgumentParser, *, flag: str) -> None:
+    parser.add_argument(
+        flag,
+        dest="sounds_like",
+        choices=SOUNDS_LIKE_DISTANCES,
+        default=DEFAULT_SOUNDS_LIKE_DISTANCE,
+        help='track-level distance for "sounds like": mean (mean-to-mean), min (min'
+        " point-to-point) or frechet (order-aware, excerpt by excerpt); default"
+        f" {DEFAULT_SOUNDS_LIKE_DISTANCE}, chosen by scripts/bench_similar.py",
     )
 
 
@@ -112,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats = index_commands.add_parser("stats", help="show what the index holds")
     stats.add_argument("--index", type=Path, required=True)
     stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.add_argument(
+        "--verify",
+        action="store_true",
+        help="recompute every checksum first (reads the whole index; small ones always are)",
+    )
 
     identify = commands.add_parser("identify", help="identify files, each replayed as a stream")
     identify.add_argument("--index", type=Path, required=True)
@@ -126,14 +168,34 @@ def build_parser() -> argparse.ArgumentParser:
     identify.add_argument("files", nargs="+", metavar="FILE")
     _add_encoder_args(identify)
     _add_matcher_args(identify)
+    _add_sounds_like_arg(identify, flag="--sounds-like")
 
-    listen = commands.add_parser("listen", help="recognize a live input")
+    listen = commands.add_parser(
+        "listen",
+        help="recognize a live input",
+        description="Recognize a live input: an audio device, or a file replayed as one.",
+        epilog=LISTEN_INPUT_FAULTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     listen.add_argument("--index", type=Path, required=True)
     source = listen.add_mutually_exclusive_group()
     source.add_argument("--device", default=None, help="input device: index or name substring")
     source.add_argument("--input", type=Path, default=None, help="replay a file as the input")
     listen.add_argument(
         "--realtime", action="store_true", help="with --input: pace the replay in real time"
+    )
+    listen.add_argument(
+        "--speed",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="with --input: pace the replay FACTOR times faster than real time, through the"
+        " live loop (implies --realtime; for soak tests)",
+    )
+    listen.add_argument(
+        "--loop",
+        action="store_true",
+        help="with --input: replay the file forever (implies --realtime; stop with --seconds)",
     )
     listen.add_argument(
         "--serve",
@@ -154,8 +216,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracklist", type=Path, default=None, help="write the session's tracklist here on exit"
     )
     listen.add_argument("--seconds", type=float, default=None, help="stop after this much audio")
+    listen.add_argument(
+        "--reconnect-timeout",
+        type=float,
+        default=RECONNECT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long to keep reopening a lost device before exiting with status 2"
+        f" (default {RECONNECT_TIMEOUT_S:g}; 0: exit at once; inf: never give up)",
+    )
     _add_encoder_args(listen)
     _add_matcher_args(listen)
+    _add_sounds_like_arg(listen, flag="--sounds-like")
+
+    similar = commands.add_parser(
+        "similar",
+        help="library tracks that sound like a track or an audio file",
+        description="List the library tracks nearest by sound to TRACK_OR_FILE: a track id,"
+        " the path of an indexed track, or any audio file (embedded with the index's encoder)."
+        " The query track and its duplicates are left out.",
+    )
+    similar.add_argument("--index", type=Path, required=True)
+    similar.add_argument("target", metavar="TRACK_OR_FILE")
+    similar.add_argument("--k", type=int, default=10, help="how many tracks (default 10)")
+    _add_sounds_like_arg(similar, flag="--distance")
+    similar.add_argument("--format", choices=["txt", "json"], default="txt")
+    _add_encoder_args(similar)
 
     commands.add_parser("devices", help="list audio input devices")
 
@@ -193,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         "index": _cmd_index,
         "identify": _cmd_identify,
         "listen": _cmd_listen,
+        "similar": _cmd_similar,
         "devices": _cmd_devices,
         "watch": _cmd_watch,
         "demo": _cmd_demo,
@@ -211,7 +297,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    sources = sys.modules.get("synesthete.stream.sources")
+    if sources is not None and sources.portaudio_calls_in_flight():
+        # `listen` gave up on a device whose stop or reopen is still stuck in
+        # a frozen sound server; the normal interpreter teardown would crash
+        # or hang in PortAudio's threads. Leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _encoder_config(
@@ -244,7 +339,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from synesthete.index.config import IndexConfig
 
     if args.index_command == "stats":
-        stats = builder.index_stats(args.index)
+        stats = builder.index_stats(args.index, verify=args.verify)
         if args.json:
             print(json.dumps(stats, indent=2, default=str))
         else:
@@ -262,26 +357,43 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     encoder = TorchScriptEncoder(config=_encoder_config(args))
     progress = None if args.quiet else RichProgress()
-    with progress if progress is not None else contextlib.nullcontext():
-        if args.index_command == "build":
-            config = IndexConfig(index_hop_s=args.index_hop)
-            report = builder.build_index(
-                args.index,
-                [Path(p) for p in args.paths],
-                encoder=encoder,
-                config=config,
-                progress=progress,
-            )
-        else:
-            report = builder.add_to_index(
-                args.index, [Path(p) for p in args.paths], encoder=encoder, progress=progress
-            )
-    for path, reason in report.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    if args.report is not None:
-        args.report.write_text(report.to_json())
-    print(report.summary())
+    try:
+        with progress if progress is not None else contextlib.nullcontext():
+            if args.index_command == "build":
+                config = IndexConfig(index_hop_s=args.index_hop)
+                report = builder.build_index(
+                    args.index,
+                    [Path(p) for p in args.paths],
+                    encoder=encoder,
+                    config=config,
+                    progress=progress,
+                )
+            else:
+                report = builder.add_to_index(
+                    args.index, [Path(p) for p in args.paths], encoder=encoder, progress=progress
+                )
+    except builder.NothingIndexedError as err:
+        # Every file was bad: say why for each (and in the report) before the error line.
+        _write_build_report(err.report, args.report, summary=False)
+        raise
+    _write_build_report(report, args.report, summary=True)
     return 0
+
+
+def _write_build_report(report: BuildReport, path: Path | None, *, summary: bool) -> None:
+    """Print a ``skipped PATH: REASON`` line per bad file, the summary, then write JSON.
+
+    Skipped lines go to stderr, the summary to stdout, the JSON to ``--report``.
+    """
+    for skipped, reason in report.skipped:
+        print(f"skipped {skipped}: {reason}", file=sys.stderr)
+    if summary:
+        print(report.summary())
+    if path is not None:
+        try:
+            path.write_text(report.to_json(), encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot write the report: {err.strerror or err}") from None
 
 
 def _open_engine(args: argparse.Namespace) -> Engine:
@@ -295,6 +407,7 @@ def _open_engine(args: argparse.Namespace) -> Engine:
         live_hop_s=args.hop,
         on_threshold=args.threshold,
         resample_quality=args.resample_quality,
+        sounds_like_distance=args.sounds_like,
     )
 
 
@@ -336,14 +449,22 @@ def _cmd_identify(args: argparse.Namespace) -> int:
 
 
 def _cmd_listen(args: argparse.Namespace) -> int:
-    if args.realtime and args.input is None:
-        raise ConfigError("--realtime only applies with --input FILE")
+    if (args.realtime or args.speed is not None or args.loop) and args.input is None:
+        raise ConfigError("--realtime, --speed and --loop only apply with --input FILE")
+    if args.speed is not None and not 0 < args.speed < float("inf"):
+        raise ConfigError(f"--speed must be a finite number > 0, got {args.speed:g}")
+    if not args.reconnect_timeout >= 0:  # also refuses nan
+        raise ConfigError(
+            f"--reconnect-timeout must be >= 0 seconds (or inf), got {args.reconnect_timeout:g}"
+        )
     from synesthete.clients.listen import ListenOptions, listen
 
     options = ListenOptions(
         device=args.device,
         input_path=args.input,
-        realtime=args.realtime,
+        realtime=args.realtime or args.speed is not None or args.loop,
+        speed=1.0 if args.speed is None else args.speed,
+        loop=args.loop,
         serve=args.serve,
         token=args.token,
         allowed_origins=tuple(args.allow_origin),
@@ -351,12 +472,28 @@ def _cmd_listen(args: argparse.Namespace) -> int:
         jsonl_path=args.jsonl,
         tracklist_path=args.tracklist,
         max_seconds=args.seconds,
+        reconnect_timeout_s=args.reconnect_timeout,
     )
     engine = _open_engine(args)
     try:
         return asyncio.run(listen(engine=engine, options=options))
     finally:
         engine.close()
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from synesthete.clients.similar import resolve_query, similar_tracks, write_similar
+    from synesthete.index.store import Library
+
+    if args.k < 1:
+        raise ConfigError(f"--k must be >= 1, got {args.k}")
+    with Library.open(args.index) as library:
+        query = resolve_query(
+            library, args.target, encoder_config=_encoder_config(args, default_threads=1)
+        )
+        results = similar_tracks(library, query, k=args.k, distance=args.sounds_like)
+        write_similar(query, results, sys.stdout, fmt=args.format, distance=args.sounds_like)
+    return 0
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:

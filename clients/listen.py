@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,10 @@ from synesthete.clients.server import ServerConfig, WebsocketServer, parse_hostp
 from synesthete.clients.tracklist import build_tracklist, write_tracklist
 from synesthete.clients.tui import LiveSnapshot, LiveView
 from synesthete.errors import DeviceError
-from synesthete.events import Event
+from synesthete.events import Event, NowPlaying, Status, Unknown
 from synesthete.stream.config import CaptureConfig
 from synesthete.stream.sources import DeviceSource, FileSource, Source
+from synesthete.stream.watchdog import ReconnectPolicy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +29,8 @@ class ListenOptions:
     device: str | None = None
     input_path: Path | None = None
     realtime: bool = False
+    speed: float = 1.0
+    loop: bool = False
     serve: str | None = None
     token: str | None = None
     allowed_origins: tuple[str, ...] = ()
@@ -34,6 +38,67 @@ class ListenOptions:
     jsonl_path: Path | None = None
     tracklist_path: Path | None = None
     max_seconds: float | None = None
+    reconnect_timeout_s: float = 60.0
+
+
+def exposure_warning(*, host: str, port: int, token: str | None) -> str | None:
+    """What to tell someone who serves beyond this machine without a token, else ``None``."""
+    if token is not None or _is_loopback(host):
+        return None
+    return (
+        f"serving on {host}:{port} without --token: anyone who can reach this port can read"
+        " every event, library file paths included (see README: Security model)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+class InputNotes:
+    """Without the live view, input losses and recoveries go to stderr as one-line notes.
+
+    Giving up is left to the error line the CLI prints as it exits.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._state = "ok"
+
+    def write(self, event: Event) -> None:
+        if not isinstance(event, Status) or event.message is None:
+            return
+        if (event.input_state == "ok" and self._state == "ok") or event.input_state == "failed":
+            return
+        self._state = event.input_state
+        print(f"synesthete: {event.message}", file=self._out, flush=True)
+
+
+class TracklistEvents:
+    """The events a tracklist is built from, and no others: a session may run for days.
+
+    ``build_tracklist`` folds ``now_playing``/``unknown`` and reads only the
+    time of the others, so of those only the latest is kept.
+    """
+
+    def __init__(self) -> None:
+        self._kept: list[Event] = []
+        self._last: Event | None = None
+
+    def append(self, event: Event) -> None:
+        if isinstance(event, (NowPlaying, Unknown)):
+            self._kept.append(event)
+        self._last = event
+
+    def events(self) -> list[Event]:
+        if self._last is None or (self._kept and self._kept[-1] is self._last):
+            return list(self._kept)
+        return [*self._kept, self._last]
 
 
 def _device_spec(text: str | None) -> int | str | None:
@@ -52,9 +117,12 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
             )
         )
         await server.start()
+        warning = exposure_warning(host=host, port=server.port, token=options.token)
+        if warning is not None:
+            print(f"synesthete: warning: {warning}", file=sys.stderr, flush=True)
 
-    history: list[Event] = []
-    sinks: list[EventSink] = [history.append]
+    history = TracklistEvents()
+    sinks: list[EventSink] = [] if options.tracklist_path is None else [history.append]
     files: list[TextIO] = []
     view: LiveView | None = None
     with contextlib.ExitStack() as stack:
@@ -77,13 +145,19 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
             sinks.append(view.update)
         else:
             sinks.append(JsonlWriter(sys.stdout, types=frozenset({"now_playing", "unknown"})).write)
+            sinks.append(InputNotes(sys.stderr).write)
         try:
             if options.input_path is not None and not options.realtime:
                 await _replay_virtual(engine, options.input_path, sinks, server)
             else:
                 source: Source
                 if options.input_path is not None:
-                    source = FileSource(path=options.input_path, realtime=True)
+                    source = FileSource(
+                        path=options.input_path,
+                        realtime=True,
+                        speed=options.speed,
+                        loop=options.loop,
+                    )
                 else:
                     source = DeviceSource(config=CaptureConfig(device=_device_spec(options.device)))
                 with source:
@@ -92,7 +166,10 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
                         source=source,
                         sinks=sinks,
                         server=server,
-                        config=LiveConfig(max_seconds=options.max_seconds),
+                        config=LiveConfig(
+                            max_seconds=options.max_seconds,
+                            reconnect=ReconnectPolicy(timeout_s=options.reconnect_timeout_s),
+                        ),
                         on_tick=None if view is None else view.draw,
                     )
                 # FileSource.error is an exception, DeviceSource.error a message.
@@ -105,7 +182,9 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
             if options.tracklist_path is not None:
                 name = str(options.input_path or options.device or "live")
                 with options.tracklist_path.open("w", encoding="utf-8") as out:
-                    write_tracklist(build_tracklist(history, source=name), out, fmt="tracklist")
+                    write_tracklist(
+                        build_tracklist(history.events(), source=name), out, fmt="tracklist"
+                    )
     return 0
 
 

@@ -22,11 +22,13 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from synesthete.clients.protocol import (
     SUBPROTOCOLS,
     Command,
+    CommandBudget,
     Encoding,
     encode,
     encoding_for,
@@ -47,7 +49,13 @@ class ServerConfig:
     ``allowed_origins`` adds browser origins (``scheme://host[:port]``) to the
     default of pages served from localhost; clients that send no Origin
     (scripts, OBS) are always allowed. ``token``, when set, must be given as
-    ``?token=`` or an ``Authorization: Bearer`` header.
+    ``?token=`` or an ``Authorization: Bearer`` header. Each client may send
+    ``command_burst`` commands at once and ``command_rate_hz`` per second
+    after that (see ``CommandBudget``); at most ``max_clients`` are connected
+    at a time. ``compression`` offers permessage-deflate to clients that ask
+    for it; it costs CPU per message and client, and memory per client, to
+    save bytes on small event messages over loopback or a LAN, so it is off
+    by default (measured with scripts/bench_ws_load.py).
     """
 
     host: str = "127.0.0.1"
@@ -57,12 +65,20 @@ class ServerConfig:
     queue_messages: int = 256
     max_message_bytes: int = 4096
     ping_interval_s: float | None = 20.0
+    command_rate_hz: float = 20.0
+    command_burst: int = 40
+    max_clients: int = 1000
+    compression: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         if self.queue_messages < 1:
             raise ConfigError("queue_messages must be >= 1")
+        if not self.command_rate_hz > 0 or self.command_burst < 1:
+            raise ConfigError("command_rate_hz must be > 0 and command_burst >= 1")
+        if self.max_clients < 1:
+            raise ConfigError("max_clients must be >= 1")
 
 
 def parse_hostport(value: str) -> tuple[str, int]:
@@ -76,6 +92,20 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host, port
 
 
+@dataclass(eq=False, slots=True)
+class Outgoing:
+    """One message on its way to many clients, encoded at most once per encoding."""
+
+    message: dict[str, Any]
+    frames: dict[Encoding, str | bytes] = field(default_factory=dict)
+
+    def frame(self, encoding: Encoding) -> str | bytes:
+        frame = self.frames.get(encoding)
+        if frame is None:
+            frame = self.frames[encoding] = encode(self.message, encoding)
+        return frame
+
+
 @dataclass(eq=False)
 class Client:
     """One connected client's state; its relay task drains ``queue``."""
@@ -83,20 +113,23 @@ class Client:
     connection: ServerConnection
     encoding: Encoding
     capacity: int
-    queue: deque[dict[str, Any]] = field(default_factory=deque)
+    budget: CommandBudget
+    queue: deque[Outgoing] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     types: frozenset[str] | None = None
     dropped: int = 0
     slow: bool = False
+    rate_limited: bool = False
 
-    def offer(self, message: dict[str, Any]) -> None:
-        if self.types is not None and message["type"] not in self.types:
+    def offer(self, message: dict[str, Any] | Outgoing) -> None:
+        item = message if isinstance(message, Outgoing) else Outgoing(message)
+        if self.types is not None and item.message["type"] not in self.types:
             return
         if len(self.queue) >= self.capacity:
             self.queue.popleft()
             self.dropped += 1
             self.slow = True
-        self.queue.append(message)
+        self.queue.append(item)
         self.wake.set()
 
 
@@ -128,7 +161,8 @@ class Broadcaster:
             self._latest["now_playing"] = None
         if kind in self._latest:
             self._latest[kind] = payload
-        message = envelope(payload, seq=self.next_seq(), ts=time.time())
+        # Shared by every client's queue, so each encoding is built once, not once per client.
+        message = Outgoing(envelope(payload, seq=self.next_seq(), ts=time.time()))
         for client in self.clients:
             client.offer(message)
 
@@ -174,6 +208,7 @@ class WebsocketServer:
             max_size=self.config.max_message_bytes,
             ping_interval=self.config.ping_interval_s,
             select_subprotocol=_select_subprotocol,
+            compression="deflate" if self.config.compression else None,
         )
 
     async def close(self) -> None:
@@ -225,6 +260,8 @@ class WebsocketServer:
             return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
         if not self._token_ok(request):
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or bad token\n")
+        if len(self.broadcaster.clients) >= self.config.max_clients:
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
@@ -232,13 +269,33 @@ class WebsocketServer:
             connection=connection,
             encoding=encoding_for(connection.subprotocol),
             capacity=self.config.queue_messages,
+            budget=CommandBudget(
+                rate_hz=self.config.command_rate_hz,
+                burst=self.config.command_burst,
+                now_s=time.monotonic(),
+            ),
         )
         client.offer(self.broadcaster.snapshot())
         self.broadcaster.clients.add(client)
         relay = asyncio.create_task(self._relay(client))
         try:
             async for frame in connection:
-                self._answer(client, frame)
+                verdict = client.budget.take(time.monotonic())
+                if verdict == "ok":
+                    client.rate_limited = False
+                    self._answer(client, frame)
+                elif verdict == "limited":
+                    # One error per run of ignored commands: replies must not amplify a flood.
+                    if not client.rate_limited:
+                        client.rate_limited = True
+                        self._error(
+                            client,
+                            f"rate limit: at most {self.config.command_rate_hz:g} commands/s"
+                            f" (burst {self.config.command_burst}); commands ignored",
+                        )
+                else:
+                    await connection.close(CloseCode.POLICY_VIOLATION, "command flood")
+                    break
         except ConnectionClosed:
             pass
         finally:
@@ -249,15 +306,16 @@ class WebsocketServer:
         try:
             command = parse_command(frame, client.encoding)
         except ProtocolError as err:
-            client.offer(
-                envelope(
-                    {"type": "error", "error": str(err)},
-                    seq=self.broadcaster.next_seq(),
-                    ts=time.time(),
-                )
-            )
+            self._error(client, str(err))
             return
         self._apply(client, command)
+
+    def _error(self, client: Client, text: str) -> None:
+        client.offer(
+            envelope(
+                {"type": "error", "error": text}, seq=self.broadcaster.next_seq(), ts=time.time()
+            )
+        )
 
     def _apply(self, client: Client, command: Command) -> None:
         seq, now = self.broadcaster.next_seq(), time.time()
@@ -288,10 +346,12 @@ class WebsocketServer:
                 await client.wake.wait()
                 client.wake.clear()
                 while client.queue:
-                    message = client.queue.popleft()
-                    if client.slow and message["type"] != "snapshot":
-                        message = {**message, "dropped": client.dropped}
-                    await client.connection.send(encode(message, client.encoding))
+                    item = client.queue.popleft()
+                    if client.slow and item.message["type"] != "snapshot":
+                        frame = encode({**item.message, "dropped": client.dropped}, client.encoding)
+                    else:
+                        frame = item.frame(client.encoding)
+                    await client.connection.send(frame)
         except ConnectionClosed:
             pass
 

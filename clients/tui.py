@@ -44,6 +44,14 @@ class LiveSnapshot:
     xruns: int = 0
     latency_ms: float | None = None
     clients: int = 0
+    input_state: str = "ok"
+    input_error: str | None = None
+    reconnect_attempts: int = 0
+    give_up_in_s: float | None = None
+    overrun_frames: int = 0
+    nonfinite_samples: int = 0
+    clipped_samples: int = 0
+    flags: tuple[str, ...] = ()
     server: str | None = None
     log: tuple[str, ...] = ()
     message: str | None = None
@@ -69,6 +77,26 @@ def _level_bar(level_dbfs: float | None, *, width: int = 24) -> Text:
         + Text("░" * (width - fill), style="dim")
         + Text(f" {level_dbfs:5.1f} dBFS")
     )
+
+
+def _input_line(snapshot: LiveSnapshot) -> Text:
+    line = Text(snapshot.source)
+    if snapshot.input_state == "ok":
+        return line + Text("  ● ok", style="green")
+    if snapshot.input_state == "lost":
+        retry = f"reconnecting, attempt {snapshot.reconnect_attempts}"
+        if snapshot.give_up_in_s is not None:
+            retry += f", giving up in {snapshot.give_up_in_s:.0f} s"
+        return line + Text(f"  ✖ LOST: {snapshot.input_error} ({retry})", style="bold red")
+    state = snapshot.input_state.upper()
+    return line + Text(f"  ✖ {state}: {snapshot.input_error}", style="bold red")
+
+
+def _count(value: int, *, flagged: bool, label: str) -> Text:
+    text = Text(str(value), style="bold red" if flagged else "")
+    if flagged:
+        text += Text(f" {label}", style="bold red")
+    return text
 
 
 def render(snapshot: LiveSnapshot) -> RenderableType:
@@ -124,8 +152,27 @@ def render(snapshot: LiveSnapshot) -> RenderableType:
         panels.append(Panel(similar, title="sounds like", border_style="magenta"))
 
     health = Table.grid(padding=(0, 2))
-    health.add_row("input", Text(snapshot.source), "stream", _fmt_time(snapshot.t))
-    health.add_row("level", _level_bar(snapshot.level_dbfs), "xruns", str(snapshot.xruns))
+    flags = set(snapshot.flags)
+    health.add_row("input", _input_line(snapshot), "stream", _fmt_time(snapshot.t))
+    health.add_row(
+        "level",
+        _level_bar(snapshot.level_dbfs),
+        "xruns",
+        _count(snapshot.xruns, flagged="xrun" in flags, label="OVERFLOW"),
+    )
+    health.add_row(
+        "clipped",
+        _count(snapshot.clipped_samples, flagged="clipping" in flags, label="CLIPPING"),
+        "overrun",
+        _count(snapshot.overrun_frames, flagged="overrun" in flags, label="frames LOST"),
+    )
+    if snapshot.nonfinite_samples:
+        health.add_row(
+            "non-finite",
+            _count(snapshot.nonfinite_samples, flagged="nonfinite" in flags, label="NaN/inf → 0"),
+            "",
+            "",
+        )
     latency = "—" if snapshot.latency_ms is None else f"{snapshot.latency_ms:.1f} ms/window"
     health.add_row("latency", latency, "clients", str(snapshot.clients))
     if snapshot.server:
@@ -163,6 +210,14 @@ def apply_event(snapshot: LiveSnapshot, event: Event) -> LiveSnapshot:
             xruns=event.xruns,
             latency_ms=event.latency_ms if event.latency_ms is not None else snapshot.latency_ms,
             clients=event.clients,
+            input_state=event.input_state,
+            input_error=event.input_error,
+            reconnect_attempts=event.reconnect_attempts,
+            give_up_in_s=event.give_up_in_s,
+            overrun_frames=event.overrun_frames,
+            nonfinite_samples=event.nonfinite_samples,
+            clipped_samples=event.clipped_samples,
+            flags=event.flags,
             message=event.message if event.message is not None else snapshot.message,
         )
     return snapshot

@@ -190,6 +190,12 @@ def describe(payload: dict[str, Any]) -> str:
             "latency " + ("—" if latency is None else f"{_number(latency):.1f} ms"),
             f"clients {payload.get('clients', 0)}",
         ]
+        if payload.get("input") not in (None, "ok"):
+            state = str(payload["input"]).upper()
+            parts.insert(0, f"input {state} ({payload.get('input_error')})")
+        flags = payload.get("flags")
+        if isinstance(flags, list) and flags:
+            parts.append("flags " + ",".join(str(f) for f in flags))
         if payload.get("message"):
             parts.append(str(payload["message"]))
         return f"{stamp}  · status: {', '.join(parts)}"

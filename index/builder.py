@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,7 @@ from .tags import read_tags
 
 FileStatus = Literal["indexed", "updated", "unchanged", "skipped"]
 _UNIT_NORM_TOLERANCE = 1e-3
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # Meta keys the writer sets itself; everything else is carried from generation to generation.
 _WRITER_META_KEYS = frozenset(
     {"format_version", "dim", "n_trees", "seed", "n_tracks", "n_windows", "created"}
@@ -114,7 +116,15 @@ class BuildReport:
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        """The report as JSON text that always encodes as UTF-8.
+
+        A path whose name is not UTF-8 keeps its undecodable bytes as ``\\udcXX``
+        escapes (Python's ``json.loads`` then ``os.fsencode`` give the exact bytes
+        back), where raw surrogates would make writing the file fail.
+        """
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        # Lone surrogates only occur inside JSON strings, where the escape is valid.
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
     def summary(self) -> str:
         """One line for the terminal."""
@@ -137,6 +147,14 @@ class BuildReport:
         return f"{self.action}: {done} in {self.elapsed_s:.1f} s -> {state}"
 
 
+class NothingIndexedError(LibraryError):
+    """No file under the given paths could be indexed; ``report`` gives each one's reason."""
+
+    def __init__(self, message: str, *, report: BuildReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 def build_index(
     index_dir: str | os.PathLike[str],
     paths: Sequence[str | os.PathLike[str]],
@@ -148,8 +166,9 @@ def build_index(
     """Index every audio file under ``paths`` into a new generation of ``index_dir``.
 
     An existing index there is replaced (as a new generation; ids start at
-    1). Raises ``LibraryError`` if a path does not exist, if ``index_dir`` is a
-    non-empty folder that is not an index, or if no file could be indexed.
+    1). Raises ``LibraryError`` if a path does not exist or if ``index_dir`` is
+    a non-empty folder that is not an index, and ``NothingIndexedError`` (with
+    the report) if no file could be indexed; the index is then left as it was.
     """
     started = time.perf_counter()
     root = Path(index_dir)
@@ -177,7 +196,8 @@ def build_index(
             if progress is not None:
                 progress.on_file(path, status)
         if writer.n_rows == 0:
-            raise LibraryError(_nothing_indexed_message(paths, files, report))
+            report.elapsed_s = time.perf_counter() - started
+            raise NothingIndexedError(_nothing_indexed_message(paths, files, report), report=report)
         report.generation = writer.commit(
             meta=_meta(encoder=encoder, index_hop_s=config.index_hop_s),
             n_trees=config.n_trees,
@@ -357,10 +377,14 @@ def remove_from_index(
     return report
 
 
-def index_stats(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """A JSON-ready summary of the live generation."""
+def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
+    """A JSON-ready summary of the live generation.
+
+    ``verify=True`` recomputes every checksum first, whatever the index size
+    (see ``Library.open``), and raises ``LibraryError`` on a mismatch.
+    """
     root = Path(index_dir)
-    with Library.open(root) as lib:
+    with Library.open(root, verify=True if verify else None) as lib:
         records = lib.records()
         disk_bytes = sum(p.stat().st_size for p in lib.generation_dir.iterdir() if p.is_file())
         total_s = sum(r.duration_s for r in records)
@@ -381,6 +405,7 @@ def index_stats(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "artists": len({r.artist for r in records if r.artist}),
             "albums": len({r.album for r in records if r.album}),
             "disk_mb": round(disk_bytes / 1e6, 2),
+            **({"verified": "checksums ok"} if verify else {}),
         }
 
 
@@ -561,6 +586,17 @@ def _embed_file(
     if not chunks:
         return np.zeros((0, encoder.dim), dtype=np.float32), total_samples / SAMPLE_RATE_HZ
     return np.concatenate(chunks), total_samples / SAMPLE_RATE_HZ
+
+
+def embed_file(
+    path: str | os.PathLike[str], *, encoder: Encoder, index_hop_s: float
+) -> tuple[npt.NDArray[np.float32], float]:
+    """``[M, D]`` embeddings of a file's full windows at ``index_hop_s``, as an index holds
+    them, and its duration in seconds. ``AudioFormatError`` for a file that does not decode."""
+    _check_encoder(encoder)
+    return _embed_file(
+        Path(path), encoder=encoder, config=IndexConfig(index_hop_s=index_hop_s), progress=None
+    )
 
 
 def _embed_batch(

@@ -20,6 +20,7 @@ import soundfile as sf
 from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_S
 from synesthete.errors import AudioFormatError, ConfigError
 from synesthete.stream.resample import StreamResampler
+from synesthete.stream.sources import soundfile_name
 
 from .config import DEFAULT_SILENCE_DBFS
 
@@ -57,12 +58,15 @@ def decode_mono_16k_blocks(
     where = os.fspath(path)
     total_samples = 0
     peak = 0.0
+    frames_read = 0
+    header_s: float | None = None
     try:
-        with sf.SoundFile(where) as source:
+        with sf.SoundFile(soundfile_name(where)) as source:
+            header_s = source.frames / source.samplerate
             resampler = StreamResampler(in_rate_hz=source.samplerate, out_rate_hz=SAMPLE_RATE_HZ)
             for block in source.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-                if not np.isfinite(block).all():
-                    raise AudioFormatError(f"{where}: contains NaN or infinite samples")
+                _check_finite(where, block, first_frame=frames_read, rate_hz=source.samplerate)
+                frames_read += block.shape[0]
                 out = resampler.push(block)
                 if out.size:
                     total_samples += out.shape[0]
@@ -72,7 +76,15 @@ def decode_mono_16k_blocks(
     except AudioFormatError:
         raise
     except _DECODE_ERRORS as err:
-        raise AudioFormatError(f"{where}: {_describe(err, where)}") from err
+        reason = _describe(err, where)
+        if header_s is not None:
+            # The header parsed, so the data stops or breaks part-way (blocks are
+            # read whole, so where exactly is not known).
+            reason = (
+                f"truncated or corrupt audio data (the header says {header_s:.1f} s; "
+                f"{reason.removeprefix('cannot decode: ')})"
+            )
+        raise AudioFormatError(f"{where}: {reason}") from err
     if tail.size:
         total_samples += tail.shape[0]
         peak = max(peak, float(np.abs(tail).max()))
@@ -130,7 +142,7 @@ def load_mono(
         raise ConfigError(f"duration_s must be >= 0, got {duration_s}")
     where = os.fspath(path)
     try:
-        with sf.SoundFile(where) as source:
+        with sf.SoundFile(soundfile_name(where)) as source:
             start_frame = round(start_s * source.samplerate)
             if start_frame > 0:
                 if not source.seekable():
@@ -143,8 +155,7 @@ def load_mono(
         raise
     except _DECODE_ERRORS as err:
         raise AudioFormatError(f"{where}: {_describe(err, where)}") from err
-    if not np.isfinite(audio).all():
-        raise AudioFormatError(f"{where}: contains NaN or infinite samples")
+    _check_finite(where, audio, first_frame=start_frame, rate_hz=rate_hz)
     resampler = StreamResampler(in_rate_hz=rate_hz, out_rate_hz=sample_rate_hz)
     mono = np.concatenate([resampler.push(audio), resampler.flush()])
     _check_content(
@@ -155,6 +166,26 @@ def load_mono(
         silence_dbfs=silence_dbfs,
     )
     return mono
+
+
+def _check_finite(
+    where: str, block: npt.NDArray[np.float32], *, first_frame: int, rate_hz: int
+) -> None:
+    """Reject NaN/inf samples (``block`` is ``[frames, channels]``).
+
+    Such a file is rejected, not repaired: zeroing the bad samples would index
+    audio that was never there, and a float file with NaNs usually comes from
+    a broken export whose other samples are not to be trusted either.
+    """
+    finite = np.isfinite(block)
+    if finite.all():
+        return
+    first_bad = int(np.argmin(finite.all(axis=1)))
+    at_s = (first_frame + first_bad) / rate_hz
+    raise AudioFormatError(
+        f"{where}: contains NaN or infinite samples (first at {at_s:.2f} s); "
+        "not indexed, re-export the file"
+    )
 
 
 def _check_content(
@@ -177,7 +208,9 @@ def _check_content(
 
 def _describe(err: BaseException, where: str) -> str:
     """libsndfile's message as one line, without the path it repeats, and less misleading."""
-    text = " ".join(str(err).split()).replace(f"Error opening {where!r}: ", "")
+    text = " ".join(str(err).split())
+    for name in (where, soundfile_name(where)):
+        text = text.replace(f"Error opening {name!r}: ", "")
     text = text.removeprefix("Error : ")
     try:
         size_bytes = Path(where).stat().st_size
@@ -190,4 +223,4 @@ def _describe(err: BaseException, where: str) -> str:
     # libsndfile says this for any unrecognised content once mpg123 has probed it.
     if "File does not exist or is not a regular file" in text or "Format not recognised" in text:
         return "not a recognised audio format (or corrupt header)"
-    return f"cannot decode: {text or type(err).__name__}"
+    return f"cannot decode: {text.rstrip('.') or type(err).__name__}"

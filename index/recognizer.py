@@ -15,15 +15,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+from synesthete.constants import DEFAULT_SOUNDS_LIKE_DISTANCE, SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from synesthete.errors import ConfigError
 from synesthete.events import Event, SoundsLike, Unknown
 from synesthete.index.matcher import Matcher, MatcherConfig
 from synesthete.index.protocols import CandidateSource, CurveLibrary
-from synesthete.index.similar import TrackSummaries
+from synesthete.index.similar import TrackSummaries, check_distance
 from synesthete.inference.encoder import Encoder
 from synesthete.stream.resample import StreamResampler
 from synesthete.stream.windowing import Window, Windower
+
+TIMING_WINDOWS = 4096
+"""``WindowTiming`` keeps at least this many recent windows, at most twice as many.
+
+A live stream runs for days; its timings must not grow with it."""
 
 
 @dataclass(slots=True)
@@ -38,6 +43,12 @@ class WindowTiming:
         self.encoder_ms.clear()
         self.search_ms.clear()
         self.matcher_ms.clear()
+
+    def trim(self, keep: int) -> None:
+        """Forget all but the last ``keep`` windows."""
+        del self.encoder_ms[:-keep]
+        del self.search_ms[:-keep]
+        del self.matcher_ms[:-keep]
 
 
 class Recognizer:
@@ -62,6 +73,8 @@ class Recognizer:
         summaries: TrackSummaries | None = None,
         sounds_like_k: int = 5,
         sounds_like_every_windows: int = 2,
+        sounds_like_distance: str = DEFAULT_SOUNDS_LIKE_DISTANCE,
+        early_windows: bool = False,
     ) -> None:
         if encoder.sample_rate_hz != SAMPLE_RATE_HZ or encoder.window_samples != WINDOW_SAMPLES:
             raise ConfigError(
@@ -85,6 +98,8 @@ class Recognizer:
         self._summaries = summaries
         self._sounds_like_k = sounds_like_k
         self._sounds_like_every = sounds_like_every_windows
+        self.sounds_like_distance = check_distance(sounds_like_distance)
+        self.early_windows = early_windows
         self.timing = WindowTiming()
 
     @property
@@ -93,7 +108,12 @@ class Recognizer:
 
     @property
     def latency_samples(self) -> int:
-        """Input-to-decision delay in 16 kHz samples: the window plus the resampler's lag."""
+        """Input-to-decision delay in 16 kHz samples: the window plus the resampler's lag.
+
+        With ``early_windows`` the resampler's lag does not delay decisions.
+        """
+        if self.early_windows:
+            return self._windower.latency_samples
         return self._windower.latency_samples + self._resampler.latency_samples
 
     def push(self, chunk: npt.NDArray[np.float32]) -> list[Event]:
@@ -102,7 +122,26 @@ class Recognizer:
             self.nonfinite_samples += int(bad.sum())
             chunk = np.where(bad, np.float32(0.0), chunk).astype(np.float32)
         samples = self._resampler.push(chunk)
-        return self._process(self._windower.push(samples))
+        windows = self._windower.push(samples)
+        if self.early_windows:
+            early = self._complete_early()
+            if early is not None:
+                windows.append(early)
+        return self._process(windows)
+
+    def _complete_early(self) -> Window | None:
+        """The next window, if only the resampler's held-back samples are missing.
+
+        The resampler's filter holds back a few ms of output (about 24-32 ms
+        at HQ). Live, waiting for them would add that to every decision, so
+        the window is finished with the resampler's estimate of those samples
+        instead: they differ from the exact ones only in the last few ms of
+        the 4 s window.
+        """
+        missing = self._windower.samples_missing
+        if missing == 0 or missing > self._resampler.latency_samples:
+            return None
+        return self._windower.complete_early(self._resampler.estimate_pending())
 
     def flush(self) -> list[Event]:
         """End of stream: drain the resampler, score the last windows, close the stream."""
@@ -126,12 +165,17 @@ class Recognizer:
         current = self._matcher.current()
         exclude = [] if current is None else [current.track.id]
         nearest = self._summaries.nearest(
-            self._matcher.recent_embeddings(), k=self._sounds_like_k, exclude_track_ids=exclude
+            self._matcher.recent_embeddings(),
+            k=self._sounds_like_k,
+            exclude_track_ids=exclude,
+            distance=self.sounds_like_distance,
+            query_hop_s=self.config.live_hop_s,
         )
         return SoundsLike(
             file=self.stream,
             t=t,
             tracks=tuple((self._library.info(track_id), dist) for track_id, dist in nearest),
+            metric=self.sounds_like_distance,
         )
 
     def _process(self, windows: Sequence[Window]) -> list[Event]:
@@ -156,4 +200,6 @@ class Recognizer:
             self.timing.encoder_ms.append((encoded - started) * per_window)
             self.timing.search_ms.append((searched - encoded) * per_window)
             self.timing.matcher_ms.append((matched - searched) * per_window)
+            if len(self.timing.matcher_ms) > 2 * TIMING_WINDOWS:
+                self.timing.trim(TIMING_WINDOWS)
         return events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -88,15 +89,30 @@ def _walk_dir(
             is_dir = entry.is_dir()  # follows symlinks; loops end through seen_dirs
             is_file = not is_dir and entry.is_file()
         except OSError as err:
-            on_problem(child, f"cannot stat: {err.strerror or err}")
+            if err.errno == errno.ELOOP:
+                on_problem(child, "symlink loop (the link points back to itself)")
+            else:
+                on_problem(child, f"cannot stat: {err.strerror or err}")
             continue
         if is_dir:
             yield from _walk_dir(child, seen_files, seen_dirs, on_problem)
         elif is_audio_path(child):
             if not is_file:
-                on_problem(child, "broken link or not a regular file")
+                on_problem(child, _not_a_file_reason(child))
             elif _first_visit(child, seen_files):
                 yield child
+
+
+def _not_a_file_reason(path: Path) -> str:
+    if path.is_symlink():
+        # is_file() follows links and returns False (not an error) for a loop too.
+        try:
+            path.stat()
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "symlink loop (the link points back to itself)"
+            return "broken symlink (its target does not exist)"
+    return "not a regular file (a device, pipe or socket)"
 
 
 def _first_visit(path: Path, seen_files: set[Path]) -> bool:

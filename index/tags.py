@@ -28,11 +28,26 @@ _TAG_ERRORS = (
 )
 
 
+def displayable(name: str) -> str:
+    """A file or folder name as text: bytes that are not UTF-8 become U+FFFD.
+
+    Python decodes such names with surrogate escapes (``b"caf\\xe9"`` ->
+    ``"caf\\udce9"``), which keeps the path exact but cannot be written as
+    UTF-8 (sqlite, JSON, a terminal). Titles and albums are for people, so they
+    get the replacement character; the stored path keeps the exact bytes.
+    """
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no file name decode produced
+        raw = name.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
+
+
 def title_from_filename(path: Path) -> str:
     """``01_Some-Song.flac`` -> ``01 Some Song``; never empty."""
-    title = re.sub(r"[_\-]+", " ", path.stem)
+    title = re.sub(r"[_\-]+", " ", displayable(path.stem))
     title = " ".join(title.split())
-    return title or path.name
+    return title or displayable(path.name)
 
 
 def read_tags(path: str | os.PathLike[str]) -> tuple[str, str | None, str | None]:
@@ -47,7 +62,7 @@ def read_tags(path: str | os.PathLike[str]) -> tuple[str, str | None, str | None
     tags = _easy_tags(where)
     title = _first(tags, "title") or title_from_filename(where)
     artist = _first(tags, "artist")
-    album = _first(tags, "album") or (where.parent.name or None)
+    album = _first(tags, "album") or (displayable(where.parent.name) or None)
     return title, artist, album
 
 
@@ -75,7 +90,7 @@ def _first(tags: Mapping[str, Any], key: str) -> str | None:
     except TypeError:
         return None
     for value in candidates:
-        text = " ".join(str(value).replace("\x00", " ").split())
+        text = " ".join(displayable(str(value)).replace("\x00", " ").split())
         if text:
             return text
     return None

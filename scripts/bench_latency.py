@@ -96,7 +96,7 @@ def make_library(work: Path) -> tuple[Path, Path]:
 
 
 async def measure(
-    index: Path, path: Path, seconds: float, threads: int, quality: str
+    index: Path, path: Path, seconds: float, threads: int, quality: str, early: bool
 ) -> dict[str, Any]:
     engine = open_engine(
         index_dir=index, encoder_config=EncoderConfig(threads=threads), resample_quality=quality
@@ -126,7 +126,7 @@ async def measure(
             source=source,
             sinks=[],
             server=server,
-            config=LiveConfig(max_seconds=seconds),
+            config=LiveConfig(max_seconds=seconds, early_windows=early),
         )
         await asyncio.sleep(0.2)
         reader.cancel()
@@ -144,6 +144,7 @@ async def measure(
         "torch_threads": threads,
         "resample_quality": quality,
         "resampler_holdback_ms": round(holdback_ms(rate, quality), 1),
+        "early_windows": early,
     }
 
 
@@ -169,14 +170,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, default=None)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--resample-quality", default="HQ", choices=["VHQ", "HQ", "MQ", "LQ"])
+    parser.add_argument("--resample-quality", default="HQ", choices=["VHQ", "HQ", "MQ", "LQ", "QQ"])
+    parser.add_argument(
+        "--wait-for-resampler",
+        action="store_true",
+        help="measure without early windows: each window waits for soxr's held-back samples",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if (args.index is None) != (args.input is None):
         sys.exit("bench_latency: give both --index and --input, or neither")
     work = Path(tempfile.mkdtemp(prefix="synesthete-latency-"))
     index, path = (args.index, args.input) if args.index else make_library(work)
-    result = asyncio.run(measure(index, path, args.seconds, args.threads, args.resample_quality))
+    early = not args.wait_for_resampler
+    result = asyncio.run(
+        measure(index, path, args.seconds, args.threads, args.resample_quality, early)
+    )
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -196,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(doc, indent=2))
     (ROOT / "bench").mkdir(exist_ok=True)
-    (ROOT / "bench" / f"latency-{commit[:10]}-{args.resample_quality}.json").write_text(
+    mode = "early" if early else "wait"
+    (ROOT / "bench" / f"latency-{commit[:10]}-{args.resample_quality}-{mode}.json").write_text(
         json.dumps(doc, indent=2) + "\n"
     )
     if args.json:

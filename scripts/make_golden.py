@@ -1,14 +1,17 @@
 """Regenerate tests/golden/<model>.npz: the packaged model's outputs on fixed inputs.
 
-Run only when the model file changes on purpose: python scripts/make_golden.py
+Run only when a model file changes on purpose: python scripts/make_golden.py [--model PT]
+(default: the packaged default model).
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
 
+from synesthete.inference.config import EncoderConfig
 from synesthete.inference.torchscript import TorchScriptEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +29,11 @@ def golden_inputs() -> np.ndarray:
     return np.stack([chord, chirp, noise, quiet]).astype(np.float32)
 
 
-def main() -> int:
-    encoder = TorchScriptEncoder()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, default=None)
+    args = parser.parse_args(argv)
+    encoder = TorchScriptEncoder(config=EncoderConfig(model_path=args.model, device="cpu"))
     out = ROOT / "tests" / "golden" / f"{encoder.name}.npz"
     np.savez(out, vectors=encoder.embed(golden_inputs()))
     print(f"wrote {out}")

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh Debian machine: system packages, a virtualenv in
 # .venv, the CPU torch wheel and Synesthete itself (editable, with [dev]).
-# Idempotent: a second run only re-checks. Usage: bash scripts/setup.sh
+# Idempotent: a second run only re-checks. Usage: bash scripts/setup.sh [--train]
+# --train also builds .venv-train with the [train] extra (torch 2.11 + torchaudio
+# 2.11 from PyPI, about 4.7 GB): what scripts/train_encoder.py and
+# scripts/export_encoder.py run in. The runtime (.venv) never needs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,3 +41,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 echo "setup: ready (.venv)"
+
+if [ "${1:-}" = "--train" ]; then
+  [ -x .venv-train/bin/python ] || "$PY" -m venv .venv-train
+  stamp=".venv-train/.synesthete-setup"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    .venv-train/bin/pip install -q --upgrade pip setuptools wheel
+    .venv-train/bin/pip install -q -e ".[train]"
+    echo "$want" > "$stamp"
+  fi
+  echo "setup: ready (.venv-train)"
+fi

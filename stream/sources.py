@@ -13,14 +13,17 @@ and file input still works).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +36,13 @@ AudioCallback = Callable[[npt.NDArray[np.float32], int, Any, Any], None]
 """``(indata [frames, channels] float32, frames, time_info, status) -> None``."""
 
 PORTAUDIO_MISSING = "PortAudio library not found: install libportaudio2"
+
+STOP_TIMEOUT_S = 5.0
+"""How long ``DeviceSource.stop`` waits for PortAudio to stop a stream.
+
+A frozen sound server blocks ``Pa_StopStream`` for as long as it stays frozen;
+past this the stream is left to close on a daemon thread instead of hanging
+the caller."""
 
 
 def _one_line(err: BaseException) -> str:
@@ -49,6 +59,15 @@ def _import_sounddevice() -> ModuleType:
         raise DeviceError(f"sounddevice is not importable: {_one_line(err)}") from err
     module: ModuleType = sounddevice
     return module
+
+
+def soundfile_name(where: str) -> str | bytes:
+    """The name to hand soundfile: bytes on POSIX, so names that are not UTF-8 open too.
+
+    soundfile encodes a ``str`` name strictly, so a file called ``b"caf\\xe9.wav"``
+    (``"caf\\udce9.wav"`` once Python has decoded it) would fail to open.
+    """
+    return where if sys.platform == "win32" else os.fsencode(where)
 
 
 def _import_soundfile() -> ModuleType:
@@ -99,6 +118,20 @@ class Source(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class ReopenableSource(Source, Protocol):
+    """A live device the loop can reopen after it was lost (``DeviceSource``)."""
+
+    @property
+    def error(self) -> str | None:
+        """Why the stream ended on its own, if it did; ``None`` while it runs."""
+        ...
+
+    def reopen(self, callback: AudioCallback) -> None:
+        """Close what is left of the stream and open the same device again; DeviceError if not."""
+        ...
 
 
 # ---------------------------------------------------------------------------
@@ -231,6 +264,56 @@ def match_device(
     )
 
 
+class _PortAudioExit:
+    """Keeps sounddevice's exit handler off while a PortAudio call may block.
+
+    sounddevice terminates PortAudio at exit, and ``Pa_Terminate`` waits for a
+    stream whose stop (or open) is stuck in a frozen sound server for as long
+    as it stays frozen: the process would hang after its last line. So the
+    handler is unregistered while any such call runs on a background thread
+    and registered again when the last one returns; a process that exits
+    meanwhile leaves it to the OS to free what PortAudio holds. Module-level
+    because the handler it guards is.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._handler: Callable[[], None] | None = None
+
+    def enter(self, sd: ModuleType) -> None:
+        handler = getattr(sd, "_exit_handler", None)
+        with self._lock:
+            self._running += 1
+            if handler is not None and self._running == 1:
+                self._handler = handler
+                atexit.unregister(handler)
+
+    def leave(self) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0 and self._handler is not None:
+                atexit.register(self._handler)
+                self._handler = None
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+
+_PORTAUDIO_EXIT = _PortAudioExit()
+
+
+def portaudio_calls_in_flight() -> int:
+    """Device stream stops and reopens that have not returned (a frozen sound server holds them).
+
+    While there are any, the interpreter's normal teardown can hang or crash
+    inside PortAudio or the sound server's client library, so the CLI leaves
+    with ``os._exit`` instead.
+    """
+    return _PORTAUDIO_EXIT.running
+
+
 def _default_input_index(sd: ModuleType) -> int | None:
     default = sd.default.device[0]
     if isinstance(default, int) and default >= 0:
@@ -265,7 +348,9 @@ class DeviceSource:
     ``--device`` fails before anything heavy starts. The stream runs at the
     device's native rate (or ``config.sample_rate_hz``) in float32; software
     resampling happens downstream. ``stop`` closes the PortAudio stream, so a
-    later ``start`` opens a fresh one.
+    later ``start`` opens a fresh one; it gives up after ``STOP_TIMEOUT_S``
+    rather than hang on a frozen sound server. ``finished`` and ``error`` tell
+    when the stream ended on its own; ``reopen`` is for reconnecting then.
     """
 
     def __init__(self, *, config: CaptureConfig) -> None:
@@ -297,6 +382,8 @@ class DeviceSource:
                 f"{_one_line(err)}"
             ) from err
         self._stream: Any = None
+        self._stream_token: object = None
+        self._closing: threading.Thread | None = None
         self._closed = False
         self._finished = threading.Event()
         self.error: str | None = None
@@ -326,7 +413,9 @@ class DeviceSource:
         """Set when PortAudio ends the stream on its own (device unplugged or failed)."""
         return self._finished
 
-    def _on_stream_end(self) -> None:
+    def _on_stream_end(self, token: object) -> None:
+        if token is not self._stream_token:
+            return  # a stream this source has since replaced
         if self._stream is not None:
             # PortAudio ended the stream without our stop(): the device went away.
             self.error = f"audio device {self._device.label} stopped delivering audio"
@@ -344,6 +433,12 @@ class DeviceSource:
             raise DeviceError(f"audio device {self._device.label} is already started")
         sd = self._sd
         config = self._config
+        # Each stream reports its end with its own token: a replaced stream
+        # ending late must not mark the new one as finished.
+        token = object()
+        self._stream_token = token
+        self._finished.clear()
+        self.error = None
         stream: Any = None
         try:
             stream = sd.InputStream(
@@ -354,33 +449,123 @@ class DeviceSource:
                 blocksize=config.block_frames,
                 latency=config.latency,
                 callback=callback,
-                finished_callback=self._on_stream_end,
+                finished_callback=lambda: self._on_stream_end(token),
             )
+            self._stream = stream
             stream.start()
         except (sd.PortAudioError, ValueError) as err:
+            self._stream = None
             if stream is not None:
                 stream.close(ignore_errors=True)
             raise DeviceError(
                 f"cannot open audio device {self._device.label} at {self._sample_rate_hz} Hz, "
                 f"{self._channels} ch: {_one_line(err)}"
             ) from err
-        self._finished.clear()
-        self.error = None
-        self._stream = stream
 
     def stop(self) -> None:
+        """Stop and close the stream; after return no callback runs (see ``STOP_TIMEOUT_S``)."""
         stream, self._stream = self._stream, None
         if stream is None:
             return
         sd = self._sd
-        try:
-            stream.stop()  # returns after the last callback has finished
-        except sd.PortAudioError as err:
+        failure: list[BaseException] = []
+
+        def stop_and_close() -> None:
+            try:
+                stream.stop()  # returns after the last callback has finished
+            except sd.PortAudioError as err:
+                failure.append(err)
+            finally:
+                stream.close(ignore_errors=True)
+                _PORTAUDIO_EXIT.leave()
+
+        _PORTAUDIO_EXIT.enter(sd)
+
+        thread = threading.Thread(target=stop_and_close, name="synesthete-device-stop", daemon=True)
+        self._closing = thread
+        thread.start()
+        thread.join(STOP_TIMEOUT_S)
+        if thread.is_alive():
             raise DeviceError(
-                f"error stopping audio device {self._device.label}: {_one_line(err)}"
-            ) from err
+                f"audio device {self._device.label} did not stop within {STOP_TIMEOUT_S:g} s "
+                "(the sound server does not answer); left it to close in the background"
+            )
+        if failure:
+            raise DeviceError(
+                f"error stopping audio device {self._device.label}: {_one_line(failure[0])}"
+            ) from failure[0]
+
+    def reopen(self, callback: AudioCallback) -> None:
+        """Open the device again after it was lost, for the live loop's reconnect.
+
+        What is left of the old stream is closed (errors ignored: the device
+        is gone). PortAudio lists devices once, when it starts, so it is
+        restarted to see a device that was plugged back in (no other stream of
+        this process may be open then); the device is found again by name and
+        host API, since it may come back under another index. It must accept
+        the same rate and channel count as before, which the rest of the
+        pipeline was built for. Raises DeviceError while it is not back.
+        """
+        if self._closed:
+            raise DeviceError(f"audio device {self._device.label} was closed")
+        with contextlib.suppress(DeviceError):
+            self.stop()
+        closing = self._closing
+        if closing is not None:
+            closing.join(STOP_TIMEOUT_S)
+            if closing.is_alive():
+                raise DeviceError(
+                    f"audio device {self._device.label} is still closing "
+                    "(the sound server does not answer)"
+                )
+        sd = self._sd
+        _PORTAUDIO_EXIT.enter(sd)  # the caller may give up on us while we block here
+        try:
+            self._rescan()
+            self._device = self._find_again()
+            try:
+                sd.check_input_settings(
+                    device=self._device.index,
+                    channels=self._channels,
+                    dtype="float32",
+                    samplerate=self._sample_rate_hz,
+                )
+            except (sd.PortAudioError, ValueError) as err:
+                raise DeviceError(
+                    f"audio device {self._device.label} is listed but cannot capture "
+                    f"{self._sample_rate_hz} Hz, {self._channels} ch float32: {_one_line(err)}"
+                ) from err
+            self.start(callback)
         finally:
-            stream.close(ignore_errors=True)
+            _PORTAUDIO_EXIT.leave()
+
+    def _rescan(self) -> None:
+        # sounddevice has no public call for this; _terminate/_initialize is
+        # what its maintainer suggests for hot-plugging
+        # (spatialaudio/python-sounddevice#125). It stops every stream of the
+        # process, which is why the old one must be closed first.
+        sd = self._sd
+        terminate = getattr(sd, "_terminate", None)
+        initialize = getattr(sd, "_initialize", None)
+        if terminate is None or initialize is None:
+            return
+        with contextlib.suppress(sd.PortAudioError):
+            terminate()
+        try:
+            initialize()
+        except sd.PortAudioError as err:
+            raise DeviceError(f"cannot restart PortAudio: {_one_line(err)}") from err
+
+    def _find_again(self) -> DeviceInfo:
+        old = self._device
+        devices = list_devices(inputs_only=True)
+        same = [d for d in devices if d.name == old.name and d.hostapi == old.hostapi]
+        if not same:
+            raise DeviceError(f"audio device {old.name} ({old.hostapi}) is not present")
+        for device in same:
+            if device.index == old.index:
+                return device
+        return same[0]
 
     def close(self) -> None:
         self._closed = True
@@ -434,7 +619,9 @@ class FileSource:
     - **realtime** (``realtime=True``): ``start`` returns at once; a thread
       delivers block k when a device would have: at ``t0 + end_frame(k) /
       rate``, computed from ``t0`` every time so sleep errors do not accumulate.
-      ``loop=True`` replays the file forever (realtime only).
+      ``loop=True`` replays the file forever (realtime only). ``speed`` paces
+      it that many times faster than real time (soak tests: hours of audio
+      through the live loop in minutes).
 
     End of file: ``finished`` (a ``threading.Event``) is set once no more audio
     will come, and then ``callback`` is called one last time with an empty
@@ -452,22 +639,28 @@ class FileSource:
         block_frames: int = 1024,
         realtime: bool = False,
         loop: bool = False,
+        speed: float = 1.0,
     ) -> None:
         if isinstance(block_frames, bool) or not isinstance(block_frames, int) or block_frames <= 0:
             raise ConfigError(f"block_frames must be an int > 0, got {block_frames!r}")
         if loop and not realtime:
             raise ConfigError("loop=True needs realtime=True: a looping file never ends otherwise")
+        if not 0 < speed < float("inf"):
+            raise ConfigError(f"speed must be a finite number > 0, got {speed!r}")
+        if speed != 1.0 and not realtime:
+            raise ConfigError("speed needs realtime=True: the virtual clock has no pace")
         self._name = os.fspath(path)
         self._block_frames = block_frames
         self._realtime = realtime
         self._loop = loop
+        self._speed = float(speed)
         if not Path(self._name).exists():
             raise AudioFormatError(f"{self._name}: no such file")
         if not Path(self._name).is_file():
             raise AudioFormatError(f"{self._name}: not a file")
         sf = _import_soundfile()
         try:
-            info = sf.info(self._name)
+            info = sf.info(soundfile_name(self._name))
         except (sf.SoundFileError, RuntimeError) as err:
             raise AudioFormatError(f"{self._name}: cannot decode audio: {_sf_reason(err)}") from err
         if info.samplerate <= 0 or info.channels <= 0:
@@ -528,7 +721,7 @@ class FileSource:
         """
         sf = _import_soundfile()
         try:
-            handle = sf.SoundFile(self._name)
+            handle = sf.SoundFile(soundfile_name(self._name))
         except (sf.SoundFileError, RuntimeError) as err:
             raise AudioFormatError(f"{self._name}: cannot decode audio: {_sf_reason(err)}") from err
         with handle:
@@ -629,7 +822,7 @@ class FileSource:
         callback(empty, 0, self._time_info(delivered_frames, 0), NO_STATUS)
 
     def _run_realtime(self, callback: AudioCallback) -> None:
-        rate = self._sample_rate_hz
+        rate = self._sample_rate_hz * self._speed  # frames per wall-clock second
         delivered_frames = 0
         stopped = False
         blocks = self.blocks()

@@ -127,6 +127,35 @@ class Windower:
             self._buffer_start += drop
         return windows
 
+    @property
+    def samples_missing(self) -> int:
+        """Samples still to come before the next window is complete."""
+        end = self._next_index * self.hop_samples + self.window_samples
+        return max(0, end - (self._buffer_start + self._buffered))
+
+    def complete_early(self, provisional: npt.NDArray[np.float32]) -> Window | None:
+        """Emit the next window now, its last samples taken from ``provisional``.
+
+        ``provisional`` continues the stream past what was pushed (e.g. the
+        resampler's estimate of what it still holds back). It is not kept:
+        the real samples arrive through ``push`` later and feed the windows
+        after this one, which is never emitted twice. Returns None when
+        ``provisional`` is too short to complete the window.
+        """
+        missing = self.samples_missing
+        if missing == 0 or provisional.shape[0] < missing:
+            return None
+        cursor = self._next_index * self.hop_samples - self._buffer_start
+        samples = np.concatenate([self._buffer[cursor : self._buffered], provisional[:missing]])
+        window = Window(
+            index=self._next_index,
+            start_sample=self._buffer_start + cursor,
+            samples=samples.astype(np.float32, copy=False),
+            sample_rate_hz=self.sample_rate_hz,
+        )
+        self._next_index += 1
+        return window
+
     def flush(self) -> list[Window]:
         """End of stream: incomplete windows are dropped; state is reset."""
         self.reset()

@@ -20,3 +20,10 @@ MAX_INDEX_HOP_S = 2.0
 def seconds_to_samples(seconds: float, *, sample_rate_hz: int = SAMPLE_RATE_HZ) -> int:
     """Round a duration to the nearest whole number of samples."""
     return round(seconds * sample_rate_hz)
+
+
+SOUNDS_LIKE_DISTANCES = ("mean", "min", "frechet")
+"""Track-level distances for "sounds like" (``--sounds-like``); index/similar.py defines them,
+and the ``cosine`` baseline they are measured against."""
+DEFAULT_SOUNDS_LIKE_DISTANCE = "mean"
+"""Chosen by scripts/bench_similar.py on the train+val splits (bench/similar-*.md)."""

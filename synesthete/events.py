@@ -128,9 +128,13 @@ class Candidates(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SoundsLike(Event):
-    """Library tracks nearest by sound to the recent live audio (identified track excluded)."""
+    """Library tracks nearest by sound to the recent live audio (identified track excluded).
+
+    ``metric`` names the track-level distance (``index/similar.py``).
+    """
 
     tracks: tuple[tuple[TrackInfo, float], ...]
+    metric: str = "mean"
 
     @property
     def type(self) -> EventType:
@@ -141,19 +145,40 @@ class SoundsLike(Event):
             "tracks": [
                 {"track": info.to_payload(), "distance": round(dist, 5)}
                 for info, dist in self.tracks
-            ]
+            ],
+            "metric": self.metric,
         }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Status(Event):
-    """Health of the live loop: levels, xruns, latency, clients."""
+    """Health of the live loop: levels, input faults, latency, clients.
+
+    ``input_state`` (``input`` in the payload) is ``"ok"``, ``"lost"`` (the
+    device ended or stalled; ``input_error`` says why, and it is being
+    reopened: ``reconnect_attempts`` so far, ``give_up_in_s`` left, ``None``
+    when retrying for ever) or ``"failed"`` (given up; the loop stops). The
+    counters run from the start of the session: ``xruns`` (callbacks whose
+    status flagged an overflow), ``overrun_frames`` (frames the ring buffer
+    overwrote before they were read), ``nonfinite_samples`` (NaN/inf replaced
+    by 0) and ``clipped_samples`` (at full scale). ``flags`` names what
+    happened since the previous status: ``"xrun"``, ``"overrun"``,
+    ``"nonfinite"``, ``"clipping"``.
+    """
 
     level_dbfs: float | None = None
     xruns: int = 0
     latency_ms: float | None = None
     clients: int = 0
     message: str | None = None
+    input_state: str = "ok"
+    input_error: str | None = None
+    reconnect_attempts: int = 0
+    give_up_in_s: float | None = None
+    overrun_frames: int = 0
+    nonfinite_samples: int = 0
+    clipped_samples: int = 0
+    flags: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -166,7 +191,18 @@ class Status(Event):
             "xruns": self.xruns,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 2),
             "clients": self.clients,
+            "input": self.input_state,
+            "overrun_frames": self.overrun_frames,
+            "nonfinite_samples": self.nonfinite_samples,
+            "clipped_samples": self.clipped_samples,
+            "flags": list(self.flags),
         }
+        if self.input_state != "ok":
+            fields["input_error"] = self.input_error
+            fields["reconnect_attempts"] = self.reconnect_attempts
+            fields["give_up_in_s"] = (
+                None if self.give_up_in_s is None else round(self.give_up_in_s, 1)
+            )
         if self.message is not None:
             fields["message"] = self.message
         fields.update(self.extra)

@@ -16,6 +16,8 @@ CORE_MODULES = [
     "stream/windowing.py",
     "stream/resample.py",
     "stream/synth.py",
+    "stream/guard.py",
+    "stream/watchdog.py",
     "index/matcher.py",
     "index/protocols.py",
     "index/recognizer.py",

@@ -10,17 +10,27 @@ the ``pulse`` PCM of libasound2-plugins. Clients find the server through
 
 As root, PulseAudio only warns ("not intended to be run as root") when not in
 ``--system`` mode; a per-test server with its own HOME and runtime dir works.
+
+The input-fault tests get a server each and break it under a running
+``listen``. What PortAudio (ALSA host API, through the ``pulse`` PCM) does
+then, as measured here: unloading the null sink or killing the server ends
+the stream (``finished_callback`` fires, ``active`` turns false); freezing the
+server (SIGSTOP) just stops the callbacks, with no error and ``active`` still
+true, and stopping, closing or opening a stream blocks until the server runs
+again. Reopening works once the server or sink is back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +46,17 @@ class PulseServer:
     socket: Path
     client_env: dict[str, str]
     log: Path
+    pid: int
+
+    def pactl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["pactl", *args], env=self.client_env, capture_output=True, text=True, timeout=10
+        )
+
+
+NULL_SINK = (
+    f"module-null-sink sink_name=synth rate={SINK_RATE_HZ} sink_properties=device.description=synth"
+)
 
 
 def _missing_tools() -> list[str]:
@@ -44,18 +65,23 @@ def _missing_tools() -> list[str]:
 
 @pytest.fixture(scope="module")
 def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
+    with run_pulse(tmp_path_factory.mktemp("pulse")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def run_pulse(root: Path) -> Iterator[PulseServer]:
+    """A private PulseAudio server under ``root``; skips the test if it cannot run."""
     missing = _missing_tools()
     if missing:
         pytest.skip(f"PulseAudio tools missing: {', '.join(missing)} (apt: pulseaudio-utils)")
-    root = tmp_path_factory.mktemp("pulse")
     runtime = root / "runtime"
     runtime.mkdir(mode=0o700)
     (root / "home").mkdir()
     sock = runtime / "native"
     config = root / "server.pa"
     config.write_text(
-        f"load-module module-null-sink sink_name=synth rate={SINK_RATE_HZ} "
-        "sink_properties=device.description=synth\n"
+        f"load-module {NULL_SINK}\n"
         f"load-module module-native-protocol-unix auth-anonymous=1 socket={sock}\n"
         "set-default-sink synth\n"
         "set-default-source synth.monitor\n"
@@ -107,8 +133,10 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
             if time.monotonic() > deadline:
                 pytest.skip(f"pulseaudio did not answer in {START_TIMEOUT_S:g} s: {_tail(log)}")
             time.sleep(0.2)
-        yield PulseServer(socket=sock, client_env=client_env, log=log)
+        yield PulseServer(socket=sock, client_env=client_env, log=log, pid=process.pid)
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)  # a test may have frozen it
         process.terminate()
         try:
             process.wait(timeout=10)
@@ -169,7 +197,8 @@ class Player:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            self._process.wait()
+            if self._process.wait() != 0:
+                self._stop.wait(0.2)  # the sink is gone: do not spin
             self.plays += 1
 
 
@@ -254,3 +283,240 @@ def test_listen_with_a_missing_device_is_one_line_under_pulse(
     _require_pulse_device(pulse)
     error = _assert_missing_device_is_one_line(demo_library, pulse.client_env)
     assert "available inputs:" in error and "pulse (ALSA)" in error, error
+
+
+# ---------------------------------------------------------------------------
+# Input faults: the device goes away under a running `listen`
+
+
+class ListenProcess:
+    """``synesthete listen --device pulse`` in the background, its events read from --jsonl."""
+
+    def __init__(self, library: DemoLibrary, server: PulseServer, events: Path, *args: str) -> None:
+        self.events_path = events
+        # A file, not a pipe: PortAudio's ALSA messages must never fill a pipe nobody reads.
+        self.stderr_path = events.with_suffix(".stderr")
+        self._stderr = self.stderr_path.open("w")
+        self.process = subprocess.Popen(
+            cli_command(
+                "listen",
+                "--index",
+                str(library.index),
+                "--device",
+                "pulse",
+                "--no-tui",
+                "--jsonl",
+                str(events),
+                "--threads",
+                "1",
+                *args,
+            ),
+            env=server.client_env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    def events(self) -> list[dict[str, object]]:
+        if not self.events_path.exists():
+            return []
+        lines = self.events_path.read_text(encoding="utf-8").splitlines()
+        # The last line may be half written.
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def wait_for(
+        self,
+        what: str,
+        predicate: Callable[[dict[str, object]], bool],
+        *,
+        after: int = 0,
+        timeout_s: float,
+    ) -> int:
+        """Index of the first event from ``after`` on that matches; fails on timeout or exit."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            events = self.events()
+            for i in range(after, len(events)):
+                if predicate(events[i]):
+                    return i
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"listen exited ({self.process.returncode}) before {what}: "
+                    f"{self.stderr_tail()} | events: {events[after:][-5:]}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} within {timeout_s:g} s; events: {events[after:][-5:]}")
+            time.sleep(0.2)
+
+    def stderr_tail(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-2000:]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        self._stderr.close()
+
+
+def _is(kind: str, **fields: object) -> Callable[[dict[str, object]], bool]:
+    return lambda e: e["type"] == kind and all(e.get(k) == v for k, v in fields.items())
+
+
+def _message_has(text: str) -> Callable[[dict[str, object]], bool]:
+    return lambda e: e["type"] == "status" and text in str(e.get("message", ""))
+
+
+@pytest.fixture
+def own_pulse(tmp_path: Path) -> Iterator[PulseServer]:
+    """A server of the test's own: these tests unload its sink, freeze it and kill it."""
+    root = tmp_path / "pulse"
+    root.mkdir()
+    with run_pulse(root) as server:
+        yield server
+
+
+@pytest.mark.hardware
+def test_listen_reports_a_vanished_device_reopens_it_and_gives_up_when_it_stays_gone(
+    own_pulse: PulseServer, demo_library: DemoLibrary, tmp_path: Path
+) -> None:
+    """Unload the sink (PortAudio ends the stream), load it again, then kill the server."""
+    _require_pulse_device(own_pulse)
+    n = 2
+    excerpt = demo_library.excerpt(n, start_s=4.0, seconds=30.0)
+    reconnect_timeout_s = 6.0
+    with Player(excerpt, own_pulse.client_env):
+        listen = ListenProcess(
+            demo_library,
+            own_pulse,
+            tmp_path / "events.jsonl",
+            "--reconnect-timeout",
+            f"{reconnect_timeout_s:g}",
+        )
+        try:
+            title = demo_library.titles[n]
+            playing = listen.wait_for(
+                "now_playing",
+                lambda e: e["type"] == "now_playing" and e["track"]["title"] == title,
+                timeout_s=120,
+            )
+            unloaded = own_pulse.pactl("unload-module", "module-null-sink")
+            assert unloaded.returncode == 0, unloaded.stderr
+            lost = listen.wait_for(
+                "input lost", _is("status", input="lost"), after=playing, timeout_s=15
+            )
+            events = listen.events()
+            assert "stopped delivering audio" in str(events[lost]["input_error"]), events[lost]
+            assert events[lost]["give_up_in_s"] is not None
+            # The identification ends with the input.
+            assert any(_is("unknown", reason="input_lost")(e) for e in events[playing:lost])
+            # Reopening fails while the sink is gone, and each failure is reported.
+            listen.wait_for(
+                "a failed attempt",
+                _message_has("reconnect attempt 1 failed"),
+                after=lost,
+                timeout_s=15,
+            )
+
+            loaded = own_pulse.pactl("load-module", *NULL_SINK.split())
+            assert loaded.returncode == 0, loaded.stderr
+            own_pulse.pactl("set-default-source", "synth.monitor")
+            back = listen.wait_for(
+                "input back", _message_has("input back after"), after=lost, timeout_s=30
+            )
+            assert listen.events()[back]["input"] == "ok"
+            again = listen.wait_for(
+                "now_playing after the reconnect",
+                lambda e: e["type"] == "now_playing" and e["track"]["title"] == title,
+                after=back,
+                timeout_s=60,
+            )
+            events = listen.events()
+            stream_times = [float(e["t"]) for e in events[: again + 1]]
+            assert stream_times == sorted(stream_times), "stream time went backwards"
+
+            # Now the whole server dies and stays dead: listen must give up, not hang.
+            killed_at = time.monotonic()
+            os.kill(own_pulse.pid, signal.SIGKILL)
+            try:
+                listen.process.wait(timeout=reconnect_timeout_s + 30)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"listen still running {reconnect_timeout_s + 30:g} s after the kill")
+            took_s = time.monotonic() - killed_at
+            assert listen.process.returncode == 2
+            assert reconnect_timeout_s - 1 <= took_s <= reconnect_timeout_s + 20, took_s
+            errors = [
+                line
+                for line in listen.stderr_tail().splitlines()
+                if line.startswith("synesthete: error:")
+            ]
+            assert len(errors) == 1 and "not back after" in errors[0], errors
+            final = listen.events()[-1]
+            assert final["type"] == "status" and final["input"] == "failed", final
+        finally:
+            listen.close()
+
+
+@pytest.mark.hardware
+def test_listen_detects_a_stalled_device_recovers_and_gives_up_when_it_stays_frozen(
+    own_pulse: PulseServer, demo_library: DemoLibrary, tmp_path: Path
+) -> None:
+    """A frozen sound server: PortAudio stops calling back, reports nothing, and blocks
+    closing and opening streams for as long as the server stays frozen."""
+    _require_pulse_device(own_pulse)
+    n = 6
+    excerpt = demo_library.excerpt(n, start_s=4.0, seconds=30.0)
+    reconnect_timeout_s = 8.0
+    title = demo_library.titles[n]
+    with Player(excerpt, own_pulse.client_env):
+        listen = ListenProcess(
+            demo_library,
+            own_pulse,
+            tmp_path / "events.jsonl",
+            "--reconnect-timeout",
+            f"{reconnect_timeout_s:g}",
+        )
+        try:
+            first = listen.wait_for(
+                "now_playing",
+                lambda e: e["type"] == "now_playing" and e["track"]["title"] == title,
+                timeout_s=120,
+            )
+            os.kill(own_pulse.pid, signal.SIGSTOP)
+            try:
+                lost = listen.wait_for(
+                    "input lost", _is("status", input="lost"), after=first, timeout_s=15
+                )
+                events = listen.events()
+                assert "no audio for" in str(events[lost]["input_error"]), events[lost]
+                # Audio flowed before, so the short stall limit applied, not the start-up one.
+                assert float(str(events[lost]["input_error"]).split()[3]) < 5.0, events[lost]
+                time.sleep(2.0)  # frozen a while longer: the reconnect attempt waits on it
+            finally:
+                os.kill(own_pulse.pid, signal.SIGCONT)
+            back = listen.wait_for(
+                "input back", _message_has("input back after"), after=lost, timeout_s=30
+            )
+            listen.wait_for(
+                "now_playing after the stall",
+                lambda e: e["type"] == "now_playing" and e["track"]["title"] == title,
+                after=back,
+                timeout_s=60,
+            )
+
+            # Frozen for good: the streams stay stuck, and listen must still exit.
+            frozen_at = time.monotonic()
+            os.kill(own_pulse.pid, signal.SIGSTOP)
+            try:
+                listen.process.wait(timeout=reconnect_timeout_s + 30)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"listen still running {reconnect_timeout_s + 30:g} s after the freeze")
+            took_s = time.monotonic() - frozen_at
+            assert listen.process.returncode == 2, listen.stderr_tail()
+            assert took_s <= reconnect_timeout_s + 20, took_s
+            errors = [
+                line
+                for line in listen.stderr_tail().splitlines()
+                if line.startswith("synesthete: error:")
+            ]
+            assert len(errors) == 1 and "no audio for" in errors[0], errors
+        finally:
+            listen.close()

@@ -25,20 +25,47 @@ make_golden = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(make_golden)
 
 
+MODELS = sorted((ROOT / "inference" / "models").glob("*.pt"))
+BASELINE = ROOT / "inference" / "models" / "baseline-v1.pt"
+
+
 @pytest.fixture(scope="module")
 def encoder() -> TorchScriptEncoder:
-    return TorchScriptEncoder(config=EncoderConfig(device="cpu"))
+    """The baseline model (the contract tests below hold for every encoder)."""
+    return TorchScriptEncoder(config=EncoderConfig(model_path=BASELINE, device="cpu"))
 
 
-def test_packaged_model_satisfies_protocol(encoder: TorchScriptEncoder) -> None:
-    assert isinstance(encoder, Encoder)
-    assert encoder.window_samples == WINDOW_SAMPLES
-    assert encoder.metadata["name"] == encoder.name == "baseline-v1"
+@pytest.fixture(scope="module", params=MODELS, ids=[m.stem for m in MODELS])
+def committed(request: pytest.FixtureRequest) -> TorchScriptEncoder:
+    """Each model file committed under inference/models."""
+    path: Path = request.param
+    return TorchScriptEncoder(config=EncoderConfig(model_path=path, device="cpu"))
 
 
-def test_outputs_match_committed_golden_vectors(encoder: TorchScriptEncoder) -> None:
-    golden = np.load(ROOT / "tests" / "golden" / f"{encoder.name}.npz")["vectors"]
-    np.testing.assert_allclose(encoder.embed(make_golden.golden_inputs()), golden, atol=1e-4)
+def test_every_committed_model_satisfies_protocol(committed: TorchScriptEncoder) -> None:
+    assert isinstance(committed, Encoder)
+    assert committed.window_samples == WINDOW_SAMPLES
+    assert committed.metadata["name"] == committed.name == committed.path.stem
+    assert committed.calibration is not None, "run scripts/calibrate.py, then re-export"
+
+
+def test_the_default_model_is_committed() -> None:
+    assert default_model_path() in MODELS
+
+
+def test_outputs_match_committed_golden_vectors(committed: TorchScriptEncoder) -> None:
+    golden = np.load(ROOT / "tests" / "golden" / f"{committed.name}.npz")["vectors"]
+    np.testing.assert_allclose(committed.embed(make_golden.golden_inputs()), golden, atol=1e-4)
+
+
+def test_committed_models_are_gain_invariant_and_discriminative(
+    committed: TorchScriptEncoder,
+) -> None:
+    x = make_golden.golden_inputs()
+    loud, quiet = committed.embed(x[:3]), committed.embed(0.1 * x[:3])
+    np.testing.assert_allclose(loud, quiet, atol=2e-3)
+    silence = committed.embed(np.zeros((1, WINDOW_SAMPLES), dtype=np.float32))
+    assert np.isfinite(silence).all()
 
 
 def test_committed_file_matches_the_code(tmp_path: Path, encoder: TorchScriptEncoder) -> None:
@@ -125,14 +152,18 @@ def test_cuda_request_without_cuda_is_a_clear_error() -> None:
         TorchScriptEncoder(config=EncoderConfig(device="cuda"))
 
 
-def test_model_loads_without_torchaudio_in_a_fresh_process() -> None:
+@pytest.mark.parametrize("model", MODELS, ids=[m.stem for m in MODELS])
+def test_model_loads_without_torchaudio_in_a_fresh_process(model: Path) -> None:
     code = (
         "import sys; sys.modules['torchaudio'] = None\n"
+        "from pathlib import Path\n"
+        "from synesthete.inference.config import EncoderConfig\n"
         "from synesthete.inference.torchscript import TorchScriptEncoder\n"
         "import numpy as np\n"
-        "e = TorchScriptEncoder()\n"
-        "print(e.embed(np.zeros((1, 64000), dtype=np.float32)).shape)\n"
+        f"e = TorchScriptEncoder(config=EncoderConfig(model_path=Path({str(model)!r})))\n"
+        "print(e.embed(np.zeros((1, 64000), dtype=np.float32)).shape, e.dim)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "(1, 128)"
-    assert default_model_path().stat().st_size < 5_000_000
+    shape, dim = out.stdout.strip().rsplit(" ", 1)
+    assert shape == f"(1, {dim})"
+    assert model.stat().st_size < 5_000_000

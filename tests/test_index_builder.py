@@ -92,7 +92,7 @@ def test_good_files_indexed_and_bad_ones_reported(built):
     assert set(reasons) == {str(p) for p in bad.values()}
     assert reasons[str(bad["empty"])] == "empty file"
     assert reasons[str(bad["corrupt"])].startswith("cannot decode")
-    assert reasons[str(bad["truncated"])].startswith("cannot decode")
+    assert reasons[str(bad["truncated"])].startswith("truncated or corrupt audio data")
     assert reasons[str(bad["text"])].startswith("not a recognised audio format")
     assert reasons[str(bad["silent"])].startswith("silent")
     assert reasons[str(bad["short"])].startswith("too short")

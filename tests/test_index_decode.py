@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -88,7 +90,7 @@ def test_load_excerpt(tmp_path):
     [
         ("empty", "empty file"),
         ("corrupt", "cannot decode"),
-        ("truncated", "cannot decode"),
+        ("truncated", "truncated or corrupt audio data"),
         ("text", "not a recognised audio format"),
         ("silent", "silent (digital silence"),
         ("short", "too short (2.00 s"),
@@ -119,6 +121,28 @@ def test_non_finite_samples_are_rejected(tmp_path):
         list(decode_mono_16k_blocks(path))
     with pytest.raises(AudioFormatError, match="NaN or infinite"):
         load_mono_16k(path)
+
+
+def test_non_finite_reason_says_where(tmp_path):
+    audio = make_tone_track(seed=6, duration_s=5.0, channels=2)
+    audio[int(2.25 * SAMPLE_RATE_HZ), 1] = -np.inf
+    path = tmp_path / "inf.wav"
+    sf.write(path, audio, SAMPLE_RATE_HZ, subtype="FLOAT")
+    for block_frames in (1000, 65536):
+        with pytest.raises(AudioFormatError, match=r"\(first at 2\.25 s\); not indexed"):
+            list(decode_mono_16k_blocks(path, block_frames=block_frames))
+    with pytest.raises(AudioFormatError, match=r"first at 2\.25 s"):  # time in the file
+        load_mono_16k(path, start_s=1.0)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_file_names_that_are_not_utf8_decode(tmp_path):
+    path = tmp_path / os.fsdecode(b"caf\xe9 \xff.flac")
+    audio = make_tone_track(seed=3, duration_s=DURATION_S)
+    sf.write(os.fsencode(path), audio, SAMPLE_RATE_HZ, format="FLAC")
+    blocks = np.concatenate(list(decode_mono_16k_blocks(path, block_frames=4096)))
+    np.testing.assert_array_equal(blocks, load_mono_16k(path))
+    assert blocks.shape == (DURATION_S * SAMPLE_RATE_HZ,)
 
 
 def test_quiet_but_not_silent_passes_and_threshold_is_configurable(tmp_path):

@@ -94,7 +94,18 @@ def test_broken_symlink_is_reported(tmp_path):
     (tmp_path / "gone.flac").symlink_to(tmp_path / "missing.flac")
     problems = []
     assert collect([tmp_path], problems) == []
-    assert problems == [(tmp_path / "gone.flac", "broken link or not a regular file")]
+    assert problems == [(tmp_path / "gone.flac", "broken symlink (its target does not exist)")]
+
+
+def test_symlink_to_itself_and_fifo_are_reported(tmp_path):
+    (tmp_path / "loop.wav").symlink_to("loop.wav")
+    os.mkfifo(tmp_path / "pipe.wav")
+    problems = []
+    assert collect([tmp_path], problems) == []
+    assert problems == [
+        (tmp_path / "loop.wav", "symlink loop (the link points back to itself)"),
+        (tmp_path / "pipe.wav", "not a regular file (a device, pipe or socket)"),
+    ]
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any folder")

@@ -13,7 +13,8 @@ from fakes import FakeEncoder, write_good_library
 from synesthete.constants import WINDOW_SAMPLES
 from synesthete.errors import LibraryError
 from synesthete.events import TrackInfo
-from synesthete.index.builder import build_index
+from synesthete.index import store
+from synesthete.index.builder import build_index, index_stats
 from synesthete.index.config import IndexConfig
 from synesthete.index.decode import load_mono_16k
 from synesthete.index.protocols import CurveLibrary
@@ -160,11 +161,33 @@ def test_verify_passes_then_catches_corruption(index, tmp_path):
         data = bytearray(target.read_bytes())
         data[-100] ^= 0xFF  # past the header: the file still opens
         target.write_bytes(bytes(data))
-        with Library.open(copy) as lib, pytest.raises(LibraryError) as info:
+        with Library.open(copy, verify=False) as lib, pytest.raises(LibraryError) as info:
             lib.verify()
         assert name in str(info.value) and "checksum" in str(info.value)
         with pytest.raises(LibraryError, match="checksum"):
             Library.open(copy, verify=True)
+        # A small index is verified whenever it is opened (VERIFY_ON_OPEN_MAX_BYTES).
+        with pytest.raises(LibraryError, match="checksum"):
+            Library.open(copy)
+
+
+def test_large_index_gets_size_checks_on_open_and_full_checks_on_request(
+    index, tmp_path, monkeypatch
+):
+    index_dir, _ = index
+    copy = tmp_path / "copy"
+    shutil.copytree(index_dir, copy)
+    target = copy / "gen-000001" / "windows.npy"
+    data = bytearray(target.read_bytes())
+    data[-100] ^= 0xFF
+    target.write_bytes(bytes(data))
+    monkeypatch.setattr(store, "VERIFY_ON_OPEN_MAX_BYTES", 0)
+    Library.open(copy).close()  # same size: too costly to catch on every open
+    with pytest.raises(LibraryError, match="checksum"):
+        index_stats(copy, verify=True)
+    target.write_bytes(bytes(data[:-512]))
+    with pytest.raises(LibraryError, match=r"windows\.npy: \d+ bytes, the manifest says"):
+        Library.open(copy)
 
 
 def one_line_error(path):

@@ -14,6 +14,8 @@ CORE_MODULES = (
     "synesthete.stream.resample",
     "synesthete.stream.windowing",
     "synesthete.stream.synth",
+    "synesthete.stream.guard",
+    "synesthete.stream.watchdog",
 )
 BANNED = ("sounddevice", "soundfile", "websockets", "rich", "annoy", "msgpack", "sqlite3", "torch")
 

@@ -148,3 +148,38 @@ def test_bad_settings_and_shapes_raise_our_errors() -> None:
         StreamResampler(in_rate_hz=44100, out_rate_hz=-1)
     with pytest.raises(AudioFormatError):
         StreamResampler(in_rate_hz=44100).push(np.zeros((4, 2, 2), dtype=np.float32))
+
+
+@pytest.mark.parametrize("in_rate_hz", [44100, 48000, 22050, 8000, 96000])
+@pytest.mark.parametrize("quality", ["HQ", "LQ", "VHQ"])
+def test_estimate_pending_predicts_the_held_back_output(in_rate_hz: int, quality: str) -> None:
+    audio = _test_signal(seconds=1.0, rate_hz=in_rate_hz, channels=1, seed=9)[:, 0]
+    exact = StreamResampler(in_rate_hz=in_rate_hz, quality=quality)
+    reference = np.concatenate([exact.push(audio), exact.flush()])
+    resampler = StreamResampler(in_rate_hz=in_rate_hz, quality=quality)
+    emitted = 0
+    checked = 0
+    block = in_rate_hz // 57  # ~17.5 ms, not a divisor of any rate's period
+    for start in range(0, audio.shape[0] // 2, block):
+        emitted += resampler.push(audio[start : start + block]).shape[0]
+        estimate = resampler.estimate_pending()
+        assert estimate.dtype == np.float32
+        if start < in_rate_hz // 4:
+            continue  # not enough history yet: may decline to estimate
+        assert estimate.shape[0] == resampler.latency_samples > 0
+        truth = reference[emitted : emitted + estimate.shape[0]]
+        quarter = estimate.shape[0] // 4
+        # The oldest samples are near exact; only the newest miss the future input.
+        np.testing.assert_allclose(estimate[:quarter], truth[:quarter], atol=1e-3)
+        assert np.sqrt(np.mean((estimate - truth) ** 2)) < 0.1 * np.sqrt(np.mean(truth**2))
+        checked += 1
+    assert checked > 5
+    # Estimating consumes nothing: the stream still equals the one-shot output.
+    rest = np.concatenate([resampler.push(audio[start + block :]), resampler.flush()])
+    np.testing.assert_array_equal(reference[emitted:], rest)
+
+
+def test_passthrough_has_nothing_pending() -> None:
+    resampler = StreamResampler(in_rate_hz=16000)
+    resampler.push(np.ones(5000, dtype=np.float32))
+    assert resampler.estimate_pending().shape == (0,)

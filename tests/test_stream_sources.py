@@ -8,6 +8,7 @@ real default input and is skipped where there is none.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.abc
 import sys
 import threading
@@ -536,6 +537,121 @@ def test_device_errors_are_one_line_device_errors(fake_sd: types.ModuleType) -> 
     assert not source.active
 
 
+def _wait_for(condition: Any, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_stream_that_ends_on_its_own_is_an_error_but_our_stop_is_not(
+    fake_sd: types.ModuleType,
+) -> None:
+    source = DeviceSource(config=CaptureConfig(device="system"))
+    try:
+        source.start(lambda indata, frames, time_info, status: None)
+        first = FakeInputStream.instances[-1]
+        first.kwargs["finished_callback"]()  # PortAudio: the device went away
+        assert source.finished.is_set()
+        assert (
+            source.error
+            == "audio device [4] system (JACK Audio Connection Kit) stopped delivering audio"
+        )
+
+        source.stop()
+        source.start(lambda indata, frames, time_info, status: None)
+        assert not source.finished.is_set() and source.error is None
+        first.kwargs["finished_callback"]()  # the replaced stream ends late: not ours any more
+        assert not source.finished.is_set() and source.error is None
+        source.stop()  # our own stop ends the stream without an error
+        assert source.error is None
+        source.close()
+    finally:
+        with contextlib.suppress(DeviceError):
+            source.close()
+
+
+def test_reopen_rescans_and_finds_the_device_again_by_name(fake_sd: types.ModuleType) -> None:
+    source = DeviceSource(config=CaptureConfig(device="usb mic pro"))
+    try:
+        assert source.device.index == 3
+        delivered: list[int] = []
+        source.start(lambda indata, frames, time_info, status: delivered.append(frames))
+        rescans: list[str] = []
+        fake_sd._terminate = lambda: rescans.append("terminate")  # type: ignore[attr-defined]
+
+        def unplugged() -> None:
+            rescans.append("initialize")
+            fake_sd.query_devices = lambda: [dict(d) for d in RAW_DEVICES[:3]]  # type: ignore[attr-defined]
+
+        fake_sd._initialize = unplugged  # type: ignore[attr-defined]
+        with pytest.raises(DeviceError, match=r"audio device USB Mic Pro \(ALSA\) is not present"):
+            source.reopen(lambda indata, frames, time_info, status: delivered.append(frames))
+        assert rescans == ["terminate", "initialize"]
+        assert FakeInputStream.instances[0].closed
+
+        def plugged_back_elsewhere() -> None:
+            rescans.append("initialize")
+            devices = [dict(d) for d in RAW_DEVICES]
+            devices.insert(0, {**devices[3]})  # back, first in the list this time
+            devices.pop(4)
+            fake_sd.query_devices = lambda: devices  # type: ignore[attr-defined]
+
+        fake_sd._initialize = plugged_back_elsewhere  # type: ignore[attr-defined]
+        delivered.clear()
+        source.reopen(lambda indata, frames, time_info, status: delivered.append(frames))
+        assert source.device.index == 0 and source.device.name == "USB Mic Pro"
+        assert FakeInputStream.instances[-1].kwargs["device"] == 0
+        assert FakeInputStream.instances[-1].kwargs["samplerate"] == 96000
+        _wait_for(lambda: delivered)
+        source.close()
+        with pytest.raises(DeviceError, match="closed"):
+            source.reopen(lambda indata, frames, time_info, status: None)
+    finally:
+        with contextlib.suppress(DeviceError):
+            source.close()
+
+
+class StuckInputStream(FakeInputStream):
+    """``stop`` blocks until released, as with a frozen sound server."""
+
+    release = threading.Event()
+
+    def stop(self) -> None:
+        StuckInputStream.release.wait()
+        super().stop()
+
+
+def test_a_stop_that_hangs_is_abandoned_after_the_timeout(
+    fake_sd: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from synesthete.stream import sources
+
+    monkeypatch.setattr(sources, "STOP_TIMEOUT_S", 0.2)
+    fake_sd.InputStream = StuckInputStream  # type: ignore[attr-defined]
+    StuckInputStream.release.clear()
+    source = DeviceSource(config=CaptureConfig())
+    try:
+        source.start(lambda indata, frames, time_info, status: None)
+        started = time.monotonic()
+        with pytest.raises(DeviceError, match=r"did not stop within 0\.2 s") as info:
+            source.stop()
+        assert time.monotonic() - started < 2.0
+        assert "\n" not in str(info.value)
+        assert sources.portaudio_calls_in_flight() == 1
+        with pytest.raises(DeviceError, match="still closing"):
+            source.reopen(lambda indata, frames, time_info, status: None)
+        StuckInputStream.release.set()
+        _wait_for(lambda: sources.portaudio_calls_in_flight() == 0)
+        source.reopen(lambda indata, frames, time_info, status: None)
+        assert source.active
+        source.close()
+    finally:
+        StuckInputStream.release.set()
+        with contextlib.suppress(DeviceError):
+            source.close()
+
+
 class _PortAudioMissingFinder(importlib.abc.MetaPathFinder):
     """Makes ``import sounddevice`` fail the way it does without libportaudio."""
 
@@ -593,3 +709,16 @@ def test_default_input_device_delivers_audio() -> None:
     assert audio.shape[1] == source.channels
     assert audio.shape[0] > 0.2 * rate_hz
     assert np.isfinite(audio).all()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX byte file names")
+def test_file_source_opens_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    import os
+
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.wav")
+    audio = (0.1 * np.sin(np.arange(8000) / 5.0)).astype(np.float32)
+    sf.write(name, audio, 8000)
+    source = FileSource(path=os.fsdecode(name), realtime=False, block_frames=1000)
+    assert source.sample_rate_hz == 8000
+    decoded = np.concatenate(list(source.blocks()))
+    np.testing.assert_allclose(decoded[:, 0], audio, atol=1e-4)

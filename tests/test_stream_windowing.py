@@ -135,3 +135,39 @@ def test_resampler_then_windower_is_block_size_invariant(block: int | None) -> N
     assert len(windows) == expected.shape[0]
     for window, row in zip(windows, expected, strict=True):
         np.testing.assert_array_equal(window.samples, row)
+
+
+def test_complete_early_emits_each_window_once_with_the_provisional_tail() -> None:
+    audio = _signal(seconds=12.0, seed=4)
+    oracle = window_audio(audio, window_samples=WINDOW_SAMPLES, hop_samples=SAMPLE_RATE_HZ)
+    windower = Windower(hop_s=1.0)
+    held = 300  # samples a resampler might still hold back
+    emitted: list[Window] = []
+    for start in range(0, audio.shape[0], 1000):
+        end = min(start + 1000, audio.shape[0])
+        emitted.extend(windower.push(audio[start:end]))
+        missing = windower.samples_missing
+        if 0 < missing <= held:
+            provisional = audio[end : end + held] * 0.5  # a deliberately rough estimate
+            if provisional.shape[0] >= missing:
+                early = windower.complete_early(provisional)
+                assert early is not None
+                emitted.append(early)
+    assert [w.index for w in emitted] == list(range(oracle.shape[0]))
+    for window in emitted:
+        exact = oracle[window.index]
+        assert window.start_sample == window.index * SAMPLE_RATE_HZ
+        assert window.samples.shape == exact.shape
+        np.testing.assert_array_equal(window.samples[:-held], exact[:-held])
+    assert windower.complete_early(np.zeros(0, dtype=np.float32)) is None
+
+
+def test_complete_early_declines_when_the_tail_is_too_short() -> None:
+    windower = Windower(hop_s=2.0)
+    windower.push(np.zeros(WINDOW_SAMPLES - 100, dtype=np.float32))
+    assert windower.samples_missing == 100
+    assert windower.complete_early(np.zeros(99, dtype=np.float32)) is None
+    assert windower.samples_missing == 100
+    early = windower.complete_early(np.ones(100, dtype=np.float32))
+    assert early is not None and early.index == 0
+    assert windower.samples_missing == 2 * SAMPLE_RATE_HZ + 100

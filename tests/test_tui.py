@@ -93,3 +93,47 @@ def test_unknown_clears_now_playing_and_logs() -> None:
     assert snap.now_playing is None
     assert "unknown (lost)" in text
     assert "listening" in text
+
+
+def test_input_faults_are_shown_and_cleared() -> None:
+    snap = apply_event(
+        LiveSnapshot(source="USB Audio"),
+        Status(
+            file="USB Audio",
+            t=30.0,
+            level_dbfs=-0.1,
+            xruns=3,
+            clipped_samples=1234,
+            overrun_frames=512,
+            nonfinite_samples=40,
+            flags=("xrun", "clipping", "nonfinite"),
+        ),
+    )
+    text = text_of(snap)
+    assert "● ok" in text
+    for expected in ("3 OVERFLOW", "1234 CLIPPING", "512", "40 NaN/inf → 0"):
+        assert expected in text, expected
+    assert "frames LOST" not in text  # counted, but not in this interval
+
+    snap = apply_event(
+        snap,
+        Status(
+            file="USB Audio",
+            t=31.0,
+            input_state="lost",
+            reconnect_attempts=2,
+            input_error="audio device [3] USB Audio (ALSA) stopped delivering audio",
+            give_up_in_s=41.6,
+            message="reconnect attempt 2 failed: not present",
+        ),
+    )
+    text = text_of(snap)
+    assert "LOST: audio device [3] USB Audio (ALSA) stopped" in text
+    assert "(reconnecting, attempt 2, giving up in 42 s)" in text
+    assert "reconnect attempt 2 failed: not present" in text
+    assert "CLIPPING" not in text  # flags are per interval
+
+    snap = apply_event(snap, Status(file="USB Audio", t=31.0, message="input back after 3.0 s"))
+    text = text_of(snap)
+    assert "● ok" in text and "LOST" not in text
+    assert "input back after 3.0 s" in text

@@ -290,6 +290,18 @@ def test_event_printer_and_url_rules() -> None:
     assert describe(status.to_payload()) == (
         "     3.0s  · status: level -20.0 dBFS, xruns 0, latency 9.0 ms, clients 2"
     )
+    lost = Status(
+        file="mic",
+        t=3.0,
+        input_state="lost",
+        input_error="mic unplugged",
+        flags=("clipping",),
+        message="input lost: mic unplugged; giving up in 60 s",
+    )
+    assert describe(lost.to_payload()) == (
+        "     3.0s  · status: input LOST (mic unplugged), level —, xruns 0, latency —, clients 0,"
+        " flags clipping, input lost: mic unplugged; giving up in 60 s"
+    )
 
 
 def test_watch_stays_light() -> None:

@@ -1,0 +1,600 @@
+""" "Sounds like" benchmark: track-level distances against weak labels from the corpus.
+
+    python scripts/bench_similar.py [--corpus DIR] [--index DIR] [--model PT] [--index-hop S]
+
+1. One index over every split of the corpus (``synesthete index build``, or
+   ``--index DIR`` to reuse one built over the same files).
+2. Weak labels from the manifest: two tracks are **relevant** to each other
+   when they share a credited artist (or composer; "A & B" credits both),
+   the same album, or, outside the music21 renders, the same package (the
+   game a Debian or MIDI track ships with). Tempo variants (``variant_of``)
+   of the query are left out of the ranking and of the relevant set, as
+   content duplicates are in the product.
+3. Two kinds of query per track: **whole** (the track's whole curve at the
+   index hop, as ``synesthete similar TRACK`` uses) and **live** (a 30 s
+   excerpt at a seeded offset, windowed at the live hop and embedded, of
+   which the last ``horizon_windows`` windows are kept: the curve the live
+   ``sounds_like`` event ranks by). Each query ranks the other tracks of its
+   own group; the query track and its duplicates are excluded.
+4. Groups: the **bench** split gives the reported table; **train+val** ("dev")
+   picks the default: the distance with the best live MAP there, unless a
+   cheaper one is within noise (a paired bootstrap 95 % interval of the MAP
+   difference that contains 0).
+5. Metrics: precision@5 and MAP (queries with no relevant track in the group
+   are skipped and counted), with bootstrap 95 % intervals for MAP, against
+   a random ranking (exact expected P@5, Monte-Carlo MAP) and, for live
+   queries, exact min point-to-point over every window (to check the
+   representatives). Cost: milliseconds per live update for each distance,
+   on the dev library and on a synthetic 500 tracks x 600 windows library.
+
+Results: ``bench/similar-<commit10>[-label].{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synesthete.constants import (
+    DEFAULT_INDEX_HOP_S,
+    DEFAULT_LIVE_HOP_S,
+    DEFAULT_SOUNDS_LIKE_DISTANCE,
+    SOUNDS_LIKE_DISTANCES,
+    WINDOW_S,
+)
+from synesthete.index.matcher import MatcherConfig
+from synesthete.index.similar import DISTANCES, TrackSummaries
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 20261122
+TOP = 5
+LIVE_EXCERPT_S = 30.0
+BOOTSTRAP = 1000
+RANDOM_RUNS = 200
+COST_ORDER = ("mean", "min", "frechet")
+"""The selectable distances, cheapest first: a tie on quality goes to the cheaper one."""
+BASELINE = "cosine"
+SYNTHETIC_TRACKS = 500
+SYNTHETIC_WINDOWS = 600
+
+
+@dataclass(frozen=True)
+class Track:
+    track_id: int
+    path: str
+    split: str
+    artists: frozenset[str]
+    album: str | None
+    game: str | None
+    family: frozenset[str]
+    """Manifest ids of the track itself and its tempo variants."""
+    manifest_id: str
+    duration_s: float
+
+
+def git_commit() -> tuple[str, bool]:
+    def run(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    commit = run("rev-parse", "HEAD") or "unknown"
+    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+    return commit, dirty
+
+
+def _norm(text: str | None) -> str | None:
+    if text is None:
+        return None
+    folded = " ".join(text.casefold().split())
+    return folded or None
+
+
+def split_artists(credit: str | None) -> frozenset[str]:
+    """'Max Freeman & Chris Leutwyler' -> both names, case-folded."""
+    if credit is None:
+        return frozenset()
+    parts = re.split(r"\s*(?:&|,|/|;|\band\b|\bfeat\.?|\bft\.?)\s*", credit.casefold())
+    return frozenset(p for p in (_norm(x) for x in parts) if p)
+
+
+def relevant(a: Track, b: Track) -> bool:
+    if a.artists & b.artists:
+        return True
+    if a.album is not None and a.album == b.album:
+        return True
+    return a.game is not None and a.game == b.game
+
+
+def load_tracks(corpus: Path, index_paths: dict[str, int]) -> tuple[list[Track], int]:
+    path = corpus / "manifest.jsonl"
+    if not path.is_file():
+        sys.exit(f"bench_similar: no corpus manifest at {path}; run: bash scripts/corpus.sh")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    family: dict[str, set[str]] = {r["id"]: {r["id"]} for r in rows}
+    for r in rows:
+        if r.get("variant_of") and r["variant_of"] in family:
+            family[r["id"]].add(r["variant_of"])
+            family[r["variant_of"]].add(r["id"])
+    tracks = []
+    missing = 0
+    for r in rows:
+        track_id = index_paths.get(os.path.normpath(r["path"]))
+        if track_id is None:
+            missing += 1
+            continue
+        tracks.append(
+            Track(
+                track_id=track_id,
+                path=r["path"],
+                split=r["split"],
+                artists=split_artists(r.get("artist")),
+                album=_norm(r.get("album")),
+                game=None if r["source"] == "music21" else r["package"],
+                family=frozenset(family[r["id"]]),
+                manifest_id=r["id"],
+                duration_s=float(r["duration_s"]),
+            )
+        )
+    return tracks, missing
+
+
+def run_cli(args: list[str]) -> float:
+    cmd = [sys.executable, "-m", "synesthete.clients.cli", *args]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench_similar: {' '.join(args[:2])} failed: {proc.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def live_curves(
+    tracks: Sequence[Track], *, model: Path | None, live_hop_s: float, horizon: int
+) -> dict[int, np.ndarray]:
+    """The recent live curve of a 30 s excerpt of each track: ``[<=horizon, D]``."""
+    from synesthete.index.decode import load_mono_16k
+    from synesthete.inference.config import EncoderConfig
+    from synesthete.inference.torchscript import TorchScriptEncoder
+    from synesthete.stream.windowing import Windower
+
+    encoder = TorchScriptEncoder(config=EncoderConfig(model_path=model, threads=1))
+    rng = np.random.default_rng(SEED)
+    curves: dict[int, np.ndarray] = {}
+    for n, track in enumerate(tracks):
+        start_s = float(rng.uniform(0.0, max(0.0, track.duration_s - LIVE_EXCERPT_S)))
+        audio = load_mono_16k(track.path, start_s=start_s, duration_s=LIVE_EXCERPT_S)
+        windower = Windower(hop_s=live_hop_s)
+        windows = windower.push(audio)
+        if not windows:
+            continue
+        batch = np.stack([w.samples for w in windows[-horizon:]])
+        curves[track.track_id] = np.asarray(encoder.embed(batch), dtype=np.float32)
+        if (n + 1) % 100 == 0:
+            print(f"bench_similar: live excerpts embedded: {n + 1}/{len(tracks)}", flush=True)
+    return curves
+
+
+def average_precision(ranked_relevance: np.ndarray) -> float:
+    hits = np.flatnonzero(ranked_relevance)
+    if hits.size == 0:
+        return 0.0
+    return float(np.mean(np.arange(1, hits.size + 1) / (hits + 1)))
+
+
+@dataclass
+class GroupEval:
+    name: str
+    tracks: list[Track]
+    summaries: TrackSummaries
+    candidates: np.ndarray  # [Q, T] bool: may be ranked for query q
+    relevance: np.ndarray  # [Q, T] bool
+
+
+def make_group(name: str, tracks: list[Track], library: Any) -> GroupEval:
+    records = [library.record(t.track_id) for t in tracks]
+    summaries = TrackSummaries.from_windows(
+        windows=library.windows,
+        track_ids=[r.id for r in records],
+        starts=[r.window_start for r in records],
+        counts=[r.window_count for r in records],
+        content_keys=[r.content_hash for r in records],
+        index_hop_s=library.index_hop_s,
+    )
+    n = len(tracks)
+    candidates = np.ones((n, n), dtype=bool)
+    relevance = np.zeros((n, n), dtype=bool)
+    for i, a in enumerate(tracks):
+        for j, b in enumerate(tracks):
+            same = i == j or a.manifest_id in b.family
+            candidates[i, j] = not same
+            relevance[i, j] = not same and relevant(a, b)
+    # Content duplicates of the query are left out as in the product.
+    candidates &= ~(summaries.groups[:, None] == summaries.groups[None, :])
+    relevance &= candidates
+    return GroupEval(name, tracks, summaries, candidates, relevance)
+
+
+def score_rankings(
+    group: GroupEval, distances: dict[int, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Per-query P@5 and AP for ``distances[row] [T]``; rows of queries with relevant tracks."""
+    p5, ap, rows = [], [], []
+    for q, dist in distances.items():
+        if not group.relevance[q].any():
+            continue
+        allowed = np.flatnonzero(group.candidates[q])
+        order = allowed[np.argsort(dist[allowed], kind="stable")]
+        rel = group.relevance[q, order]
+        p5.append(float(rel[:TOP].mean()))
+        ap.append(average_precision(rel))
+        rows.append(q)
+    return np.array(p5), np.array(ap), rows
+
+
+def random_baseline(group: GroupEval, rows: list[int]) -> tuple[float, float]:
+    rng = np.random.default_rng(SEED)
+    p5, ap = [], []
+    for q in rows:
+        allowed = np.flatnonzero(group.candidates[q])
+        rel = group.relevance[q, allowed]
+        p5.append(rel.mean())
+        ap.append(
+            np.mean([average_precision(rel[rng.permutation(rel.size)]) for _ in range(RANDOM_RUNS)])
+        )
+    return float(np.mean(p5)), float(np.mean(ap))
+
+
+def bootstrap_ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    idx = rng.integers(0, values.size, size=(BOOTSTRAP, values.size))
+    means = values[idx].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def exact_min_distances(group: GroupEval, library: Any, curve: np.ndarray) -> np.ndarray:
+    """``mean_i min_j |q_i - p_j|`` over every window of every track of the group."""
+    out = np.empty(len(group.tracks))
+    for row, track in enumerate(group.tracks):
+        windows = np.asarray(library.curve(track.track_id), dtype=np.float32)
+        sq = 2.0 - 2.0 * (curve @ windows.T)
+        out[row] = float(np.sqrt(np.maximum(sq.min(axis=1), 0.0)).mean())
+    return out
+
+
+def evaluate_group(
+    group: GroupEval,
+    library: Any,
+    live: dict[int, np.ndarray],
+    *,
+    live_hop_s: float,
+) -> dict[str, Any]:
+    rng = np.random.default_rng(SEED)
+    result: dict[str, Any] = {"tracks": len(group.tracks)}
+    per_query: dict[str, dict[str, np.ndarray]] = {}
+    for kind in ("whole", "live"):
+        rows_of_kind: dict[str, Any] = {}
+        queries: dict[int, tuple[np.ndarray, float]] = {}
+        for q, track in enumerate(group.tracks):
+            if kind == "whole":
+                curve = np.asarray(library.curve(track.track_id), dtype=np.float32)
+                queries[q] = (curve, library.index_hop_s)
+            elif track.track_id in live:
+                queries[q] = (live[track.track_id], live_hop_s)
+        methods: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+            name: (
+                lambda c, h, name=name: group.summaries.distances(c, distance=name, query_hop_s=h)
+            )
+            for name in DISTANCES
+        }
+        if kind == "live":
+            methods["min (exact)"] = lambda c, h: exact_min_distances(group, library, c)
+        rows: list[int] = []
+        for name, method in methods.items():
+            started = time.perf_counter()
+            dists = {q: method(c, h) for q, (c, h) in queries.items()}
+            p5, ap, rows = score_rankings(group, dists)
+            lo, hi = bootstrap_ci(ap, rng)
+            rows_of_kind[name] = {
+                "p_at_5": round(float(p5.mean()), 4),
+                "map": round(float(ap.mean()), 4),
+                "map_ci95": [round(lo, 4), round(hi, 4)],
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            per_query.setdefault(kind, {})[name] = ap
+            print(
+                f"bench_similar: {group.name:>5} {kind:>5} {name:>12}: P@5 {p5.mean():.3f}"
+                f" MAP {ap.mean():.3f} [{lo:.3f}, {hi:.3f}] ({len(rows)} queries)",
+                flush=True,
+            )
+        rp5, rmap = random_baseline(group, rows)
+        rows_of_kind["random"] = {"p_at_5": round(rp5, 4), "map": round(rmap, 4)}
+        result[kind] = {
+            "queries": len(rows),
+            "queries_without_relevant": len(queries) - len(rows),
+            "distances": rows_of_kind,
+        }
+    result["_ap"] = per_query
+    return result
+
+
+def choose_default(dev: dict[str, Any]) -> dict[str, Any]:
+    """Best dev live MAP; a cheaper distance within noise of it wins instead."""
+    ap = dev["_ap"]["live"]
+    rng = np.random.default_rng(SEED + 1)
+    maps = {name: float(ap[name].mean()) for name in SOUNDS_LIKE_DISTANCES}
+    best = max(maps, key=lambda name: maps[name])
+    ties = {
+        name: [round(x, 4) for x in bootstrap_ci(ap[best] - ap[name], rng)]
+        for name in COST_ORDER
+        if name != best
+    }
+    choice = best
+    for name in COST_ORDER:
+        if name == best:
+            break
+        if ties[name][0] <= 0.0:
+            choice = name
+            break
+    return {
+        "rule": "best MAP on train+val live queries; the cheapest distance whose paired"
+        " bootstrap 95% CI of the MAP difference to the best contains 0 wins instead",
+        "live_map": {k: round(v, 4) for k, v in maps.items()},
+        "best": best,
+        "map_difference_ci95_best_minus": ties,
+        "chosen": choice,
+    }
+
+
+def synthetic_library(
+    rng: np.random.Generator, dim: int
+) -> tuple[Callable[[], TrackSummaries], np.ndarray]:
+    """Random-walk track curves (unit rows), ``SYNTHETIC_TRACKS`` x ``SYNTHETIC_WINDOWS``."""
+    curves = []
+    for _ in range(SYNTHETIC_TRACKS):
+        centre = 3.0 * rng.standard_normal(dim)
+        curves.append(
+            np.cumsum(0.15 * rng.standard_normal((SYNTHETIC_WINDOWS, dim)), axis=0) + centre
+        )
+    windows = np.concatenate(curves).astype(np.float32)
+    windows /= np.linalg.norm(windows, axis=1, keepdims=True)
+
+    def make() -> TrackSummaries:
+        return TrackSummaries.from_windows(
+            windows=windows,
+            track_ids=list(range(SYNTHETIC_TRACKS)),
+            starts=[i * SYNTHETIC_WINDOWS for i in range(SYNTHETIC_TRACKS)],
+            counts=[SYNTHETIC_WINDOWS] * SYNTHETIC_TRACKS,
+            index_hop_s=DEFAULT_INDEX_HOP_S,
+        )
+
+    return make, windows
+
+
+def time_updates(
+    make: Callable[[], TrackSummaries], queries: Sequence[np.ndarray], *, live_hop_s: float
+) -> dict[str, Any]:
+    """Build cost of the summaries (means, then each distance's extra), then ms per live
+    update (``nearest``, k=5)."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    summaries = make()
+    out: dict[str, Any] = {
+        "tracks": summaries.n_tracks,
+        "build_means": {
+            "wall_s": round(time.perf_counter() - wall0, 3),
+            "cpu_s": round(time.process_time() - cpu0, 3),
+        },
+    }
+    for name in DISTANCES:
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        summaries.prepare([name])
+        build = {
+            "wall_s": round(time.perf_counter() - wall0, 3),
+            "cpu_s": round(time.process_time() - cpu0, 3),
+        }
+        wall, cpu = [], []
+        for q in queries:
+            w0, c0 = time.perf_counter(), time.process_time()
+            summaries.nearest(q, k=TOP, distance=name, query_hop_s=live_hop_s)
+            wall.append(1000 * (time.perf_counter() - w0))
+            cpu.append(1000 * (time.process_time() - c0))
+        out[name] = {
+            "prepare": build,
+            "wall_ms_p50": round(float(np.percentile(wall, 50)), 2),
+            "wall_ms_p99": round(float(np.percentile(wall, 99)), 2),
+            "cpu_ms_p50": round(float(np.percentile(cpu, 50)), 2),
+            "n": len(queries),
+        }
+    return out
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [
+        f"# Sounds like — commit {doc['commit'][:10]}{' (dirty)' if doc['dirty'] else ''}",
+        "",
+        f"{doc['date']}, model {doc['model']}, index hop {doc['index_hop_s']} s, live hop"
+        f" {doc['live_hop_s']} s (live curve: last {doc['live_windows']} windows of a"
+        f" {LIVE_EXCERPT_S:g} s excerpt), runtime {doc['runtime_s'] / 60:.1f} min.",
+        "Weak labels: same artist/composer, same album, or same package (game).",
+        "",
+    ]
+    for key, title in (("bench", "bench split (reported)"), ("dev", "train+val (default choice)")):
+        group = doc["groups"][key]
+        w, li = group["whole"], group["live"]
+        lines += [
+            f"## {title}: {group['tracks']} tracks; queries with a relevant track:"
+            f" whole {w['queries']}, live {li['queries']}",
+            "",
+            "| distance | whole P@5 | whole MAP | live P@5 | live MAP (95% CI) |",
+            "|---|---|---|---|---|",
+        ]
+        names = [*DISTANCES, "min (exact)", "random"]
+        for name in names:
+            wd = w["distances"].get(name)
+            ld = li["distances"].get(name)
+            cells = [f"{wd['p_at_5']:.3f}", f"{wd['map']:.3f}"] if wd else ["–", "–"]
+            if ld:
+                ci = ld.get("map_ci95")
+                ci_text = f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+                cells += [f"{ld['p_at_5']:.3f}", f"{ld['map']:.3f}{ci_text}"]
+            else:
+                cells += ["–", "–"]
+            label = f"**{name}**" if name == doc["choice"]["chosen"] else name
+            if name == BASELINE:
+                label = f"{name} (baseline: plain mean cosine)"
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    choice = doc["choice"]
+    lines += [
+        f"Default: **{choice['chosen']}** ({choice['rule']}; best was {choice['best']};"
+        f" paired 95% CIs of MAP(best) - MAP(other):"
+        f" {choice['map_difference_ci95_best_minus']}).",
+        "",
+        "## Cost per live update",
+        "",
+        "`nearest` with k=5 on live curves: p50 wall / p50 CPU ms; then the one-off build of"
+        " what the distance needs (wall s), after the means"
+        f" (load average {doc['machine']['loadavg_1min']} on {doc['machine']['cpus']} CPUs"
+        ", one BLAS thread if OMP_NUM_THREADS=1).",
+        "",
+        "| library | " + " | ".join(DISTANCES) + " |",
+        "|---|" + "---|" * len(DISTANCES),
+    ]
+    for key, timing in doc["timing"].items():
+        cells = [
+            f"{timing[n]['wall_ms_p50']} / {timing[n]['cpu_ms_p50']} ms;"
+            f" {timing[n]['prepare']['wall_s']} s"
+            for n in DISTANCES
+        ]
+        means_s = timing["build_means"]["wall_s"]
+        lines.append(
+            f"| {key} ({timing['tracks']} tracks; means {means_s} s) | " + " | ".join(cells) + " |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpus", type=Path, default=ROOT / "corpus")
+    parser.add_argument("--index", type=Path, default=None, help="reuse this index")
+    parser.add_argument("--model", type=Path, default=None, help="encoder file (default: packaged)")
+    parser.add_argument("--index-hop", type=float, default=None, help="index hop when building")
+    parser.add_argument("--hop", type=float, default=DEFAULT_LIVE_HOP_S, help="live hop in s")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the built index here")
+    parser.add_argument("--label", default=None, help="suffix for the results file name")
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    commit, dirty = git_commit()
+    from synesthete.index.store import Library
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="synesthete-similar-"))
+    index = args.index
+    if index is None:
+        rows = [
+            json.loads(x) for x in (args.corpus / "manifest.jsonl").read_text().splitlines() if x
+        ]
+        index = work / "index"
+        if index.exists():
+            shutil.rmtree(index)
+        hop_args = ["--index-hop", str(args.index_hop)] if args.index_hop else []
+        model_args = ["--model", str(args.model)] if args.model else []
+        paths = [r["path"] for r in rows if Path(r["path"]).is_file()]
+        build_s = run_cli(
+            ["index", "build", "--index", str(index), "--quiet", *model_args, *hop_args, *paths]
+        )
+        print(f"bench_similar: indexed {len(paths)} files in {build_s:.0f} s", flush=True)
+    library = Library.open(index)
+    index_paths = {os.path.normpath(r.path): r.id for r in library.records()}
+    tracks, missing = load_tracks(args.corpus, index_paths)
+    print(
+        f"bench_similar: {len(tracks)} corpus tracks in the index ({missing} not indexed),"
+        f" commit {commit[:10]}{' (dirty)' if dirty else ''}",
+        flush=True,
+    )
+    horizon = MatcherConfig().horizon_windows
+    where = hashlib.sha256(str(Path(index).resolve()).encode()).hexdigest()[:8]
+    cache = work / f"live-{where}-{library.generation}-{args.hop:g}s-{SEED}.npz"
+    if args.workdir is not None and args.model is None and cache.is_file():
+        with np.load(cache) as saved:
+            live = {int(k): saved[k] for k in saved.files}
+        print(f"bench_similar: live curves from {cache}", flush=True)
+    else:
+        live = live_curves(tracks, model=args.model, live_hop_s=args.hop, horizon=horizon)
+        if args.workdir is not None and args.model is None:
+            np.savez(cache, **{str(k): v for k, v in live.items()})
+    groups = {
+        "bench": make_group("bench", [t for t in tracks if t.split == "bench"], library),
+        "dev": make_group("dev", [t for t in tracks if t.split in ("train", "val")], library),
+    }
+    results = {
+        key: evaluate_group(group, library, live, live_hop_s=args.hop)
+        for key, group in groups.items()
+    }
+    choice = choose_default(results["dev"])
+    corpus_queries = [live[t.track_id] for t in tracks if t.track_id in live]
+    rng = np.random.default_rng(SEED)
+    synthetic, windows = synthetic_library(rng, library.dim)
+    # Live-like queries: `horizon` windows at the live hop (every 4th 0.5 s window).
+    step = round(args.hop / DEFAULT_INDEX_HOP_S)
+    picks = rng.integers(0, windows.shape[0] - step * horizon, size=50)
+    synth_queries = [windows[p : p + step * horizon : step] for p in picks]
+    timing = {
+        # Fresh summaries of the whole index, so their build is timed too.
+        "corpus": time_updates(library.summaries, corpus_queries, live_hop_s=args.hop),
+        "synthetic 500x600": time_updates(synthetic, synth_queries, live_hop_s=args.hop),
+    }
+    library.close()
+    for result in results.values():
+        del result["_ap"]
+    doc: dict[str, Any] = {
+        "commit": commit,
+        "dirty": dirty,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_1min": round(os.getloadavg()[0], 2),
+        },
+        "model": str(args.model) if args.model else "packaged",
+        "index": str(index),
+        "index_hop_s": library.index_hop_s,
+        "live_hop_s": args.hop,
+        "live_windows": horizon,
+        "live_excerpt_s": LIVE_EXCERPT_S,
+        "window_s": WINDOW_S,
+        "current_default": DEFAULT_SOUNDS_LIKE_DISTANCE,
+        "groups": results,
+        "choice": choice,
+        "timing": timing,
+        "runtime_s": round(time.perf_counter() - began, 1),
+    }
+    text = markdown(doc)
+    print(text)
+    suffix = f"-{args.label}" if args.label else ""
+    name = f"similar-{commit[:10]}{suffix}"
+    (ROOT / "bench").mkdir(exist_ok=True)
+    (ROOT / "bench" / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (ROOT / "bench" / f"{name}.md").write_text(text)
+    if args.workdir is None and args.index is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
