@@ -224,13 +224,17 @@ class WebsocketServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _origin_allowed(self, origin: str | None) -> bool:
+    def _origin_allowed(self, origin: str | None, host_header: str | None) -> bool:
         if origin is None:
             return True
         if origin in self.config.allowed_origins:
             return True
-        host = urlsplit(origin).hostname
-        return host is not None and host in LOCAL_HOSTS
+        parts = urlsplit(origin)
+        if parts.hostname is not None and parts.hostname in LOCAL_HOSTS:
+            return True
+        # Same origin: a page this server served itself (/overlay opened over the LAN).
+        # A browser on another site sends its own origin, which cannot match our Host.
+        return host_header is not None and parts.scheme == "http" and parts.netloc == host_header
 
     def _token_ok(self, request: Request) -> bool:
         if self.config.token is None:
@@ -256,7 +260,7 @@ class WebsocketServer:
             return Response(http.HTTPStatus.OK.value, "OK", headers, body)
         if path != "/":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-        if not self._origin_allowed(request.headers.get("Origin")):
+        if not self._origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
             return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
         if not self._token_ok(request):
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or bad token\n")

@@ -50,6 +50,9 @@ SNR_DB_RANGE = (-5.0, 20.0)
 PRE_ROLL = SAMPLE_RATE_HZ // 2
 """Audio before the query window that a room's reverberation carries into it."""
 RIR_MAX_SAMPLES = SAMPLE_RATE_HZ * 3 // 4
+NEIGHBOUR_S = (1.0, 8.0)
+"""How far apart same-track crops are (see ``AudioBank.crops``): beyond the ±0.25 s
+a positive may be off, within the reach of repeated bars."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +79,9 @@ class TrainConfig:
     threads: int | None = None
     synthetic_tracks: int = 16
     rirs: int = 48
+    same_track_fraction: float = 0.5
+    init: Path | None = None
+    """A checkpoint to start from (its weights only; the schedule starts afresh)."""
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self) -> None:
@@ -88,6 +94,7 @@ class TrainConfig:
         doc = asdict(self)
         doc["corpus"] = None if self.corpus is None else str(self.corpus)
         doc["out_dir"] = str(self.out_dir)
+        doc["init"] = None if self.init is None else str(self.init)
         return doc
 
 
@@ -215,15 +222,33 @@ class AudioBank:
         self.weights = lengths / lengths.sum()
 
     def crops(
-        self, rng: np.random.Generator, n: int, length: int
+        self, rng: np.random.Generator, n: int, length: int, *, same_track_fraction: float = 0.0
     ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
-        """``n`` random crops ``[n, length]`` (zero-padded if a track is short) and track ids."""
+        """``n`` random crops ``[n, length]`` (zero-padded if a track is short) and track ids.
+
+        With ``same_track_fraction`` > 0, that share of the crops come in
+        pairs from one track, ``NEIGHBOUR_S`` apart: in a contrastive batch
+        they are each other's hardest negatives, which teaches the encoder
+        *where* in a track it is, not only which track.
+        """
         ids = rng.choice(len(self.tracks), size=n, p=self.weights)
-        out = np.zeros((n, length), dtype=np.float32)
+        starts = np.zeros(n, dtype=np.int64)
         for row, track_id in enumerate(ids):
             audio = self.tracks[int(track_id)].audio
-            start = int(rng.integers(0, max(1, audio.shape[0] - length)))
-            piece = audio[start : start + length]
+            starts[row] = int(rng.integers(0, max(1, audio.shape[0] - length)))
+        pairs = int(n * same_track_fraction) // 2
+        for row in range(pairs):
+            partner = n - 1 - row
+            ids[partner] = ids[row]
+            audio = self.tracks[int(ids[row])].audio
+            gap = int(rng.uniform(*NEIGHBOUR_S) * SAMPLE_RATE_HZ)
+            last = max(0, audio.shape[0] - length)
+            # Go the way there is room for (a clipped gap could fall within a positive's reach).
+            ahead = starts[row] + gap <= last and (starts[row] - gap < 0 or rng.random() < 0.5)
+            starts[partner] = int(np.clip(starts[row] + (gap if ahead else -gap), 0, last))
+        out = np.zeros((n, length), dtype=np.float32)
+        for row, track_id in enumerate(ids):
+            piece = self.tracks[int(track_id)].audio[starts[row] : starts[row] + length]
             out[row, : piece.shape[0]] = piece
         return out, ids.astype(np.int64)
 
@@ -258,7 +283,9 @@ class Augmenter:
     def pair(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(index_view [b, 64000], query_view [b, 64000], pitch_warp [b])``."""
         b = self.config.batch
-        source, _ = self.bank.crops(rng, b, self.source_length)
+        source, _ = self.bank.crops(
+            rng, b, self.source_length, same_track_fraction=self.config.same_track_fraction
+        )
         src = torch.from_numpy(source)
         centre = self.source_length // 2
         index_start = centre - WINDOW_SAMPLES // 2
@@ -576,7 +603,14 @@ def train(
         f" set-up {time.perf_counter() - started:.0f} s"
     )
 
-    model = EncoderNet(config.model, make_frontend(config.model)).to(device)
+    model = EncoderNet(config.model, make_frontend(config.model))
+    if config.init is not None:
+        start_from = torch.load(config.init, map_location="cpu", weights_only=False)
+        if ModelConfig(**start_from["model_config"]) != config.model:
+            raise ConfigError(f"{config.init} has another model shape than this run")
+        model.load_state_dict(start_from["model"])
+        log(f"train: starting from {config.init} (step {start_from['step']})")
+    model = model.to(device)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )

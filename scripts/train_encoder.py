@@ -43,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=ModelConfig.width)
     parser.add_argument("--synthetic-tracks", type=int, default=16)
     parser.add_argument("--rirs", type=int, default=48, help="simulated rooms in the bank")
+    parser.add_argument(
+        "--same-track-fraction",
+        type=float,
+        default=0.5,
+        help="share of the batch drawn in same-track pairs 1-8 s apart (hard negatives)",
+    )
+    parser.add_argument("--init", type=Path, default=None, help="checkpoint to start from")
     args = parser.parse_args(argv)
     config = TrainConfig(
         corpus=None if args.synthetic else args.corpus,
@@ -60,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         synthetic_tracks=args.synthetic_tracks,
         rirs=args.rirs,
+        same_track_fraction=args.same_track_fraction,
+        init=args.init,
         warmup_steps=min(100, max(1, args.steps // 10)),
         model=ModelConfig(dim=args.dim, width=args.width),
     )

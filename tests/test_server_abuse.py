@@ -287,3 +287,14 @@ def test_a_client_that_vanishes_mid_handshake_or_mid_stream_is_cleaned_up() -> N
             await still_served(srv)
 
     run(main())
+
+
+def test_the_served_overlay_is_its_own_allowed_origin_on_a_lan_address() -> None:
+    srv = WebsocketServer(config=ServerConfig(host="0.0.0.0", port=8765, token="t"))
+    lan = "192.168.1.20:8765"
+    assert srv._origin_allowed(f"http://{lan}", lan)  # /overlay opened over the LAN
+    assert not srv._origin_allowed(f"http://{lan}", "192.168.1.20:9999")
+    assert not srv._origin_allowed("http://evil.example", lan)
+    assert not srv._origin_allowed(f"https://{lan}", lan)  # we serve no https
+    assert not srv._origin_allowed("null", lan)
+    assert srv._origin_allowed(None, lan)

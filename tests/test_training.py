@@ -28,6 +28,7 @@ from synesthete.inference.torchscript import TorchScriptEncoder
 from synesthete.inference.training import (
     AudioBank,
     Augmenter,
+    Track,
     TrainConfig,
     nt_xent,
     synthetic_split,
@@ -173,3 +174,21 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
         env=env, capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     assert "encoder-smoke" in stats.stdout
+
+
+def test_same_track_crops_come_in_pairs_a_few_seconds_apart() -> None:
+    # Ramps: a crop's first sample tells where in its track it starts.
+    n = 30 * SAMPLE_RATE_HZ
+    tracks = [
+        Track(name=f"ramp{k}", audio=(np.arange(n) / n + k).astype(np.float32)) for k in range(3)
+    ]
+    bank = AudioBank(tracks)
+    crops, ids = bank.crops(np.random.default_rng(2), 8, WINDOW_SAMPLES, same_track_fraction=0.5)
+    assert crops.shape == (8, WINDOW_SAMPLES)
+    assert ids[0] == ids[7] and ids[1] == ids[6]
+    for a, b in ((0, 7), (1, 6)):
+        assert np.floor(crops[a, 0]) == np.floor(crops[b, 0]) == ids[a]  # same track
+        gap_s = abs(float(crops[a, 0] - crops[b, 0])) * n / SAMPLE_RATE_HZ
+        assert 0.99 <= gap_s <= 8.01, gap_s
+    plain, _ = bank.crops(np.random.default_rng(2), 8, WINDOW_SAMPLES)
+    assert plain.shape == (8, WINDOW_SAMPLES)
