@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import soxr
+from provenance import git_commit
 
 from synesthete.clients.evaluation import (
     MIX_COLUMNS,
@@ -102,16 +103,6 @@ FULL = Plan(
     conditions=tuple(CONDITIONS),
     latency_files=60,
 )
-
-
-def git_commit() -> tuple[str, bool]:
-    def run(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip()
-
-    commit = run("rev-parse", "HEAD") or "unknown"
-    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
-    return commit, dirty
 
 
 def load_manifest(corpus: Path) -> list[dict[str, Any]]:

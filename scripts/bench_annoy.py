@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,30 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from provenance import git_commit
 
 from synesthete.index.annoy_index import AnnoyCandidates, BruteForceCandidates, RowMap, build_annoy
 from synesthete.index.config import DEFAULT_ANNOY_SEED
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def git_commit() -> tuple[str, bool]:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain"],
-                cwd=REPO_ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "uncommitted", True
-    return head, dirty
 
 
 def unit(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

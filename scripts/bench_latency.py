@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from provenance import git_commit
 from websockets.asyncio.client import connect
 
 from synesthete.clients.app import open_engine
@@ -186,17 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(
         measure(index, path, args.seconds, args.threads, args.resample_quality, early)
     )
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = bool(
-        subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
+    commit, dirty = git_commit()
     doc = {
         "commit": commit,
         "dirty": dirty,

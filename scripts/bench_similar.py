@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from provenance import git_commit
 
 from synesthete.constants import (
     DEFAULT_INDEX_HOP_S,
@@ -85,16 +86,6 @@ class Track:
     """Manifest ids of the track itself and its tempo variants."""
     manifest_id: str
     duration_s: float
-
-
-def git_commit() -> tuple[str, bool]:
-    def run(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip()
-
-    commit = run("rev-parse", "HEAD") or "unknown"
-    dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
-    return commit, dirty
 
 
 def _norm(text: str | None) -> str | None:

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from provenance import git_commit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -376,21 +377,6 @@ def _raise_open_files(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
-def _commit() -> tuple[str, bool]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = bool(
-        subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    return commit or "unknown", dirty
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--worker":
@@ -443,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(runs[name], indent=2), flush=True)
     one, loaded = runs["one_client"], runs["loaded"]
     extra_p99_ms = round(loaded["healthy_delay_ms"]["p99"] - one["healthy_delay_ms"]["p99"], 2)
-    commit, dirty = _commit()
+    commit, dirty = git_commit()
+    commit = commit[:10]
     doc = {
         "commit": commit,
         "dirty": dirty,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import soxr
+from provenance import git_commit
 
 from synesthete.clients.app import open_engine
 from synesthete.index.builder import build_index
@@ -233,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     report["max_fp"] = args.max_fp
     report["calibration"] = calibration.to_dict()
     report["runtime_s"] = round(time.perf_counter() - began, 1)
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    commit, _ = git_commit()
     report["commit"] = commit
     report["model"] = encoder.name
     out = args.out or ROOT / "inference" / "models" / f"{encoder.name}.calibration.json"

@@ -14,25 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import git_commit
 
 from synesthete.inference.model import EncoderNet, ModelConfig, make_frontend
 from synesthete.inference.torchscript import save_scripted
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "inference" / "models"
-
-
-def _git_commit() -> str | None:
-    result = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    return result.stdout.strip() or None
 
 
 def _split_hash(train_config: dict[str, Any]) -> str | None:
@@ -77,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "kind": "trained",
         "dim": config.dim,
         "model": config.to_dict(),
-        "training_commit": _git_commit(),
+        "training_commit": git_commit()[0],
         "corpus_split_hash": _split_hash(train_config),
         "training": {
             "command": command_file.read_text().strip() if command_file.is_file() else None,

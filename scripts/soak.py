@@ -50,6 +50,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+from provenance import git_commit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -244,21 +245,6 @@ def summarize(
     }
 
 
-def _commit() -> tuple[str, bool]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = bool(
-        subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    return commit or "unknown", dirty
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -320,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         warmup_fraction=args.warmup_fraction,
         interval_s=args.interval_s,
     )
-    commit, dirty = _commit()
+    commit, dirty = git_commit()
+    commit = commit[:10]
     doc = {
         "commit": commit,
         "dirty": dirty,
