@@ -17,6 +17,7 @@ import dataclasses
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,11 +52,15 @@ class LiveConfig:
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
 
 
+LATENCY_HISTORY = 4096
+"""Per-window latencies kept in ``LiveStats`` (the newest; a session may run for days)."""
+
+
 @dataclass
 class LiveStats:
     windows: int = 0
     events: int = 0
-    latency_ms: list[float] = field(default_factory=list)
+    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_HISTORY))
 
 
 async def run_live(
