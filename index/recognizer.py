@@ -22,6 +22,7 @@ from synesthete.index.matcher import Matcher, MatcherConfig
 from synesthete.index.protocols import CandidateSource, CurveLibrary
 from synesthete.index.similar import TrackSummaries, check_distance
 from synesthete.inference.encoder import Encoder
+from synesthete.stream.guard import replace_nonfinite
 from synesthete.stream.resample import StreamResampler
 from synesthete.stream.windowing import Window, Windower
 
@@ -117,10 +118,8 @@ class Recognizer:
         return self._windower.latency_samples + self._resampler.latency_samples
 
     def push(self, chunk: npt.NDArray[np.float32]) -> list[Event]:
-        if not np.isfinite(chunk).all():
-            bad = ~np.isfinite(chunk)
-            self.nonfinite_samples += int(bad.sum())
-            chunk = np.where(bad, np.float32(0.0), chunk).astype(np.float32)
+        chunk, nonfinite = replace_nonfinite(chunk)
+        self.nonfinite_samples += nonfinite
         samples = self._resampler.push(chunk)
         windows = self._windower.push(samples)
         if self.early_windows:

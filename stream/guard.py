@@ -32,6 +32,20 @@ A loud master touches full scale on isolated peaks (well under 0.1 %); an
 input whose gain is too high sits there for runs of samples, every beat."""
 
 
+def replace_nonfinite(
+    chunk: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.float32], int]:
+    """``(chunk with NaN/inf replaced by 0, how many were)``; ``chunk`` is never changed.
+
+    An all-finite chunk is returned as is (no copy).
+    """
+    finite = np.isfinite(chunk)
+    if finite.all():
+        return chunk, 0
+    bad = int(chunk.size - np.count_nonzero(finite))
+    return np.where(finite, chunk, np.float32(0.0)).astype(np.float32, copy=False), bad
+
+
 class InputGuard:
     """Replaces non-finite samples by 0 and counts them and the clipped ones.
 
@@ -59,10 +73,8 @@ class InputGuard:
         sanitised copy of the same shape (the caller's array is never changed).
         """
         self.samples += int(chunk.size)
-        finite = np.isfinite(chunk)
-        if not finite.all():
-            self.nonfinite_samples += int(chunk.size - np.count_nonzero(finite))
-            chunk = np.where(finite, chunk, np.float32(0.0)).astype(np.float32, copy=False)
+        chunk, nonfinite = replace_nonfinite(chunk)
+        self.nonfinite_samples += nonfinite
         self.clipped_samples += int(np.count_nonzero(np.abs(chunk) >= self.clip_level))
         return chunk
 
