@@ -322,7 +322,7 @@ def babble_at_snr(
 # --------------------------------------------------------------------------- filters
 
 
-def _butterworth_gain(
+def butterworth_gain(
     freqs_hz: npt.NDArray[np.float64], band_hz: tuple[float, float], order: int
 ) -> npt.NDArray[np.float64]:
     """Magnitude of a Butterworth high-pass at band[0] times a low-pass at band[1]."""
@@ -355,7 +355,7 @@ def band_limit(
     pad = _next_pow2(n + rate // 4)  # room for the filter's ringing, no wrap-around
     freqs_hz = _rfft_freqs(pad, rate)
     top_hz = math.inf if high_hz >= rate / 2 else max(high_hz, 1e-3)
-    gain = _butterworth_gain(freqs_hz, (low_hz, top_hz), order)
+    gain = butterworth_gain(freqs_hz, (low_hz, top_hz), order)
     filtered = np.fft.irfft(np.fft.rfft(audio.astype(np.float64), pad) * gain, pad)
     return filtered[:n].astype(np.float32)
 

@@ -429,12 +429,9 @@ def _random_eq(freqs: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
 
 def _band(freqs: torch.Tensor, band_hz: tuple[float, float]) -> torch.Tensor:
-    """Fourth-order Butterworth band-pass magnitude."""
-    low, high = band_hz
-    f = freqs.clamp(min=1e-3)
-    high_pass = 1.0 / torch.sqrt(1.0 + (low / f) ** 8)
-    low_pass = 1.0 / torch.sqrt(1.0 + (f / high) ** 8)
-    return (high_pass * low_pass).to(torch.complex64)
+    """The benchmark's device band limit (``augment.butterworth_gain``) as a complex gain."""
+    gain = augment.butterworth_gain(freqs.double().numpy(), band_hz, augment.BAND_ORDER)
+    return torch.from_numpy(gain).to(torch.complex64)
 
 
 def room_bank(count: int, *, seed: int) -> list[npt.NDArray[np.float64]]:
