@@ -25,6 +25,7 @@ from synesthete.constants import (
     SOUNDS_LIKE_DISTANCES,
 )
 from synesthete.errors import ConfigError, SynestheteError
+from synesthete.index.config import DEFAULT_SPEED_VARIANTS, parse_speed_variants
 
 if TYPE_CHECKING:
     from synesthete.clients.app import Engine
@@ -75,6 +76,15 @@ def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default: 1 for identify/listen, where windows come one at a"
         " time; all cores for index builds, which batch)",
     )
+
+
+def _speed_variants_arg(text: str) -> tuple[float, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return parse_speed_variants(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _add_sounds_like_arg(parser: argparse.ArgumentParser, *, flag: str) -> None:
@@ -134,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
                 type=float,
                 default=DEFAULT_INDEX_HOP_S,
                 help=f"index window hop in seconds (default {DEFAULT_INDEX_HOP_S})",
+            )
+            sub.add_argument(
+                "--speed-variants",
+                type=_speed_variants_arg,
+                default=DEFAULT_SPEED_VARIANTS,
+                metavar="S,S,...",
+                help="also index every track played at these speeds, for DJ pitch faders and "
+                "key changes; 'none' for none (default "
+                f"{','.join(f'{x:g}' for x in DEFAULT_SPEED_VARIANTS)}: 3x the windows)",
             )
         sub.add_argument(
             "--report",
@@ -360,7 +379,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     try:
         with progress if progress is not None else contextlib.nullcontext():
             if args.index_command == "build":
-                config = IndexConfig(index_hop_s=args.index_hop)
+                config = IndexConfig(index_hop_s=args.index_hop, speed_variants=args.speed_variants)
                 report = builder.build_index(
                     args.index,
                     [Path(p) for p in args.paths],

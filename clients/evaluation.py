@@ -22,6 +22,7 @@ scores DJ mixes; ``markdown_table`` renders either.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ MatchOn = Literal["id", "path"]
 AT_SECONDS: tuple[float, ...] = (4.0, 6.0, 8.0, 12.0)
 """The stream times of acc@T."""
 OVERALL = "overall"
+
+SWITCH_TARGET_S = 6.0
+"""A track change should be named within this long after the new track dominates."""
 
 _EPS_S = 1e-6
 """Event times are rounded to the millisecond; compare with a hair of slack."""
@@ -298,6 +302,10 @@ class MixResult:
     segments_found: int
     segments_hit: int
     segment_fractions: tuple[float | None, ...]
+    switch_delays_s: tuple[float | None, ...] = ()
+    """Per transition: seconds from the crossfade's midpoint (where the incoming track
+    becomes the louder one) to the first ``now_playing`` naming it; None if it never was
+    named while it played."""
 
     @property
     def seconds_correct(self) -> float | None:
@@ -321,6 +329,7 @@ class MixResult:
             "segment_recall": self.segment_recall,
             "segments_hit": self.segments_hit,
             "segment_hit_rate": self.segment_hit_rate,
+            "switch_delays_s": list(self.switch_delays_s),
         }
 
 
@@ -372,6 +381,12 @@ def mix_metrics(
     when it is *hit*. A segment is *hit* when the answer equals its track at
     any sample within [start, end). Recall = found / segments; the hit rate
     is the looser "it was named at some point".
+
+    **Switch delay.** For each transition (segment i+1 starting before
+    segment i ends) the seconds from the crossfade's midpoint, where the
+    equal-power fade makes the incoming track the louder one, to the first
+    ``now_playing`` event that names the incoming track at or after its start
+    (negative: named before the midpoint; None: never named while it played).
     """
     checked = _check_segments(segments)
     if not (math.isfinite(step_s) and step_s > 0):
@@ -413,7 +428,19 @@ def mix_metrics(
         (f >= min_found_fraction - 1e-12) if f is not None else h
         for f, h in zip(fractions, hit, strict=True)
     )
+    switch_delays: list[float | None] = []
+    for (_, _, end_prev), (track, start, end) in itertools.pairwise(checked):
+        mid = 0.5 * (start + min(end_prev, end))
+        named = [
+            _event_t(event, index)
+            for index, event in enumerate(events)
+            if _event_type(event, index) == "now_playing"
+            and start - _EPS_S <= _event_t(event, index) < end
+            and answer_track(event, match_on=match_on) == track
+        ]
+        switch_delays.append(min(named) - mid if named else None)
     return MixResult(
+        switch_delays_s=tuple(switch_delays),
         scored_seconds=scored,
         correct_seconds=correct,
         segments=len(checked),
@@ -430,6 +457,8 @@ def summarize_mixes(results: Sequence[MixResult]) -> dict[str, Any]:
     found = sum(r.segments_found for r in results)
     hits = sum(r.segments_hit for r in results)
     correct = sum(r.correct_seconds for r in results)
+    delays = [d for r in results for d in r.switch_delays_s]
+    timed = sorted(d for d in delays if d is not None)
     return {
         "mixes": len(results),
         "scored_seconds": scored,
@@ -437,6 +466,13 @@ def summarize_mixes(results: Sequence[MixResult]) -> dict[str, Any]:
         "segments": segments,
         "segment_recall": found / segments if segments else None,
         "segment_hit_rate": hits / segments if segments else None,
+        "transitions": len(delays),
+        "switched_within_6s": (
+            sum(d <= SWITCH_TARGET_S for d in timed) / len(delays) if delays else None
+        ),
+        "switch_delay_median_s": _median(timed),
+        "switch_delay_p90_s": _percentile(timed, 90.0),
+        "switch_delay_max_s": timed[-1] if timed else None,
     }
 
 
@@ -480,6 +516,10 @@ MIX_COLUMNS: tuple[Column, ...] = (
     Column("segments", "segments", "count"),
     Column("segment_recall", "segment recall %"),
     Column("segment_hit_rate", "segment hit %"),
+    Column("transitions", "transitions", "count"),
+    Column("switched_within_6s", "switched ≤ 6 s %"),
+    Column("switch_delay_median_s", "switch median s", "seconds"),
+    Column("switch_delay_p90_s", "switch p90 s", "seconds"),
 )
 
 

@@ -1,9 +1,13 @@
 """Tracklists from event streams: segments, then txt / csv / cue / json renderings.
 
 A segment runs from when a track was first reported (minus the window that
-revealed it) to when another answer took over. Gaps between identified
-tracks become ``unknown`` segments; segments shorter than ``min_segment_s``
-that sit between two runs of the same track are merged away.
+revealed it) to when another answer took over. Segments shorter than
+``min_segment_s`` that sit between two runs of the same track are merged
+away. Gaps of at least ``min_segment_s`` become ``unknown`` segments;
+shorter ones (the seconds a DJ crossfade leaves between the outgoing track
+fading from the windows and the incoming one being named, or the first
+window's wait) go to the neighbouring track, so a mix's tracklist has one
+line per track.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def build_tracklist(events: list[Event], *, source: str, min_segment_s: float = 
     return Tracklist(
         source=source,
         duration_s=end_t,
-        segments=tuple(_fill_gaps(_merge(raw, min_segment_s), end_t)),
+        segments=tuple(_fill_gaps(_merge(raw, min_segment_s), end_t, absorb_s=min_segment_s)),
     )
 
 
@@ -140,16 +144,31 @@ def _merge(segments: list[Segment], min_segment_s: float) -> list[Segment]:
     return result
 
 
-def _fill_gaps(segments: list[Segment], end_s: float, *, min_gap_s: float = 1.0) -> list[Segment]:
+def _fill_gaps(segments: list[Segment], end_s: float, *, absorb_s: float) -> list[Segment]:
+    """Cover ``0..end_s``: gaps of ``absorb_s`` or more become unknown segments, shorter ones
+    extend the track before them (or, at the very start, the first track)."""
     filled: list[Segment] = []
     cursor = 0.0
     for segment in segments:
-        if segment.start_s - cursor >= min_gap_s:
+        gap = segment.start_s - cursor
+        if gap >= absorb_s:
             filled.append(Segment(start_s=cursor, end_s=segment.start_s, track=None))
-        filled.append(replace(segment, start_s=max(cursor, segment.start_s)) if filled else segment)
+        elif gap > 0 and filled:
+            filled[-1] = replace(filled[-1], end_s=segment.start_s)
+        if filled:
+            filled.append(replace(segment, start_s=max(cursor, segment.start_s)))
+        elif gap < absorb_s:
+            # The first answer waits for a full window: the track was already playing.
+            back = segment.start_s * segment.tempo_ratio
+            offset = None if segment.offset_s is None else max(0.0, segment.offset_s - back)
+            filled.append(replace(segment, start_s=0.0, offset_s=offset))
+        else:
+            filled.append(segment)
         cursor = segment.end_s
-    if end_s - cursor >= min_gap_s:
+    if end_s - cursor >= absorb_s:
         filled.append(Segment(start_s=cursor, end_s=end_s, track=None))
+    elif filled and end_s > cursor:
+        filled[-1] = replace(filled[-1], end_s=end_s)
     return filled
 
 

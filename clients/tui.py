@@ -124,6 +124,8 @@ def render(snapshot: LiveSnapshot) -> RenderableType:
         table.add_row("position", position)
         if abs(now.tempo_ratio - 1.0) > 0.005:
             table.add_row("tempo", f"{(now.tempo_ratio - 1.0) * 100:+.1f} %")
+        if now.state == "mixing":
+            table.add_row("state", Text("mixing: fading out, next track not yet clear", "yellow"))
         body = table
     panels: list[RenderableType] = [Panel(body, title="now playing", border_style="cyan")]
 

@@ -162,6 +162,8 @@ def describe(payload: dict[str, Any]) -> str:
         tempo = _number(payload.get("tempo_ratio"), 1.0)
         if abs(tempo - 1.0) > 0.005:
             line += f"  tempo {(tempo - 1.0) * 100:+.1f}%"
+        if payload.get("state") == "mixing":
+            line += "  (mixing)"
         return line
     if kind == "unknown":
         return f"{stamp}  ■ unknown ({payload.get('reason', 'no_match')})"

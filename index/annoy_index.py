@@ -2,7 +2,7 @@
 
 Both implement ``protocols.CandidateSource``. Rows are the rows of the
 generation's ``windows.npy`` (Annoy item i == row i); ``RowMap`` turns rows
-into (track id, window index) pairs.
+into (track id, window index, speed variant).
 
 Annoy's angular distance is ``sqrt(2 - 2 cos)``, which is exactly the
 Euclidean distance between the unit vectors, the scale ``Neighbor.distance``
@@ -28,11 +28,12 @@ ANNOY_METRIC: Final = "angular"
 
 
 class RowMap:
-    """Vectorised row -> (track id, window index) lookup over concatenated curves.
+    """Vectorised row -> (track id, window index, speed variant) lookup over concatenated curves.
 
-    ``track_ids``, ``window_start`` and ``window_count`` are ``[T]`` with
-    ``window_start`` strictly increasing and contiguous (each track's rows
-    follow the previous track's).
+    One entry per curve: ``track_ids``, ``window_start``, ``window_count`` and
+    ``variants`` are ``[C]`` with ``window_start`` strictly increasing and
+    contiguous (each curve's rows follow the previous curve's). ``variants``
+    (default all 0) says which speed variant of its track a curve is.
     """
 
     def __init__(
@@ -41,8 +42,11 @@ class RowMap:
         track_ids: npt.NDArray[np.int64],
         window_start: npt.NDArray[np.int64],
         window_count: npt.NDArray[np.int64],
+        variants: npt.NDArray[np.int64] | None = None,
     ) -> None:
-        if not (track_ids.shape == window_start.shape == window_count.shape):
+        if variants is None:
+            variants = np.zeros_like(track_ids)
+        if not (track_ids.shape == window_start.shape == window_count.shape == variants.shape):
             raise LibraryError("row map arrays differ in length")
         if track_ids.ndim != 1:
             raise LibraryError("row map arrays must be one-dimensional")
@@ -54,15 +58,18 @@ class RowMap:
         self.track_ids = np.ascontiguousarray(track_ids, dtype=np.int64)
         self.window_start = np.ascontiguousarray(window_start, dtype=np.int64)
         self.window_count = np.ascontiguousarray(window_count, dtype=np.int64)
+        self.variants = np.ascontiguousarray(variants, dtype=np.int64)
         self.n_rows = int(self.window_count.sum())
 
-    def lookup(self, rows: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """``rows`` ``[n]`` -> (track ids ``[n]``, window indices ``[n]``)."""
+    def lookup(
+        self, rows: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """``rows [n]`` -> (track ids, window indices within their curve, variants), each [n]."""
         flat = np.asarray(rows, dtype=np.int64)
         if flat.size and (flat.min() < 0 or flat.max() >= self.n_rows):
             raise LibraryError(f"row out of range 0..{self.n_rows - 1}")
         slot = np.searchsorted(self.window_start, flat, side="right") - 1
-        return self.track_ids[slot], flat - self.window_start[slot]
+        return self.track_ids[slot], flat - self.window_start[slot], self.variants[slot]
 
 
 def _to_neighbors(
@@ -70,11 +77,11 @@ def _to_neighbors(
     rows: npt.NDArray[np.int64],
     distances: npt.NDArray[np.float32] | npt.NDArray[np.float64],
 ) -> list[Neighbor]:
-    track_ids, window_indices = row_map.lookup(rows)
+    track_ids, window_indices, variants = row_map.lookup(rows)
     clipped = np.clip(distances, 0.0, 2.0)
     return [
-        Neighbor(int(t), int(w), float(d))
-        for t, w, d in zip(track_ids, window_indices, clipped, strict=True)
+        Neighbor(int(t), int(w), float(d), int(v))
+        for t, w, d, v in zip(track_ids, window_indices, clipped, variants, strict=True)
     ]
 
 

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+import soxr
 
 from synesthete.constants import (
     MAX_INDEX_HOP_S,
@@ -51,11 +52,21 @@ from .store import (
 from .tags import read_tags
 
 FileStatus = Literal["indexed", "updated", "unchanged", "skipped"]
+_Embedded = tuple[TrackRecord, npt.NDArray[np.float32], list[npt.NDArray[np.float32]]]
 _UNIT_NORM_TOLERANCE = 1e-3
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # Meta keys the writer sets itself; everything else is carried from generation to generation.
 _WRITER_META_KEYS = frozenset(
-    {"format_version", "dim", "n_trees", "seed", "n_tracks", "n_windows", "created"}
+    {
+        "format_version",
+        "dim",
+        "n_trees",
+        "seed",
+        "n_tracks",
+        "n_windows",
+        "speed_variants",
+        "created",
+    }
 )
 
 
@@ -177,7 +188,9 @@ def build_index(
     files = _scan(paths, report)
     if progress is not None:
         progress.on_start(len(files))
-    with GenerationWriter(index_dir=root, dim=encoder.dim) as writer:
+    with GenerationWriter(
+        index_dir=root, dim=encoder.dim, speed_variants=config.speed_variants
+    ) as writer:
         by_hash: dict[str, str] = {}
         next_id = 1
         for path in files:
@@ -236,12 +249,18 @@ def add_to_index(
     files = _scan(paths, report)
     if progress is not None:
         progress.on_start(len(files))
-    with GenerationWriter(index_dir=root, dim=encoder.dim) as writer, Library.open(root) as lib:
+    with Library.open(root) as probe:
+        speed_variants = probe.speeds[1:]
+    with (
+        GenerationWriter(index_dir=root, dim=encoder.dim, speed_variants=speed_variants) as writer,
+        Library.open(root) as lib,
+    ):
         if lib.encoder_name != encoder.name or lib.dim != encoder.dim:
             raise LibraryError(
                 f"{root}: index was built with encoder {lib.encoder_name!r} (dim {lib.dim}), "
                 f"not {encoder.name!r} (dim {encoder.dim}); rebuild it with 'index build'"
             )
+        _check_same_speeds(lib, writer)
         effective = _stored_config(lib, config)
         existing = {r.path: r for r in lib.records()}
         by_hash = {r.content_hash: r.path for r in existing.values()}
@@ -262,7 +281,7 @@ def add_to_index(
                 changed.add(record.path)
 
         # Changed tracks are re-embedded first; a failure keeps the stored version.
-        updated: dict[str, tuple[TrackRecord, npt.NDArray[np.float32]]] = {}
+        updated: dict[str, _Embedded] = {}
         for path_text in sorted(changed):
             path = Path(path_text)
             old = existing[path_text]
@@ -285,11 +304,11 @@ def add_to_index(
 
         for record in sorted(lib.records(), key=lambda r: r.window_start):
             if record.path in updated:
-                new_record, windows = updated[record.path]
-                placed = writer.add_track(new_record, windows)
+                new_record, windows, variants = updated[record.path]
+                placed = writer.add_track(new_record, windows, variants)
                 _count(report, placed, status="updated")
             else:
-                writer.add_track(record, lib.curve(record.id))
+                writer.add_track(record, lib.curve(record.id), lib.variant_curves(record.id))
 
         # Ids of removed tracks are never handed out again (the store keeps the high-water mark).
         next_id = max([lib.last_track_id, *(r.id for r in existing.values())]) + 1
@@ -342,8 +361,12 @@ def remove_from_index(
     root = Path(index_dir)
     report = BuildReport(action="remove", index_dir=str(root))
     with Library.open(root) as probe:
-        dim = probe.dim
-    with GenerationWriter(index_dir=root, dim=dim) as writer, Library.open(root) as lib:
+        dim, speed_variants = probe.dim, probe.speeds[1:]
+    with (
+        GenerationWriter(index_dir=root, dim=dim, speed_variants=speed_variants) as writer,
+        Library.open(root) as lib,
+    ):
+        _check_same_speeds(lib, writer)
         doomed: set[int] = set()
         records = lib.records()
         for target in targets:
@@ -365,7 +388,7 @@ def remove_from_index(
                 if record.id in doomed:
                     report.removed.append({"id": record.id, "path": record.path})
                 else:
-                    writer.add_track(record, lib.curve(record.id))
+                    writer.add_track(record, lib.curve(record.id), lib.variant_curves(record.id))
             report.removed.sort(key=lambda item: int(item["id"]))
             meta = _carried_meta(lib)
             n_trees, seed = lib.n_trees, lib.seed
@@ -396,6 +419,7 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
             "encoder_name": lib.encoder_name,
             "dim": lib.dim,
             "index_hop_s": lib.index_hop_s,
+            "speed_variants": list(lib.speeds[1:]),
             "n_trees": lib.n_trees,
             "seed": lib.seed,
             "created": lib.meta.get("created"),
@@ -435,12 +459,21 @@ def _carried_meta(lib: Library) -> dict[str, str]:
     return meta
 
 
+def _check_same_speeds(lib: Library, writer: GenerationWriter) -> None:
+    if lib.speeds[1:] != writer.speed_variants:
+        raise LibraryError(
+            f"{lib.index_dir}: the index was rebuilt with other speed variants while this "
+            "command waited for it; run the command again"
+        )
+
+
 def _stored_config(lib: Library, config: IndexConfig | None) -> IndexConfig:
     base = config if config is not None else IndexConfig()
     return IndexConfig(
         index_hop_s=lib.index_hop_s,
         n_trees=lib.n_trees,
         seed=lib.seed,
+        speed_variants=lib.speeds[1:],
         batch_windows=base.batch_windows,
         search_k_factor=base.search_k_factor,
         min_duration_s=base.min_duration_s,
@@ -477,7 +510,7 @@ def _count(
         )
     )
     report.audio_s += record.duration_s
-    report.windows += record.window_count
+    report.windows += record.window_count + sum(n for _, n in record.variant_slices)
 
 
 def _add_new_file(
@@ -515,8 +548,8 @@ def _add_new_file(
     if isinstance(result, str):
         report.skipped.append((str(path), result))
         return "skipped"
-    record, windows = result
-    placed = writer.add_track(record, windows)
+    record, windows, variants = result
+    placed = writer.add_track(record, windows, variants)
     by_hash[content_hash] = str(path)
     _count(report, placed, status="added")
     return "indexed"
@@ -531,12 +564,14 @@ def _embed_track(
     encoder: Encoder,
     config: IndexConfig,
     progress: ProgressCallback | None,
-) -> tuple[TrackRecord, npt.NDArray[np.float32]] | str:
-    """Decode and embed one file: (record, ``[M, D]`` windows), or the reason it was skipped."""
+) -> _Embedded | str:
+    """Decode and embed one file: (record, ``[M, D]`` windows, speed-variant curves), or the
+    reason it was skipped."""
     try:
-        windows, duration_s = _embed_file(path, encoder=encoder, config=config, progress=progress)
+        curves, duration_s = _embed_curves(path, encoder=encoder, config=config, progress=progress)
     except AudioFormatError as err:
         return _reason(err, path)
+    windows, variants = curves[0], curves[1:]
     if windows.shape[0] == 0:
         return f"too short ({duration_s:.2f} s; one {WINDOW_S:g} s window needed)"
     title, artist, album = read_tags(path)
@@ -552,51 +587,116 @@ def _embed_track(
         window_count=int(windows.shape[0]),
         added=added,
     )
-    return record, windows
+    return record, windows, variants
 
 
-def _embed_file(
+class _CurveEmbedder:
+    """Windows one stream of 16 kHz blocks at the index hop and embeds them in batches.
+
+    With ``speed != 1`` the blocks are first played at that speed (soxr,
+    streaming: 16 kHz in, read as ``16 kHz / speed``), as a turntable would.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: Encoder,
+        config: IndexConfig,
+        speed: float,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self._encoder = encoder
+        self._progress = progress
+        self._windower = Windower(
+            hop_s=config.index_hop_s, min_hop_s=MIN_INDEX_HOP_S, max_hop_s=MAX_INDEX_HOP_S
+        )
+        self._resampler = (
+            None
+            if speed == 1.0
+            else soxr.ResampleStream(
+                SAMPLE_RATE_HZ, SAMPLE_RATE_HZ / speed, 1, dtype="float32", quality="HQ"
+            )
+        )
+        self._batch = np.empty(
+            (config.batch_windows, self._windower.window_samples), dtype=np.float32
+        )
+        self._filled = 0
+        self._chunks: list[npt.NDArray[np.float32]] = []
+        self._head: list[npt.NDArray[np.float32]] | None = []
+        """Audio before the first window, kept in case no full window ever comes."""
+
+    def push(self, block: npt.NDArray[np.float32], *, last: bool = False) -> None:
+        if self._resampler is not None:
+            block = self._resampler.resample_chunk(block, last=last)
+        if self._head is not None:
+            self._head.append(block.copy())
+        for window in self._windower.push(block):
+            self._head = None
+            self._batch[self._filled] = window.samples
+            self._filled += 1
+            if self._filled == self._batch.shape[0]:
+                self._chunks.append(_embed_batch(self._encoder, self._batch, self._progress))
+                self._filled = 0
+
+    def finish(self) -> npt.NDArray[np.float32]:
+        self.push(np.zeros(0, dtype=np.float32), last=True)
+        if self._head is not None and self._resampler is not None:
+            # A track just over one window is under one window at a faster speed:
+            # its variant gets the one window it has, zero-padded at the end.
+            audio = np.concatenate([np.zeros(0, np.float32), *self._head])
+            if audio.size:
+                window = np.zeros(self._batch.shape[1], dtype=np.float32)
+                window[: min(audio.size, window.size)] = audio[: window.size]
+                self._batch[self._filled] = window
+                self._filled += 1
+        if self._filled:
+            self._chunks.append(
+                _embed_batch(self._encoder, self._batch[: self._filled], self._progress)
+            )
+            self._filled = 0
+        self._windower.flush()
+        if not self._chunks:
+            return np.zeros((0, self._encoder.dim), dtype=np.float32)
+        return np.concatenate(self._chunks)
+
+
+def _embed_curves(
     path: Path,
     *,
     encoder: Encoder,
     config: IndexConfig,
     progress: ProgressCallback | None,
-) -> tuple[npt.NDArray[np.float32], float]:
-    """``[M, D]`` embeddings of every full window of the file at the index hop, and its length."""
-    windower = Windower(
-        hop_s=config.index_hop_s, min_hop_s=MIN_INDEX_HOP_S, max_hop_s=MAX_INDEX_HOP_S
-    )
-    batch = np.empty((config.batch_windows, windower.window_samples), dtype=np.float32)
-    filled = 0
-    chunks: list[npt.NDArray[np.float32]] = []
+) -> tuple[list[npt.NDArray[np.float32]], float]:
+    """``[M_k, D]`` embeddings of every full window at the index hop, as recorded and at each
+    speed variant (one decode pass), and the file's length in seconds."""
+    embedders = [
+        _CurveEmbedder(encoder=encoder, config=config, speed=speed, progress=progress)
+        for speed in (1.0, *config.speed_variants)
+    ]
     total_samples = 0
     for block in decode_mono_16k_blocks(
         path, min_duration_s=config.min_duration_s, silence_dbfs=config.silence_dbfs
     ):
         total_samples += block.shape[0]
-        for window in windower.push(block):
-            batch[filled] = window.samples
-            filled += 1
-            if filled == config.batch_windows:
-                chunks.append(_embed_batch(encoder, batch, progress))
-                filled = 0
-    if filled:
-        chunks.append(_embed_batch(encoder, batch[:filled], progress))
-    windower.flush()
-    if not chunks:
-        return np.zeros((0, encoder.dim), dtype=np.float32), total_samples / SAMPLE_RATE_HZ
-    return np.concatenate(chunks), total_samples / SAMPLE_RATE_HZ
+        for embedder in embedders:
+            embedder.push(block)
+    return [e.finish() for e in embedders], total_samples / SAMPLE_RATE_HZ
 
 
 def embed_file(
     path: str | os.PathLike[str], *, encoder: Encoder, index_hop_s: float
 ) -> tuple[npt.NDArray[np.float32], float]:
     """``[M, D]`` embeddings of a file's full windows at ``index_hop_s``, as an index holds
-    them, and its duration in seconds. ``AudioFormatError`` for a file that does not decode."""
+    them (variant 0), and its duration in seconds. ``AudioFormatError`` for a file that does
+    not decode."""
     _check_encoder(encoder)
-    return _embed_file(
-        Path(path), encoder=encoder, config=IndexConfig(index_hop_s=index_hop_s), progress=None
+    curves, duration_s = _embed_curves(
+        Path(path),
+        encoder=encoder,
+        config=IndexConfig(index_hop_s=index_hop_s, speed_variants=()),
+        progress=None,
     )
+    return curves[0], duration_s
 
 
 def _embed_batch(

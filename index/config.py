@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from synesthete.constants import (
@@ -23,28 +25,84 @@ keeps recall@10 against brute force >= 0.994 in every scenario at about
 cost 25 % more disk and 50 % more build time for no measurable gain.
 """
 
+DEFAULT_SPEED_VARIANTS: tuple[float, ...] = (0.94, 1.06)
+"""Playback speeds at which every track is also indexed (besides 1.0).
+
+A turntable's pitch fader moves tempo and pitch together by up to ±8 %, and
+a 1-semitone key change is a 5.9 % frequency shift; the encoder's windows
+drift apart under both. Copies at 0.94 and 1.06 leave at most about 2-3 %
+between any played speed in 0.92..1.08 and the nearest stored curve. Chosen
+on the val split (see docs/dj.md); costs 3x the windows of an index
+without variants.
+"""
+MIN_SPEED_VARIANT = 0.8
+MAX_SPEED_VARIANT = 1.25
+MAX_SPEED_VARIANTS = 8
+
 DEFAULT_ANNOY_SEED = 20261122
 DEFAULT_SILENCE_DBFS = -60.0
+
+
+def check_speed_variants(values: Sequence[float]) -> tuple[float, ...]:
+    """Validated speed variants: finite, within 0.8..1.25, not 1.0, distinct; sorted."""
+    speeds: list[float] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"speed variant must be a number, got {value!r}")
+        speed = float(value)
+        if not (math.isfinite(speed) and MIN_SPEED_VARIANT <= speed <= MAX_SPEED_VARIANT):
+            raise ConfigError(
+                f"speed variant must be within {MIN_SPEED_VARIANT}..{MAX_SPEED_VARIANT}, "
+                f"got {value!r}"
+            )
+        if abs(speed - 1.0) < 1e-3 or any(abs(speed - s) < 1e-3 for s in speeds):
+            raise ConfigError(
+                f"speed variants must differ from 1.0 and from each other, got {list(values)!r}"
+            )
+        speeds.append(speed)
+    if len(speeds) > MAX_SPEED_VARIANTS:
+        raise ConfigError(f"at most {MAX_SPEED_VARIANTS} speed variants, got {len(speeds)}")
+    return tuple(sorted(speeds))
+
+
+def parse_speed_variants(text: str) -> tuple[float, ...]:
+    """Speed variants from a comma list (``"0.94,1.06"``, ``""`` for none) or the JSON list
+    an index stores (``"[0.94, 1.06]"``)."""
+    body = text.strip()
+    if body.startswith("["):
+        body = body[1:-1] if body.endswith("]") else body
+    parts = [p.strip() for p in body.split(",") if p.strip()]
+    values: list[float] = []
+    for part in parts:
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise ConfigError(
+                f"speed variants must be numbers like 0.94,1.06, got {text!r}"
+            ) from None
+    return check_speed_variants(values)
 
 
 @dataclass(frozen=True, kw_only=True)
 class IndexConfig:
     """How ``synesthete index build|add`` turns audio files into an index.
 
-    ``index_hop_s``, ``n_trees`` and ``seed`` are written into the index and
-    fixed for its lifetime: ``add`` reuses the stored values, so existing and
+    ``index_hop_s``, ``n_trees``, ``seed`` and ``speed_variants`` are written
+    into the index and fixed for its lifetime: ``add`` reuses the stored values, so existing and
     new windows stay on the same grid.
     """
 
     index_hop_s: float = DEFAULT_INDEX_HOP_S
     n_trees: int = DEFAULT_N_TREES
     seed: int = DEFAULT_ANNOY_SEED
+    speed_variants: tuple[float, ...] = DEFAULT_SPEED_VARIANTS
     batch_windows: int = 64
     search_k_factor: int = DEFAULT_SEARCH_K_FACTOR
     min_duration_s: float = WINDOW_S
     silence_dbfs: float = DEFAULT_SILENCE_DBFS
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "speed_variants", check_speed_variants(self.speed_variants))
         # A tiny tolerance so 0.5 typed as 0.5000001 by a TOML float still passes.
         if not (MIN_INDEX_HOP_S - 1e-9 <= self.index_hop_s <= MAX_INDEX_HOP_S + 1e-9):
             raise ConfigError(

@@ -250,6 +250,7 @@ class MatcherConfig:
     on_threshold: float = 0.5
     off_threshold: float = 0.35
     lost_windows: int = 2
+    mix_hold_windows: int = 4
     switch_windows: int = 2
     report_candidates: int = 5
     calibration: Calibration = field(default_factory=Calibration)
@@ -285,6 +286,7 @@ class MatcherConfig:
                 f"got off={off}, on={on}"
             )
         _require_int("lost_windows", self.lost_windows, minimum=1)
+        _require_int("mix_hold_windows", self.mix_hold_windows, minimum=0)
         _require_int("switch_windows", self.switch_windows, minimum=1)
         _require_int("report_candidates", self.report_candidates, minimum=0)
         if not isinstance(self.calibration, Calibration):
@@ -577,7 +579,8 @@ class _Score:
 
 
 class _Candidate:
-    """One candidate track: its curve, the distance rows of the recent live windows, EMA state.
+    """One candidate curve (a track at one speed variant): the curve, the distance rows of
+    the recent live windows, EMA state.
 
     ``rows [H, M]``, ``row_min [H]`` and ``ema_steps [H, M]`` hold the last
     ``n_rows`` live windows, oldest first. ``ema_steps[i, j]`` is the step the
@@ -595,13 +598,17 @@ class _Candidate:
         "row_min",
         "rows",
         "score",
+        "speed",
         "track_id",
+        "variant",
     )
 
     def __init__(
         self,
         *,
         track_id: int,
+        variant: int,
+        speed: float,
         curve: npt.NDArray[np.floating],
         info: TrackInfo,
         horizon_windows: int,
@@ -609,6 +616,8 @@ class _Candidate:
     ) -> None:
         m = curve.shape[0]
         self.track_id = track_id
+        self.variant = variant
+        self.speed = speed
         self.curve = curve
         self.info = info
         self.rows = np.empty((horizon_windows, m), dtype=np.float64)
@@ -682,7 +691,11 @@ class Matcher:
       ``on_threshold`` and has a smaller Fréchet distance for
       ``switch_windows`` consecutive windows, or at once if the current track
       is below ``off_threshold``. Otherwise, after ``lost_windows`` consecutive
-      windows below ``off_threshold``, emit ``Unknown(reason="lost")``.
+      windows below ``off_threshold``, emit the track once more with
+      ``state="mixing"`` and hold it for up to ``mix_hold_windows`` further
+      windows, then emit ``Unknown(reason="lost")``. In a DJ crossfade the
+      outgoing track fades out of the windows before the incoming one is
+      clear of it; the hold bridges that stretch instead of reporting a gap.
     * Two ``Unknown`` events never follow each other.
     """
 
@@ -701,7 +714,12 @@ class Matcher:
         self._recent: deque[npt.NDArray[np.float32]] = deque(maxlen=config.horizon_windows)
         self._dim: int | None = None
         self._n_windows = 0
-        self._candidates: dict[int, _Candidate] = {}
+        self._speeds = tuple(float(x) for x in library.speeds)
+        if not self._speeds or self._speeds[0] != 1.0:
+            raise LibraryError(f"library speeds must start with 1.0, got {self._speeds!r}")
+        # Keyed by (track id, speed variant); ``_best`` holds each track's best variant.
+        self._candidates: dict[tuple[int, int], _Candidate] = {}
+        self._best: dict[int, _Candidate] = {}
         self._ranked: list[CandidateScore] = []
         self._features: list[DecisionFeatures] = []
         self._current_id: int | None = None
@@ -728,6 +746,7 @@ class Matcher:
         self._dim = None
         self._n_windows = 0
         self._candidates.clear()
+        self._best = {}
         self._ranked = []
         self._features = []
         self._current_id = None
@@ -771,17 +790,18 @@ class Matcher:
             self._push_row(cand, _distance_row(q, cand.curve))
 
         for neighbor in neighbors:
-            seen = self._candidates.get(neighbor.track_id)
+            key = (neighbor.track_id, neighbor.variant)
+            seen = self._candidates.get(key)
             if seen is None:
-                seen = self._add_candidate(neighbor.track_id, window=window)
+                seen = self._add_candidate(key, window=window)
             seen.last_seen = window
 
-        for track_id in [
-            tid
-            for tid, cand in self._candidates.items()
-            if window - cand.last_seen > cfg.candidate_ttl_windows and tid != self._current_id
+        for key in [
+            k
+            for k, cand in self._candidates.items()
+            if window - cand.last_seen > cfg.candidate_ttl_windows and k[0] != self._current_id
         ]:
-            del self._candidates[track_id]
+            del self._candidates[key]
 
         for cand in self._candidates.values():
             cand.score = self._score(cand)
@@ -818,14 +838,22 @@ class Matcher:
         ema = (self._s_lo, self._s_hi, cfg.ema_decay) if cfg.frechet_mode == "ema" else None
         cand.push_row(row, ema=ema)
 
-    def _add_candidate(self, track_id: int, *, window: int) -> _Candidate:
-        curve = np.asarray(self._library.curve(track_id))
+    def _add_candidate(self, key: tuple[int, int], *, window: int) -> _Candidate:
+        track_id, variant = key
+        if not 0 <= variant < len(self._speeds):
+            raise LibraryError(
+                f"neighbor names speed variant {variant} of track {track_id}; "
+                f"the library has {len(self._speeds) - 1}"
+            )
+        curve = np.asarray(self._library.curve(track_id, variant))
         if curve.ndim != 2 or curve.shape[0] == 0 or curve.shape[1] != self._dim:
             raise LibraryError(
                 f"curve of track {track_id} has shape {curve.shape}, expected [M, {self._dim}]"
             )
         cand = _Candidate(
             track_id=track_id,
+            variant=variant,
+            speed=self._speeds[variant],
             curve=curve,
             info=self._library.info(track_id),
             horizon_windows=self._config.horizon_windows,
@@ -834,7 +862,7 @@ class Matcher:
         # A late candidate is scored over the whole stored horizon at once.
         for row in _distance_rows(list(self._recent), curve):
             self._push_row(cand, row)
-        self._candidates[track_id] = cand
+        self._candidates[key] = cand
         return cand
 
     def _score(self, cand: _Candidate) -> _Score:
@@ -851,7 +879,10 @@ class Matcher:
                 index_hop_s=cfg.index_hop_s,
             )
             return _Score(
-                frechet=float(cand.ema_f[end]), end_index=end, min_p2p=min_p2p, tempo_ratio=tempo
+                frechet=float(cand.ema_f[end]),
+                end_index=end,
+                min_p2p=min_p2p,
+                tempo_ratio=tempo * cand.speed,
             )
         f, g, steps = _stepped_dp(rows, s_lo=self._s_lo, s_hi=self._s_hi)
         end = _best_end(f, g)
@@ -861,7 +892,7 @@ class Matcher:
                 frechet=math.inf,
                 end_index=int(rows[-1].argmin()),
                 min_p2p=min_p2p,
-                tempo_ratio=1.0,
+                tempo_ratio=cand.speed,
             )
         tempo = refined_tempo_ratio(
             rows,
@@ -869,17 +900,20 @@ class Matcher:
             live_hop_s=cfg.live_hop_s,
             index_hop_s=cfg.index_hop_s,
         )
-        return _Score(frechet=float(f[end]), end_index=end, min_p2p=min_p2p, tempo_ratio=tempo)
+        return _Score(
+            frechet=float(f[end]), end_index=end, min_p2p=min_p2p, tempo_ratio=tempo * cand.speed
+        )
 
     def _prune(self) -> None:
+        """Keep the curves of the ``max_candidates`` best tracks (the current one first)."""
         cap = self._config.max_candidates
-        if len(self._candidates) <= cap:
+        best: dict[int, float] = {}
+        for c in self._candidates.values():
+            best[c.track_id] = min(best.get(c.track_id, math.inf), c.score.frechet)
+        if len(best) <= cap:
             return
-        order = sorted(
-            self._candidates.values(),
-            key=lambda c: (c.track_id != self._current_id, c.score.frechet, c.track_id),
-        )
-        self._candidates = {c.track_id: c for c in order[:cap]}
+        kept = set(sorted(best, key=lambda tid: (tid != self._current_id, best[tid], tid))[:cap])
+        self._candidates = {k: c for k, c in self._candidates.items() if k[0] in kept}
 
     def recent_embeddings(self) -> npt.NDArray[np.float32]:
         """The live windows the matcher holds (the horizon), ``[n, D]``, oldest first."""
@@ -892,15 +926,20 @@ class Matcher:
         return list(self._features)
 
     def _rank(self, runner_up: float | None) -> None:
+        """Confidence of each track's best speed variant; margins are taken between tracks
+        (a track's other variants are not its rivals)."""
         cfg = self._config
         n_windows = len(self._recent)
         self._features = []
+        self._best = {}
+        for c in sorted(self._candidates.values(), key=lambda c: (c.score.frechet, c.variant)):
+            self._best.setdefault(c.track_id, c)
         finite = sorted(
             (c.score.frechet, c.track_id)
-            for c in self._candidates.values()
+            for c in self._best.values()
             if math.isfinite(c.score.frechet)
         )
-        for cand in self._candidates.values():
+        for cand in self._best.values():
             own = cand.score.frechet
             others = [f for f, tid in finite[:2] if tid != cand.track_id]
             if others:
@@ -930,7 +969,7 @@ class Matcher:
                 confidence=conf,
             )
         ordered = sorted(
-            self._candidates.values(),
+            self._best.values(),
             key=lambda c: (-c.score.confidence, c.score.frechet, c.track_id),
         )
         self._ranked = [
@@ -938,25 +977,29 @@ class Matcher:
                 track=c.info,
                 frechet=c.score.frechet,
                 min_p2p=c.score.min_p2p,
-                offset_s=self._offset_s(c.score),
+                offset_s=self._offset_s(c),
                 confidence=c.score.confidence,
             )
             for c in ordered
             if math.isfinite(c.score.frechet)
         ]
 
-    def _offset_s(self, score: _Score) -> float:
-        """Track seconds at the end of the live window."""
-        return score.end_index * self._config.index_hop_s + self._config.window_s
+    def _offset_s(self, cand: _Candidate) -> float:
+        """Track seconds at the end of the live window (a variant's curve runs ``speed``
+        times faster than the track: its window j spans track seconds ``speed * (j * hop
+        .. j * hop + window)``)."""
+        end = cand.score.end_index * self._config.index_hop_s + self._config.window_s
+        return end * cand.speed
 
     # ----------------------------------------------------------------- decisions
 
-    def _now_playing(self, cand: _Candidate, t: float) -> NowPlaying:
+    def _now_playing(self, cand: _Candidate, t: float, *, state: str = "playing") -> NowPlaying:
         event = NowPlaying(
+            state=state,
             file=self._stream,
             t=t,
             track=cand.info,
-            offset_s=self._offset_s(cand.score),
+            offset_s=self._offset_s(cand),
             confidence=cand.score.confidence,
             tempo_ratio=cand.score.tempo_ratio,
         )
@@ -985,7 +1028,7 @@ class Matcher:
     def _decide(self, t: float) -> Event | None:
         cfg = self._config
         by_confidence = sorted(
-            self._candidates.values(),
+            self._best.values(),
             key=lambda c: (-c.score.confidence, c.score.frechet, c.track_id),
         )
         if self._current_id is None:
@@ -995,7 +1038,7 @@ class Matcher:
                 return self._unknown("no_match", t)
             return None
 
-        current = self._candidates[self._current_id]
+        current = self._best[self._current_id]
         low = current.score.confidence < cfg.off_threshold
         self._low_windows = self._low_windows + 1 if low else 0
 
@@ -1020,8 +1063,10 @@ class Matcher:
 
         if challenger is not None and (low or self._challenger_windows >= cfg.switch_windows):
             return self._identify(challenger, t)
-        if self._low_windows >= cfg.lost_windows:
+        if self._low_windows >= cfg.lost_windows + cfg.mix_hold_windows:
             return self._unknown("lost", t)
+        if self._low_windows == cfg.lost_windows:
+            return self._now_playing(current, t, state="mixing")
         if low:
             # Hold: a reader keeps the last confident answer while we wait to
             # see whether the track comes back; repeating it with a collapsed

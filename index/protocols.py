@@ -17,12 +17,15 @@ class Neighbor:
     """One nearest library window of a live window.
 
     ``distance`` is Euclidean between unit vectors (0..2), the same scale the
-    matcher uses internally.
+    matcher uses internally. ``variant`` is the speed variant of the track
+    the window belongs to (0: as recorded; see ``CurveLibrary.speeds``), and
+    ``window_index`` counts windows of that variant's curve.
     """
 
     track_id: int
     window_index: int
     distance: float
+    variant: int = 0
 
 
 class CurveLibrary(Protocol):
@@ -31,8 +34,15 @@ class CurveLibrary(Protocol):
     @property
     def index_hop_s(self) -> float: ...
 
-    def curve(self, track_id: int) -> npt.NDArray[np.float32]:
-        """``[M, D]`` unit vectors of the track's windows at the index hop, in time order."""
+    @property
+    def speeds(self) -> tuple[float, ...]:
+        """Playback speed of each variant: ``speeds[0] == 1.0`` (as recorded), then the
+        index's speed variants. Variant ``k``'s window ``j`` starts at track second
+        ``j * index_hop_s * speeds[k]``."""
+        ...
+
+    def curve(self, track_id: int, variant: int = 0) -> npt.NDArray[np.float32]:
+        """``[M, D]`` unit vectors of the variant's windows at the index hop, in time order."""
         ...
 
     def info(self, track_id: int) -> TrackInfo: ...

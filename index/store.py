@@ -4,8 +4,8 @@ Layout of an index folder::
 
     DIR/CURRENT                      name of the live generation (one line)
     DIR/.lock                        flock'ed by writers (build/add/remove)
-    DIR/gen-000003/library.sqlite    meta(key, value); tracks(...)
-    DIR/gen-000003/windows.npy       [N, D] float32, every track's windows, row order
+    DIR/gen-000003/library.sqlite    meta(key, value); tracks(...); variants(...)
+    DIR/gen-000003/windows.npy       [N, D] float32, every curve's windows, row order
     DIR/gen-000003/windows.ann       Annoy (angular), item i == row i of windows.npy
     DIR/gen-000003/manifest.json     sha256 and size of the three files above, counts
 
@@ -28,6 +28,17 @@ Each track's windows are contiguous rows: ``tracks.window_start`` and
 ``window_count`` give the slice, and row order is the tracks' order by
 ``window_start`` (ids need not increase along rows). Track ids are stable
 across generations: ``add`` keeps them and numbers new tracks max + 1.
+
+Speed variants
+--------------
+An index may also hold each track at a few playback speeds (meta
+``speed_variants``, e.g. ``[0.94, 1.06]``): the decoded audio resampled as a
+turntable would play it, windowed on the same hop and embedded. Variant ``k``
+(1-based) of a track is its own curve, ``variants(track_id, variant,
+window_start, window_count)``, stored right after the track's own windows.
+Variant 0 is the track as recorded (the ``tracks`` row). Annoy indexes every
+curve, so a live window played 8 % fast finds the 1.06 copy's windows.
+Format 1 indexes (before variants) open as indexes without variants.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,11 +65,12 @@ from synesthete.errors import LibraryError
 from synesthete.events import TrackInfo
 
 from .annoy_index import AnnoyCandidates, BruteForceCandidates, RowMap, build_annoy
-from .config import DEFAULT_SEARCH_K_FACTOR
+from .config import DEFAULT_SEARCH_K_FACTOR, check_speed_variants, parse_speed_variants
 from .similar import TrackSummaries
 from .tags import displayable
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = ("1", "2")
 CURRENT_NAME = "CURRENT"
 LOCK_NAME = ".lock"
 SQLITE_NAME = "library.sqlite"
@@ -96,6 +108,13 @@ CREATE TABLE tracks (
     added TEXT NOT NULL
 );
 CREATE INDEX tracks_content_hash ON tracks (content_hash);
+CREATE TABLE variants (
+    track_id INTEGER NOT NULL REFERENCES tracks (id),
+    variant INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_count INTEGER NOT NULL,
+    PRIMARY KEY (track_id, variant)
+);
 """
 _TRACK_COLUMNS = (
     "id, path, title, artist, album, duration_s, content_hash, window_start, window_count, added"
@@ -129,6 +148,8 @@ class TrackRecord:
     window_start: int
     window_count: int
     added: str
+    variant_slices: tuple[tuple[int, int], ...] = ()
+    """(window_start, window_count) of speed variants 1..V, in the index's variant order."""
 
     def to_info(self) -> TrackInfo:
         """The track as events carry it.
@@ -177,12 +198,24 @@ class Library:
             _meta_int(self.meta, "last_track_id") if "last_track_id" in self.meta else 0,
             max((r.id for r in records), default=0),
         )
+        self._speeds = (1.0, *parse_speed_variants(self.meta.get("speed_variants", "[]")))
         ordered = sorted(records, key=lambda r: r.window_start)
         self._records = {r.id: r for r in ordered}
+        curves: list[tuple[int, int, int, int]] = []  # (start, count, track id, variant)
+        for r in ordered:
+            if len(r.variant_slices) != len(self._speeds) - 1:
+                raise LibraryError(
+                    f"{self.generation_dir}: track {r.id} has {len(r.variant_slices)} speed "
+                    f"variants, the index declares {len(self._speeds) - 1}"
+                )
+            curves.append((r.window_start, r.window_count, r.id, 0))
+            curves += [(a, n, r.id, k) for k, (a, n) in enumerate(r.variant_slices, start=1)]
+        curves.sort()
         self.row_map = RowMap(
-            track_ids=np.array([r.id for r in ordered], dtype=np.int64),
-            window_start=np.array([r.window_start for r in ordered], dtype=np.int64),
-            window_count=np.array([r.window_count for r in ordered], dtype=np.int64),
+            track_ids=np.array([c[2] for c in curves], dtype=np.int64),
+            window_start=np.array([c[0] for c in curves], dtype=np.int64),
+            window_count=np.array([c[1] for c in curves], dtype=np.int64),
+            variants=np.array([c[3] for c in curves], dtype=np.int64),
         )
         if windows.shape != (self.row_map.n_rows, self.dim):
             raise LibraryError(
@@ -246,10 +279,27 @@ class Library:
     def index_hop_s(self) -> float:
         return self._index_hop_s
 
-    def curve(self, track_id: int) -> npt.NDArray[np.float32]:
-        """``[M, D]`` read-only view of the track's window embeddings, in time order."""
+    @property
+    def speeds(self) -> tuple[float, ...]:
+        return self._speeds
+
+    def curve(self, track_id: int, variant: int = 0) -> npt.NDArray[np.float32]:
+        """``[M, D]`` read-only view of a variant's window embeddings, in time order."""
         record = self.record(track_id)
-        return self.windows[record.window_start : record.window_start + record.window_count]
+        if variant == 0:
+            start, count = record.window_start, record.window_count
+        elif 1 <= variant <= len(record.variant_slices):
+            start, count = record.variant_slices[variant - 1]
+        else:
+            raise LibraryError(
+                f"{self.index_dir}: track {track_id} has no speed variant {variant} "
+                f"(the index has {len(self._speeds) - 1})"
+            )
+        return self.windows[start : start + count]
+
+    def variant_curves(self, track_id: int) -> list[npt.NDArray[np.float32]]:
+        """The track's speed-variant curves 1..V (what ``GenerationWriter.add_track`` takes)."""
+        return [self.curve(track_id, k) for k in range(1, len(self._speeds))]
 
     def info(self, track_id: int) -> TrackInfo:
         return self.record(track_id).to_info()
@@ -300,15 +350,15 @@ class Library:
         """All tracks, by id."""
         return [r.to_info() for r in self.records()]
 
-    def track_of_row(self, row: int) -> tuple[int, int]:
-        """Row of windows.npy / Annoy item -> (track id, window index within the track)."""
-        track_ids, window_indices = self.row_map.lookup(np.array([row]))
-        return int(track_ids[0]), int(window_indices[0])
+    def track_of_row(self, row: int) -> tuple[int, int, int]:
+        """Row of windows.npy / Annoy item -> (track id, window index in its curve, variant)."""
+        track_ids, window_indices, variants = self.row_map.lookup(np.array([row]))
+        return int(track_ids[0]), int(window_indices[0]), int(variants[0])
 
     def tracks_of_rows(
         self, rows: npt.ArrayLike
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Vectorised ``track_of_row``: rows ``[n]`` -> (track ids, window indices)."""
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Vectorised ``track_of_row``: rows ``[n]`` -> (track ids, window indices, variants)."""
         return self.row_map.lookup(rows)
 
     def candidates(self, *, search_k_factor: int = DEFAULT_SEARCH_K_FACTOR) -> AnnoyCandidates:
@@ -472,16 +522,33 @@ def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord]]:
         try:
             meta = {str(k): str(v) for k, v in connection.execute("SELECT key, value FROM meta")}
             rows = connection.execute(f"SELECT {_TRACK_COLUMNS} FROM tracks ORDER BY id").fetchall()
+            has_variants = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'variants'"
+            ).fetchone()
+            variant_rows = (
+                connection.execute(
+                    "SELECT track_id, variant, window_start, window_count FROM variants "
+                    "ORDER BY track_id, variant"
+                ).fetchall()
+                if has_variants
+                else []
+            )
         finally:
             connection.close()
     except sqlite3.Error as err:
         raise LibraryError(f"{path}: unreadable: {err}") from err
     version = meta.get("format_version")
-    if version != str(FORMAT_VERSION):
+    if version not in READABLE_FORMAT_VERSIONS:
         raise LibraryError(
             f"{path}: index format {version!r} is not supported (expected {FORMAT_VERSION}); "
             "rebuild the index"
         )
+    slices: dict[int, list[tuple[int, int]]] = {}
+    for track_id, variant, start, count in variant_rows:
+        found = slices.setdefault(int(track_id), [])
+        if int(variant) != len(found) + 1:
+            raise LibraryError(f"{path}: speed variants of track {track_id} are not 1..V")
+        found.append((int(start), int(count)))
     for key in ("encoder_name", "dim", "index_hop_s", "n_trees", "seed"):
         if key not in meta:
             raise LibraryError(f"{path}: meta lacks {key!r}")
@@ -497,6 +564,7 @@ def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord]]:
             window_start=int(row[7]),
             window_count=int(row[8]),
             added=str(row[9]),
+            variant_slices=tuple(slices.get(int(row[0]), ())),
         )
         for row in rows
     ]
@@ -576,7 +644,14 @@ class GenerationWriter:
     writer lock from construction to commit/abort.
     """
 
-    def __init__(self, *, index_dir: str | os.PathLike[str], dim: int) -> None:
+    def __init__(
+        self,
+        *,
+        index_dir: str | os.PathLike[str],
+        dim: int,
+        speed_variants: tuple[float, ...] = (),
+    ) -> None:
+        self.speed_variants = check_speed_variants(speed_variants)
         self.index_dir = Path(index_dir)
         if self.index_dir.exists() and not self.index_dir.is_dir():
             raise LibraryError(f"{self.index_dir}: exists and is not a folder")
@@ -614,26 +689,49 @@ class GenerationWriter:
     def records(self) -> list[TrackRecord]:
         return list(self._records)
 
-    def add_track(self, record: TrackRecord, windows: npt.NDArray[np.float32]) -> TrackRecord:
-        """Append one track's ``[M, D]`` windows; returns the record with its row slice set."""
+    def add_track(
+        self,
+        record: TrackRecord,
+        windows: npt.NDArray[np.float32],
+        variants: Sequence[npt.NDArray[np.float32]] = (),
+    ) -> TrackRecord:
+        """Append one track's ``[M, D]`` windows, then its speed variants' ``[M_k, D]``
+        (one per ``speed_variants``, in order); returns the record with its row slices set."""
         if self._raw is None:
             raise LibraryError("generation writer is closed")
-        if windows.ndim != 2 or windows.shape[1] != self.dim or windows.shape[0] < 1:
+        if len(variants) != len(self.speed_variants):
             raise LibraryError(
-                f"{record.path}: windows must be [M>=1, {self.dim}], got {windows.shape}"
+                f"{record.path}: {len(variants)} speed variants given, the index has "
+                f"{len(self.speed_variants)}"
             )
+        for curve in (windows, *variants):
+            if curve.ndim != 2 or curve.shape[1] != self.dim or curve.shape[0] < 1:
+                raise LibraryError(
+                    f"{record.path}: windows must be [M>=1, {self.dim}], got {curve.shape}"
+                )
         if record.id in self._ids or record.path in self._paths:
             raise LibraryError(f"{record.path}: track id {record.id} or path added twice")
-        placed = replace(record, window_start=self._n_rows, window_count=int(windows.shape[0]))
-        # A long track may arrive as a memory-mapped slice: copy it in chunks.
-        for start in range(0, windows.shape[0], _COPY_CHUNK_ROWS):
-            chunk = np.ascontiguousarray(windows[start : start + _COPY_CHUNK_ROWS], np.float32)
-            self._raw.write(chunk.tobytes())
-        self._n_rows += int(windows.shape[0])
+        slices = [self._append_rows(curve) for curve in (windows, *variants)]
+        placed = replace(
+            record,
+            window_start=slices[0][0],
+            window_count=slices[0][1],
+            variant_slices=tuple(slices[1:]),
+        )
         self._records.append(placed)
         self._paths.add(placed.path)
         self._ids.add(placed.id)
         return placed
+
+    def _append_rows(self, curve: npt.NDArray[np.float32]) -> tuple[int, int]:
+        assert self._raw is not None
+        start = self._n_rows
+        # A long track may arrive as a memory-mapped slice: copy it in chunks.
+        for first in range(0, curve.shape[0], _COPY_CHUNK_ROWS):
+            chunk = np.ascontiguousarray(curve[first : first + _COPY_CHUNK_ROWS], np.float32)
+            self._raw.write(chunk.tobytes())
+        self._n_rows += int(curve.shape[0])
+        return start, int(curve.shape[0])
 
     def commit(self, *, meta: Mapping[str, str], n_trees: int, seed: int) -> str:
         """Write tables, windows, Annoy and manifest; publish; return the generation name."""
@@ -657,6 +755,7 @@ class GenerationWriter:
                 "seed": str(seed),
                 "n_tracks": str(len(self._records)),
                 "n_windows": str(self._n_rows),
+                "speed_variants": json.dumps(list(self.speed_variants)),
                 "last_track_id": str(
                     max(
                         int(meta.get("last_track_id", "0")),
@@ -734,6 +833,15 @@ class GenerationWriter:
                             r.added,
                         )
                         for r in self._records
+                    ],
+                )
+                connection.executemany(
+                    "INSERT INTO variants (track_id, variant, window_start, window_count) "
+                    "VALUES (?, ?, ?, ?)",
+                    [
+                        (r.id, k, start, count)
+                        for r in self._records
+                        for k, (start, count) in enumerate(r.variant_slices, start=1)
                     ],
                 )
             # Fold the WAL into the main file so the published folder is one file.

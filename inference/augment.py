@@ -862,45 +862,66 @@ def codec(
 # --------------------------------------------------------------------------- mixes
 
 
+def _check_fades(fade_s: float | Sequence[float], transitions: int) -> list[float]:
+    """One fade length per transition, from a single length or a sequence of them."""
+    if isinstance(fade_s, str) or not isinstance(fade_s, Sequence | np.ndarray):
+        return [_check_number(fade_s, name="fade_s", low=0.0, high=600.0)] * transitions
+    if len(fade_s) != transitions:
+        raise ConfigError(
+            f"fade_s has {len(fade_s)} lengths for {transitions + 1} segments; "
+            f"need {transitions}, one per transition"
+        )
+    return [
+        _check_number(f, name=f"fade_s[{k}]", low=0.0, high=600.0) for k, f in enumerate(fade_s)
+    ]
+
+
 def crossfade_mix(
-    segments: Sequence[FloatArray], *, sample_rate_hz: int, fade_s: float = 8.0
+    segments: Sequence[FloatArray],
+    *,
+    sample_rate_hz: int,
+    fade_s: float | Sequence[float] = 8.0,
 ) -> tuple[FloatArray, list[tuple[float, float]]]:
     """Join ``segments`` with equal-power crossfades, like a DJ: ``([m], boundaries)``.
 
-    Segment i+1 starts ``fade_s`` before segment i ends; over the overlap the
-    outgoing gain is cos(πu/2) and the incoming sin(πu/2), u from 0 to 1, so
-    the summed power of uncorrelated material stays constant.
+    ``fade_s`` is one fade length for every transition, or a sequence of
+    ``len(segments) - 1`` lengths, ``fade_s[k]`` for the transition from
+    segment k to k+1 (DJs blend for a few bars or for a minute). Segment k+1
+    starts ``fade_s[k]`` before segment k ends; over the overlap the outgoing
+    gain is cos(πu/2) and the incoming sin(πu/2), u from 0 to 1, so the
+    summed power of uncorrelated material stays constant.
     ``boundaries[i]`` is segment i's ``(start_s, end_s)`` in the mix,
-    overlaps included: consecutive segments share ``fade_s`` seconds. Every
-    segment must be at least ``2 * fade_s`` long (one fade at each end).
+    overlaps included. A segment must be at least as long as its fade-in plus
+    its fade-out, so that at most two segments ever play at once.
     """
     rate = _check_rate(sample_rate_hz)
-    fade_s = _check_number(fade_s, name="fade_s", low=0.0, high=600.0)
     if len(segments) == 0:
         raise ConfigError("crossfade_mix needs at least one segment")
+    fades_s = _check_fades(fade_s, len(segments) - 1)
     clips = [_as_float32(s, name=f"segment {i}") for i, s in enumerate(segments)]
-    fade = round(fade_s * rate)
+    fades = [round(f * rate) for f in fades_s]
+    fade_in = [0, *fades]  # fade_in[i]: samples segment i fades in over
+    fade_out = [*fades, 0]
     for i, clip in enumerate(clips):
-        if clip.shape[0] < 2 * fade:
+        if clip.shape[0] < fade_in[i] + fade_out[i]:
             raise ConfigError(
-                f"segment {i} is {clip.shape[0] / rate:.2f} s, shorter than 2 × fade_s = "
-                f"{2 * fade_s:g} s"
+                f"segment {i} is {clip.shape[0] / rate:.2f} s, shorter than its fades "
+                f"({fade_in[i] / rate:g} s in + {fade_out[i] / rate:g} s out)"
             )
     starts = [0]
-    for clip in clips[:-1]:
+    for clip, fade in zip(clips[:-1], fades, strict=True):
         starts.append(starts[-1] + clip.shape[0] - fade)
     total = starts[-1] + clips[-1].shape[0]
     mix = np.zeros(total)
-    u = (np.arange(fade) + 0.5) / fade if fade > 0 else np.zeros(0)
-    fade_in = np.sin(0.5 * np.pi * u)
-    fade_out = np.cos(0.5 * np.pi * u)
     boundaries: list[tuple[float, float]] = []
     for i, (clip, start) in enumerate(zip(clips, starts, strict=True)):
         gain = np.ones(clip.shape[0])
-        if fade > 0 and i > 0:
-            gain[:fade] = fade_in
-        if fade > 0 and i < len(clips) - 1:
-            gain[clip.shape[0] - fade :] = fade_out
+        if fade_in[i] > 0:
+            u = (np.arange(fade_in[i]) + 0.5) / fade_in[i]
+            gain[: fade_in[i]] = np.sin(0.5 * np.pi * u)
+        if fade_out[i] > 0:
+            u = (np.arange(fade_out[i]) + 0.5) / fade_out[i]
+            gain[clip.shape[0] - fade_out[i] :] = np.cos(0.5 * np.pi * u)
         mix[start : start + clip.shape[0]] += clip * gain
         boundaries.append((start / rate, (start + clip.shape[0]) / rate))
     return mix.astype(np.float32), boundaries
@@ -1052,7 +1073,7 @@ def _conditions() -> dict[str, Condition]:
             apply=_room,
         ),
     ]
-    for percent in (4, 6):
+    for percent in (4, 6, 8):
         for sign in (1, -1):
             factor = 1.0 + sign * percent / 100.0
             table.append(

@@ -1,24 +1,42 @@
 """Recognition benchmark: scores Synesthete the way users experience it.
 
-    python scripts/bench.py [--quick] [--json OUT] [--corpus DIR] [--model PT]
+    python scripts/bench.py [--quick] [--split {bench,val}] [--json OUT] [--corpus DIR]
+                            [--model PT] [--conditions A,B,...] [--no-negatives] [--no-mixes]
+                            [--index-arg=ARG ...]
 
 It drives the recognizer only through the CLI (``synesthete index build`` and
 ``synesthete identify --format jsonl``), so it measures what users get:
 
-1. The library is the corpus's **bench** split, minus a seeded 15 % of its
-   tracks held out as out-of-library negatives. Nothing here touches the
-   train or val splits.
+1. The library is one split of the corpus, minus a seeded 15 % of its tracks
+   held out as out-of-library negatives. ``--split bench`` (the default) uses
+   the **bench** split, for the figures we publish; ``--split val`` uses the
+   **val** split instead, for tuning (thresholds, hops, index options): tuning
+   decisions are made on val, never on bench. The train split is never read.
 2. Queries are 12 s excerpts at random offsets, one set per degradation of
    ``synesthete.inference.augment.CONDITIONS``; negatives are held-out tracks
-   (clean and in noise), espeak-ng speech and noise.
-3. DJ mixes: 5 library tracks each, 45–75 s, speed within ±6 %, 8 s
-   equal-power crossfades, with ground-truth segments.
+   (clean and in noise), espeak-ng speech and noise. Each condition draws
+   from its own seeded generator, so ``--conditions clean,speed+8`` writes
+   the same queries as a full run (and ``--quick`` the first of them).
+3. DJ mixes, built like a DJ set: 5 library tracks each, 50–90 s per piece
+   (at least its two crossfades plus 10 s alone), speed within ±8 % (a
+   turntable pitch fader), an equal-power crossfade of 8–30 s drawn per
+   transition; scored against the ground-truth segments. The first mix's
+   tracklist (``identify --format cue`` and ``txt``) is written next to the
+   results with its ground truth, for reading side by side.
 4. Speed: identify and index build × realtime, per-window encoder / search /
    matcher latency (p50/p99, in-process on the same files), peak RSS of the
    CLI processes, index bytes per hour of audio.
 
-Results: JSON (with the git commit) and a markdown table, written to
-``bench/results-<commit>[-quick].{json,md}`` and to ``--json OUT``.
+``--conditions`` runs only those query sets; negatives and mixes still run
+unless ``--no-negatives`` / ``--no-mixes``. ``--index-arg`` (repeatable)
+passes one argument verbatim to ``index build``; write it with ``=`` when it
+starts with a dash: ``--index-arg=--speed-variants --index-arg=0.94,1.06``.
+
+Results: JSON (with the git commit, the split, the index arguments and one
+row per mix) and a markdown table, written to
+``bench/results-<commit>[-val][-quick][-LABEL].{json,md}`` and to ``--json
+OUT``; the sample tracklist to ``bench/tracklist-<same tag>-mix00.{cue,txt}``
+and ``...-mix00-truth.txt``.
 """
 
 from __future__ import annotations
@@ -33,7 +51,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +89,18 @@ QUERY_S = 12.0
 QUERY_RATE_HZ = 22_050
 SEED = 20261122
 NEGATIVE_FRACTION = 0.15
+SPLITS = ("bench", "val")
+
+MIX_TRACKS = 5
+MIX_PIECE_S = (50.0, 90.0)
+MIX_SPEED_FACTOR = (0.92, 1.08)
+"""A turntable pitch fader's ±8 %."""
+MIX_FADE_S = (8.0, 30.0)
+"""From a quick blend over a few bars to a long mix-in over 16 bars at 128 BPM."""
+MIX_SOLO_S = 10.0
+"""Each piece plays alone at least this long between its fades, as in a real set."""
+MIX_MIN_TRACK_S = MIX_PIECE_S[1] * MIX_SPEED_FACTOR[1] + 1.0
+"""Source seconds the longest piece at the fastest speed needs, plus a margin."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +121,16 @@ class Plan:
     latency_files: int
 
 
+@dataclass(frozen=True)
+class Mix:
+    """A written DJ mix and its ground truth: segments (track path, start_s, end_s) in mix time."""
+
+    path: Path
+    segments: list[tuple[str, float, float]]
+    factors: list[float]
+    fades_s: list[float]
+
+
 QUICK = Plan(
     queries_per_condition=30,
     negatives_per_kind=20,
@@ -103,6 +145,21 @@ FULL = Plan(
     conditions=tuple(CONDITIONS),
     latency_files=60,
 )
+
+
+def condition_rng(name: str) -> np.random.Generator:
+    """A generator per query set, so a set's queries do not depend on which others run."""
+    return np.random.default_rng([SEED, zlib.crc32(name.encode())])
+
+
+def parse_conditions(text: str) -> tuple[str, ...]:
+    """``a,b,c`` as condition names in report order; exits with one line if one is unknown."""
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    unknown = sorted(names - set(CONDITIONS))
+    if unknown or not names:
+        problem = f"unknown condition(s) {', '.join(unknown)}" if unknown else "no condition given"
+        sys.exit(f"bench: --conditions: {problem}; known: {', '.join(CONDITIONS)}")
+    return tuple(n for n in CONDITIONS if n in names)
 
 
 def load_manifest(corpus: Path) -> list[dict[str, Any]]:
@@ -165,10 +222,10 @@ def make_queries(
     materials: Materials,
     out: Path,
 ) -> dict[str, list[tuple[Path, QueryTruth]]]:
-    """Write query files per condition; return their truths."""
-    rng = np.random.default_rng(SEED)
+    """Write query files per condition (and negatives unless none are planned); return truths."""
     sets: dict[str, list[tuple[Path, QueryTruth]]] = {}
     for name in plan.conditions:
+        rng = condition_rng(name)
         condition = CONDITIONS[name]
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -203,7 +260,10 @@ def make_queries(
                 )
             )
         sets[name] = items
+    if plan.negatives_per_kind == 0:
+        return sets
 
+    rng = condition_rng("negatives")
     neg_items: list[tuple[Path, QueryTruth]] = []
     folder = out / "negatives"
     folder.mkdir(parents=True, exist_ok=True)
@@ -240,34 +300,79 @@ def make_queries(
     return sets
 
 
-def make_mixes(
-    library: list[Track], plan: Plan, out: Path
-) -> list[tuple[Path, list[tuple[str, float, float]], list[float]]]:
+def make_mixes(library: list[Track], plan: Plan, out: Path) -> list[Mix]:
+    """Write ``plan.mixes`` DJ mixes of ``MIX_TRACKS`` library tracks each (see point 3)."""
     rng = np.random.default_rng(SEED + 1)
     mixes = []
     folder = out / "mixes"
     folder.mkdir(parents=True, exist_ok=True)
-    long_tracks = [t for t in library if t.duration_s >= 80.0]
+    long_tracks = [t for t in library if t.duration_s >= MIX_MIN_TRACK_S]
+    if plan.mixes and len(long_tracks) < MIX_TRACKS:
+        sys.exit(
+            f"bench: mixes need {MIX_TRACKS} library tracks of >= {MIX_MIN_TRACK_S:.0f} s, "
+            f"the library has {len(long_tracks)}; use --no-mixes"
+        )
     for m in range(plan.mixes):
-        chosen = rng.choice(len(long_tracks), size=5, replace=False)
+        chosen = rng.choice(len(long_tracks), size=MIX_TRACKS, replace=False)
+        fades_s = [float(rng.uniform(*MIX_FADE_S)) for _ in range(MIX_TRACKS - 1)]
+        fade_in_s, fade_out_s = [0.0, *fades_s], [*fades_s, 0.0]
         pieces, paths, factors = [], [], []
-        for k in chosen:
+        for i, k in enumerate(chosen):
             track = long_tracks[int(k)]
-            length_s = float(rng.uniform(45.0, 75.0))
-            factor = float(rng.uniform(0.94, 1.06))
+            shortest_s = max(MIX_PIECE_S[0], fade_in_s[i] + fade_out_s[i] + MIX_SOLO_S)
+            length_s = float(rng.uniform(shortest_s, MIX_PIECE_S[1]))
+            factor = float(rng.uniform(*MIX_SPEED_FACTOR))
             start_s = float(rng.uniform(0.0, max(0.0, track.duration_s - length_s * factor - 1)))
             audio, rate = read_mono(track.path, start_s=start_s, seconds=length_s * factor)
             pieces.append(speed(audio, sample_rate_hz=rate, factor=factor))
             paths.append(track.path)
             factors.append(factor)
-        mix, bounds = crossfade_mix(pieces, sample_rate_hz=QUERY_RATE_HZ, fade_s=8.0)
+        mix, bounds = crossfade_mix(pieces, sample_rate_hz=QUERY_RATE_HZ, fade_s=fades_s)
         path = folder / f"mix-{m:02d}.wav"
         sf.write(
             path, 0.9 * mix / max(1e-6, float(np.abs(mix).max())), QUERY_RATE_HZ, subtype="FLOAT"
         )
         segments = [(p, float(a), float(b)) for p, (a, b) in zip(paths, bounds, strict=True)]
-        mixes.append((path, segments, factors))
+        mixes.append(Mix(path=path, segments=segments, factors=factors, fades_s=fades_s))
     return mixes
+
+
+def mm_ss(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 60:02d}:{whole % 60:02d}"
+
+
+def truth_text(mix: Mix) -> str:
+    """The ground truth of a mix, laid out to read next to its ``identify --format txt``."""
+    lines = [
+        f"# {mix.path.name}: ground truth; consecutive segments overlap by their crossfade",
+        "# start  end    speed    track",
+    ]
+    for (track, start_s, end_s), factor in zip(mix.segments, mix.factors, strict=True):
+        lines.append(
+            f"{mm_ss(start_s)}  {mm_ss(end_s)}  {100 * (factor - 1):+5.1f} %  {Path(track).name}"
+        )
+    fades = ", ".join(f"{f:.1f}" for f in mix.fades_s)
+    lines.append(f"# crossfades: {fades} s")
+    return "\n".join(lines) + "\n"
+
+
+def write_sample_tracklists(
+    mix: Mix, *, index: Path, cli_args: Sequence[str], stem: Path
+) -> list[Path]:
+    """``identify --format cue`` and ``txt`` of one mix, and its truth, at ``STEM.{cue,txt}``."""
+    written = []
+    for fmt in ("cue", "txt"):
+        out = stem.with_name(f"{stem.name}.{fmt}")
+        run_cli(
+            ["identify", "--index", str(index), *cli_args, "--format", fmt, str(mix.path)],
+            stdout=out,
+        )
+        written.append(out)
+    truth = stem.with_name(f"{stem.name}-truth.txt")
+    truth.write_text(truth_text(mix))
+    written.append(truth)
+    return written
 
 
 def measure_latency(index: Path, files: list[Path], model: Path | None) -> dict[str, Any]:
@@ -308,25 +413,9 @@ def measure_latency(index: Path, files: list[Path], model: Path | None) -> dict[
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer queries (< 10 min)")
-    parser.add_argument("--json", type=Path, default=None, help="also write results here")
-    parser.add_argument("--corpus", type=Path, default=ROOT / "corpus")
-    parser.add_argument("--model", type=Path, default=None, help="encoder file (default: packaged)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep work files here")
-    parser.add_argument("--label", default=None, help="suffix for the results file name")
-    parser.add_argument("--index-hop", type=float, default=None, help="index hop in seconds")
-    parser.add_argument("--hop", type=float, default=None, help="live hop in seconds")
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    began = time.perf_counter()
-    commit, dirty = git_commit()
-
-    manifest = load_manifest(args.corpus)
-    bench = [
+def split_library(manifest: list[dict[str, Any]], split: str) -> tuple[list[Track], list[Track]]:
+    """``(library, negatives)`` from one split: a seeded ``NEGATIVE_FRACTION`` is held out."""
+    tracks = [
         Track(
             path=e["path"],
             package=e["package"],
@@ -335,17 +424,70 @@ def main(argv: list[str] | None = None) -> int:
             sample_rate_hz=int(e["sample_rate_hz"]),
         )
         for e in manifest
-        if e["split"] == "bench" and Path(e["path"]).is_file()
+        if e["split"] == split and Path(e["path"]).is_file()
     ]
+    if not tracks:
+        sys.exit(f"bench: the corpus has no readable tracks in its {split!r} split")
     rng = np.random.default_rng(SEED)
-    order = rng.permutation(len(bench))
-    n_negative = max(3, round(NEGATIVE_FRACTION * len(bench)))
-    negatives = [bench[int(i)] for i in order[:n_negative]]
-    library = sorted((bench[int(i)] for i in order[n_negative:]), key=lambda t: t.path)
+    order = rng.permutation(len(tracks))
+    n_negative = max(3, round(NEGATIVE_FRACTION * len(tracks)))
+    negatives = [tracks[int(i)] for i in order[:n_negative]]
+    library = sorted((tracks[int(i)] for i in order[n_negative:]), key=lambda t: t.path)
+    return library, negatives
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer queries (< 10 min)")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "corpus")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="bench",
+        help="library and negatives from this corpus split; tune on val, report on bench",
+    )
+    parser.add_argument("--model", type=Path, default=None, help="encoder file (default: packaged)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep work files here")
+    parser.add_argument("--label", default=None, help="suffix for the results file name")
+    parser.add_argument("--index-hop", type=float, default=None, help="index hop in seconds")
+    parser.add_argument("--hop", type=float, default=None, help="live hop in seconds")
+    parser.add_argument(
+        "--conditions",
+        default=None,
+        metavar="A,B,...",
+        help=f"run only these query sets (default: all of {', '.join(CONDITIONS)})",
+    )
+    parser.add_argument("--no-negatives", action="store_true", help="skip the negative queries")
+    parser.add_argument("--no-mixes", action="store_true", help="skip the DJ mixes")
+    parser.add_argument(
+        "--index-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="pass ARG to 'index build' (repeatable; --index-arg=--flag for dashed ones)",
+    )
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.conditions is not None:
+        plan = replace(plan, conditions=parse_conditions(args.conditions))
+    if args.no_negatives:
+        plan = replace(plan, negatives_per_kind=0)
+    if args.no_mixes:
+        plan = replace(plan, mixes=0)
+    index_args: list[str] = args.index_arg
+    began = time.perf_counter()
+    commit, dirty = git_commit()
+
+    manifest = load_manifest(args.corpus)
+    library, negatives = split_library(manifest, args.split)
     library_hours = sum(t.duration_s for t in library) / 3600.0
     print(
-        f"bench: {len(library)} library tracks ({library_hours:.2f} h), "
-        f"{len(negatives)} held-out negatives, commit {commit[:10]}{' (dirty)' if dirty else ''}"
+        f"bench: {len(library)} library tracks ({library_hours:.2f} h) from the {args.split} "
+        f"split, {len(negatives)} held-out negatives, "
+        f"commit {commit[:10]}{' (dirty)' if dirty else ''}"
     )
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="synesthete-bench-"))
@@ -367,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             "--quiet",
             *model_args,
             *hop_args,
+            *index_args,
             *[t.path for t in library],
         ]
     )
@@ -386,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     identify_wall_s = 0.0
     identify_rss = 0
     for name, items in sets.items():
+        if not items:
+            print(f"bench: {name:>12}: no queries (no library track long enough)")
+            continue
         out = work / f"events-{name}.jsonl"
         wall, rss, _ = run_cli(
             ["identify", "--index", str(index), *model_args, *live_args]
@@ -402,19 +548,66 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(results)
 
     mix_results = []
-    for path, segments, _ in mixes:
-        out = work / f"events-{path.stem}.jsonl"
+    mix_details: list[dict[str, Any]] = []
+    for mix in mixes:
+        out = work / f"events-{mix.path.stem}.jsonl"
         wall, rss, _ = run_cli(
-            ["identify", "--index", str(index), *model_args, *live_args, str(path)], stdout=out
+            ["identify", "--index", str(index), *model_args, *live_args, str(mix.path)],
+            stdout=out,
         )
-        duration_s = sf.info(path).duration
+        duration_s = sf.info(mix.path).duration
         identify_wall_s += wall
         identify_audio_s += duration_s
+        identify_rss = max(identify_rss, rss)
         events = [json.loads(x) for x in out.read_text().splitlines() if x]
-        mix_results.append(mix_metrics(events, segments, match_on="path", end_s=duration_s))
+        scored = mix_metrics(events, mix.segments, match_on="path", end_s=duration_s)
+        mix_results.append(scored)
+        mix_details.append(
+            {
+                "mix": mix.path.name,
+                "duration_s": round(duration_s, 2),
+                "seconds_correct": scored.seconds_correct,
+                "segment_recall": scored.segment_recall,
+                "fades_s": [round(f, 2) for f in mix.fades_s],
+                "segments": [
+                    {
+                        "track": track,
+                        "start_s": round(start_s, 2),
+                        "end_s": round(end_s, 2),
+                        "speed_factor": round(factor, 4),
+                    }
+                    for (track, start_s, end_s), factor in zip(
+                        mix.segments, mix.factors, strict=True
+                    )
+                ],
+            }
+        )
+        correct = scored.seconds_correct
+        print(
+            f"bench: {mix.path.stem}: {duration_s / 60:.1f} min, {scored.segments} tracks, "
+            f"fades {', '.join(f'{f:.0f}' for f in mix.fades_s)} s: seconds correct "
+            f"{'–' if correct is None else f'{100 * correct:.1f} %'}, "
+            f"segments found {scored.segments_found}/{scored.segments}"
+        )
     mix_summary = summarize_mixes(mix_results) if mix_results else {}
 
-    latency_files = [p for p, _ in sets["clean"][: plan.latency_files]]
+    is_partial = args.conditions is not None or args.no_negatives or args.no_mixes
+    tag = (
+        f"{commit[:10]}{'-val' if args.split == 'val' else ''}{'-quick' if args.quick else ''}"
+        f"{'-partial' if is_partial else ''}{f'-{args.label}' if args.label else ''}"
+    )
+    (ROOT / "bench").mkdir(exist_ok=True)
+    tracklists: list[Path] = []
+    if mixes:
+        tracklists = write_sample_tracklists(
+            mixes[0],
+            index=index,
+            cli_args=[*model_args, *live_args],
+            stem=ROOT / "bench" / f"tracklist-{tag}-mix00",
+        )
+
+    latency_set = "clean" if "clean" in sets else plan.conditions[0]
+    latency_files = [p for p, _ in sets[latency_set][: plan.latency_files]]
     latency = measure_latency(index, latency_files, args.model)
 
     elapsed = time.perf_counter() - began
@@ -423,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
         "dirty": dirty,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mode": "quick" if args.quick else "full",
+        "split": args.split,
+        "plan": asdict(plan),
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
@@ -431,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(args.model) if args.model else "packaged",
         "index_hop_s": args.index_hop or DEFAULT_INDEX_HOP_S,
         "live_hop_s": args.hop or DEFAULT_LIVE_HOP_S,
+        "index_args": index_args,
         "library": {
             "tracks": len(library),
             "hours": round(library_hours, 3),
@@ -438,18 +634,23 @@ def main(argv: list[str] | None = None) -> int:
         },
         "conditions": {k: v.to_dict() for k, v in summary.items()},
         "mixes": mix_summary,
+        "mix_details": mix_details,
         "speed": {
             "identify_x_realtime": round(identify_audio_s / identify_wall_s, 1),
             "index_build_x_realtime": round(library_hours * 3600 / build_s, 1),
             "index_build_s": round(build_s, 1),
             "peak_rss_mib": round(max(build_rss, identify_rss) / 1024, 1),
             "index_bytes_per_hour": round(index_bytes / library_hours),
-            "latency": latency,
+            "latency": {**latency, "query_set": latency_set},
         },
         "runtime_s": round(elapsed, 1),
     }
     table = markdown_table(summary)
-    mix_table = markdown_table({"mixes": mix_summary}, columns=MIX_COLUMNS, first_header="")
+    mix_table = (
+        markdown_table({"mixes": mix_summary}, columns=MIX_COLUMNS, first_header="") + "\n"
+        if mix_summary
+        else ""
+    )
     lat = latency
     speed_md = (
         f"- identify: {doc['speed']['identify_x_realtime']}x realtime; index build: "
@@ -461,17 +662,26 @@ def main(argv: list[str] | None = None) -> int:
         f"{lat['matcher']['p99_ms']}, total {lat['window_total']['p50_ms']} / "
         f"{lat['window_total']['p99_ms']}\n"
     )
+    index_md = f", index args `{' '.join(index_args)}`" if index_args else ""
+    partial = [
+        *([f"conditions {', '.join(plan.conditions)}"] if args.conditions is not None else []),
+        *(["no negatives"] if args.no_negatives else []),
+        *(["no mixes"] if args.no_mixes else []),
+    ]
+    partial_md = f"Partial run: {'; '.join(partial)}\n\n" if partial else ""
     markdown = (
-        f"# Benchmark {doc['mode']} — commit {commit[:10]}{' (dirty)' if dirty else ''}\n\n"
-        f"{len(library)} library tracks ({library_hours:.2f} h), model {doc['model']}, "
-        f"{doc['date']}, runtime {elapsed / 60:.1f} min\n\n{table}\n{mix_table}\n{speed_md}"
+        f"# Benchmark {doc['mode']} on the {args.split} split — commit "
+        f"{commit[:10]}{' (dirty)' if dirty else ''}\n\n"
+        f"{len(library)} library tracks ({library_hours:.2f} h), model {doc['model']}"
+        f"{index_md}, {doc['date']}, runtime {elapsed / 60:.1f} min\n\n"
+        f"{partial_md}{table}\n{mix_table}{speed_md}"
     )
     print(markdown)
-    suffix = f"-{args.label}" if args.label else ""
-    name = f"results-{commit[:10]}{'-quick' if args.quick else ''}{suffix}"
-    (ROOT / "bench").mkdir(exist_ok=True)
+    name = f"results-{tag}"
     (ROOT / "bench" / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     (ROOT / "bench" / f"{name}.md").write_text(markdown)
+    for path in tracklists:
+        print(f"bench: wrote {path.relative_to(ROOT)}")
     if args.json is not None:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
     if args.workdir is None:

@@ -78,12 +78,19 @@ class Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NowPlaying(Event):
-    """An identification started, changed, or is confirmed with a fresh offset."""
+    """An identification started, changed, or is confirmed with a fresh offset.
+
+    ``state`` is ``"playing"``, or ``"mixing"`` once the track's own evidence
+    has faded (as in a DJ crossfade) and no other track has taken over yet:
+    the track is held, with its real, low confidence, for at most the
+    matcher's ``mix_hold_windows`` before an ``unknown`` follows.
+    """
 
     track: TrackInfo
     offset_s: float
     confidence: float
     tempo_ratio: float = 1.0
+    state: str = "playing"
 
     @property
     def type(self) -> EventType:
@@ -95,6 +102,7 @@ class NowPlaying(Event):
             "offset_s": round(self.offset_s, 3),
             "confidence": round(self.confidence, 4),
             "tempo_ratio": round(self.tempo_ratio, 4),
+            "state": self.state,
         }
 
 

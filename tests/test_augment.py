@@ -163,7 +163,15 @@ def test_pitch_shift_keeps_length_and_moves_frequency(semitones: float) -> None:
 
 @pytest.mark.parametrize(
     ("condition", "at_s"),
-    [("speed+6", 2.0), ("speed-4", 2.0), ("tempo+6", 2.0), ("tempo-6", 2.0), ("pitch+1", 2.0)],
+    [
+        ("speed+6", 2.0),
+        ("speed-4", 2.0),
+        ("speed+8", 2.0),
+        ("speed-8", 2.0),
+        ("tempo+6", 2.0),
+        ("tempo-6", 2.0),
+        ("pitch+1", 2.0),
+    ],
 )
 def test_time_mapping_matches_track_position(condition: str, at_s: float) -> None:
     """A burst at source time s is heard at query time t with track_position(t) = s."""
@@ -175,6 +183,7 @@ def test_time_mapping_matches_track_position(condition: str, at_s: float) -> Non
 
 def test_source_seconds_and_positions() -> None:
     assert source_seconds_needed("speed+4", 12.0) == pytest.approx(12.48)
+    assert source_seconds_needed("speed-8", 12.0) == pytest.approx(11.04)
     assert source_seconds_needed("tempo-6", 12.0) == pytest.approx(11.28)
     assert source_seconds_needed("pitch+1", 12.0) == pytest.approx(12.0)
     assert source_seconds_needed("clean", 12.0) == pytest.approx(12.0)
@@ -194,6 +203,8 @@ def test_condition_names() -> None:
         "speed-4",
         "speed+6",
         "speed-6",
+        "speed+8",
+        "speed-8",
         "tempo+6",
         "tempo-6",
         "pitch+1",
@@ -342,6 +353,48 @@ def test_crossfade_boundaries_and_equal_power() -> None:
     assert np.mean(mix[fade].astype(np.float64) ** 2) == pytest.approx(1.0, rel=0.05)
 
 
+def test_crossfade_per_transition_fades() -> None:
+    rate = 8_000
+    lengths_s = (40.0, 50.0, 45.0, 30.0)
+    fades_s = (8.0, 30.0, 12.5)
+    segments = [noise(s, seed=i, rate=rate, amp=1.0) for i, s in enumerate(lengths_s)]
+    mix, boundaries = crossfade_mix(segments, sample_rate_hz=rate, fade_s=fades_s)
+    # Each segment starts its transition's fade before the previous one ends.
+    assert boundaries == [(0.0, 40.0), (32.0, 82.0), (52.0, 97.0), (84.5, 114.5)]
+    assert mix.shape[0] == round((sum(lengths_s) - sum(fades_s)) * rate)
+    window = rate // 4
+    powers = np.mean(mix.reshape(-1, window).astype(np.float64) ** 2, axis=1)
+    assert np.all(np.abs(powers - 1.0) < 0.2)  # equal power through every fade
+    # A list of equal fades is the same mix as the single length.
+    same, same_bounds = crossfade_mix(segments, sample_rate_hz=rate, fade_s=[8.0, 8.0, 8.0])
+    again, again_bounds = crossfade_mix(segments, sample_rate_hz=rate, fade_s=8.0)
+    np.testing.assert_array_equal(same, again)
+    assert same_bounds == again_bounds
+
+
 def test_crossfade_rejects_short_segments() -> None:
-    with pytest.raises(ConfigError, match="shorter"):
-        crossfade_mix([noise(10.0, 0), noise(3.0, 1)], sample_rate_hz=RATE, fade_s=2.0)
+    with pytest.raises(ConfigError, match="shorter than its fades"):
+        crossfade_mix([noise(10.0, 0), noise(3.0, 1)], sample_rate_hz=RATE, fade_s=4.0)
+    # An end segment has one fade only; a middle one needs room for both.
+    crossfade_mix([noise(10.0, 0), noise(3.0, 1)], sample_rate_hz=RATE, fade_s=2.0)
+    with pytest.raises(ConfigError, match=r"segment 1 is 6.00 s, .*\(3 s in \+ 4 s out\)"):
+        crossfade_mix(
+            [noise(10.0, 0), noise(6.0, 1), noise(10.0, 2)], sample_rate_hz=RATE, fade_s=[3.0, 4.0]
+        )
+
+
+@pytest.mark.parametrize(
+    ("fades", "message"),
+    [
+        ([8.0], "1 lengths for 3 segments; need 2"),
+        ([8.0, 8.0, 8.0], "3 lengths for 3 segments; need 2"),
+        ([8.0, -1.0], r"fade_s\[1\]"),
+        ([8.0, float("nan")], r"fade_s\[1\]"),
+        ([8.0, 25.0], "segment 2 is 20.00 s"),
+        ("8", "fade_s must be a number"),
+    ],
+)
+def test_crossfade_rejects_bad_fade_lists(fades: object, message: str) -> None:
+    segments = [noise(s, k, rate=8_000) for k, s in enumerate((20.0, 40.0, 20.0))]
+    with pytest.raises(ConfigError, match=message):
+        crossfade_mix(segments, sample_rate_hz=8_000, fade_s=fades)  # type: ignore[arg-type]

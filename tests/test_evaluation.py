@@ -233,6 +233,22 @@ def test_summarize_mixes_pools_seconds_and_segments() -> None:
     assert pooled["segment_recall"] == pytest.approx(1 / 3)
 
 
+def test_switch_delay_is_measured_from_the_crossfade_midpoint() -> None:
+    # 1 -> 2 fades 12-20 s (midpoint 16), 2 -> 3 fades 36-40 s (midpoint 38), 3 never named.
+    segments = [(1, 0.0, 20.0), (2, 12.0, 40.0), (3, 36.0, 60.0)]
+    events = [playing(3.0, 1), playing(11.0, 2), playing(15.0, 1), playing(19.0, 2)]
+    result = mix_metrics(events, segments, ignore_first_s=6.0)
+    # Track 2 is first named at 19 s (11 s is before its start): 3 s after the midpoint.
+    assert result.switch_delays_s == (pytest.approx(3.0), None)
+    early = mix_metrics([playing(2.0, 1), playing(14.0, 2)], segments[:2], ignore_first_s=6.0)
+    assert early.switch_delays_s == (pytest.approx(-2.0),)
+    pooled = summarize_mixes([result, early])
+    assert pooled["transitions"] == 3
+    assert pooled["switched_within_6s"] == pytest.approx(2 / 3)  # the miss counts against
+    assert pooled["switch_delay_median_s"] == pytest.approx(0.5)
+    assert pooled["switch_delay_max_s"] == pytest.approx(3.0)
+
+
 def test_bad_segments_are_rejected() -> None:
     with pytest.raises(ConfigError, match="start_s < end_s"):
         mix_metrics([], [(1, 5.0, 5.0)])
@@ -254,4 +270,4 @@ def test_markdown_table_renders_rates_times_and_missing_values() -> None:
     assert lines[3].startswith("| overall | 1 |")
     assert markdown_table(table) == text  # summaries render like their dicts
     mixes = markdown_table({"mixes": summarize_mixes([])}, columns=MIX_COLUMNS, first_header="set")
-    assert mixes.splitlines()[2] == "| mixes | 0 | 0 | – | 0 | – | – |"
+    assert mixes.splitlines()[2] == "| mixes | 0 | 0 | – | 0 | – | – | 0 | – | – | – |"

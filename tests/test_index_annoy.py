@@ -57,9 +57,21 @@ def test_row_map_lookup_is_vectorised():
         window_start=np.array([0, 5, 6]),
         window_count=np.array([5, 1, 4]),
     )
-    tracks, windows = row_map.lookup(np.array([0, 4, 5, 6, 9]))
+    tracks, windows, variants = row_map.lookup(np.array([0, 4, 5, 6, 9]))
     assert tracks.tolist() == [7, 7, 3, 9, 9]
     assert windows.tolist() == [0, 4, 0, 0, 3]
+    assert variants.tolist() == [0, 0, 0, 0, 0]
+    # Speed variants of one track are curves of their own, each counting from 0.
+    with_variants = RowMap(
+        track_ids=np.array([7, 7, 3]),
+        window_start=np.array([0, 5, 9]),
+        window_count=np.array([5, 4, 2]),
+        variants=np.array([0, 1, 0]),
+    )
+    tracks, windows, variants = with_variants.lookup(np.array([4, 5, 8, 9, 10]))
+    assert tracks.tolist() == [7, 7, 7, 3, 3]
+    assert windows.tolist() == [4, 0, 3, 0, 1]
+    assert variants.tolist() == [0, 1, 1, 0, 0]
     with pytest.raises(LibraryError):
         row_map.lookup(np.array([10]))
     with pytest.raises(LibraryError):

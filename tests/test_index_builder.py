@@ -20,7 +20,7 @@ from mutagen.flac import FLAC
 from mutagen.oggvorbis import OggVorbis
 
 from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
-from synesthete.errors import LibraryError, ModelError
+from synesthete.errors import ConfigError, LibraryError, ModelError
 from synesthete.index.builder import (
     ProgressCallback,
     add_to_index,
@@ -28,7 +28,7 @@ from synesthete.index.builder import (
     index_stats,
     remove_from_index,
 )
-from synesthete.index.config import IndexConfig
+from synesthete.index.config import DEFAULT_SPEED_VARIANTS, IndexConfig, parse_speed_variants
 from synesthete.index.decode import load_mono_16k
 from synesthete.index.store import GenerationWriter, Library
 
@@ -51,9 +51,10 @@ class RecordingProgress:
         self.windows += n
 
 
-def expected_windows(path, hop_samples=8000):
+def expected_windows(path, hop_samples=8000, speeds=(1.0, *DEFAULT_SPEED_VARIANTS)):
+    """Windows embedded for a file: its own plus each speed variant's (n / speed samples)."""
     n = load_mono_16k(path).shape[0]
-    return 1 + (n - WINDOW_SAMPLES) // hop_samples
+    return sum(1 + (round(n / speed) - WINDOW_SAMPLES) // hop_samples for speed in speeds)
 
 
 def generations(index_dir):
@@ -280,6 +281,71 @@ def test_add_embeds_only_new_files_and_keeps_ids(four_of_six):
             np.testing.assert_array_equal(lib.curve(track_id), curve)
 
 
+def test_speed_variants_survive_add_and_remove(four_of_six):
+    """Variants are stored with their track: add copies them, remove drops them."""
+    index_dir, music, good = four_of_six
+    with Library.open(index_dir) as lib:
+        assert lib.speeds == (1.0, *DEFAULT_SPEED_VARIANTS)
+        before = {r.path: [lib.curve(r.id, k).copy() for k in (0, 1, 2)] for r in lib.records()}
+    add_to_index(index_dir, [music], encoder=FakeEncoder())
+    remove_from_index(index_dir, [str(good[0])])
+    with Library.open(index_dir) as lib:
+        lib.verify()
+        assert lib.speeds == (1.0, *DEFAULT_SPEED_VARIANTS)
+        assert lib.n_tracks == 5
+        for record in lib.records():
+            assert len(record.variant_slices) == 2
+            if record.path in before:
+                for k, curve in enumerate(before[record.path]):
+                    np.testing.assert_array_equal(lib.curve(record.id, k), curve)
+        # Every row of windows.npy belongs to exactly one curve.
+        ids, _, variants = lib.tracks_of_rows(np.arange(lib.n_windows))
+        assert sorted(set(zip(ids.tolist(), variants.tolist(), strict=True))) == sorted(
+            (r.id, k) for r in lib.records() for k in (0, 1, 2)
+        )
+
+
+def test_no_speed_variants_and_a_track_just_over_one_window(tmp_path):
+    """``speed_variants=()`` stores only the tracks; a 4.1 s track still gets one window per
+    variant (at 1.06 it lasts 3.87 s, so that window is zero-padded at the end)."""
+    short = tmp_path / "music" / "short.wav"
+    short.parent.mkdir()
+    write_tone_file(short, seed=5, duration_s=4.1, sample_rate_hz=16000, channels=1)
+    build_index(
+        tmp_path / "plain", [short], encoder=FakeEncoder(), config=IndexConfig(speed_variants=())
+    )
+    with Library.open(tmp_path / "plain") as lib:
+        assert lib.speeds == (1.0,) and lib.n_windows == 1
+        assert lib.records()[0].variant_slices == ()
+    build_index(tmp_path / "varied", [short], encoder=FakeEncoder(), config=IndexConfig())
+    with Library.open(tmp_path / "varied") as lib:
+        assert lib.n_windows == 3
+        assert [lib.curve(1, k).shape[0] for k in (0, 1, 2)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ((1.0,), "differ from 1.0"),
+        ((0.94, 0.9401), "differ from 1.0 and from each other"),
+        ((0.5,), "within 0.8..1.25"),
+        ((float("nan"),), "within 0.8..1.25"),
+        ((1.01,) * 1 + tuple(1.02 + 0.01 * i for i in range(8)), "at most 8"),
+    ],
+)
+def test_bad_speed_variants_are_one_line_config_errors(values, message):
+    with pytest.raises(ConfigError, match=message):
+        IndexConfig(speed_variants=values)
+
+
+def test_speed_variants_parse_from_the_cli_and_the_stored_meta():
+    assert parse_speed_variants("1.06, 0.94") == (0.94, 1.06)
+    assert parse_speed_variants("[0.94, 1.06]") == (0.94, 1.06)
+    assert parse_speed_variants("[]") == parse_speed_variants("") == ()
+    with pytest.raises(ConfigError, match="numbers like"):
+        parse_speed_variants("fast")
+
+
 def test_add_with_nothing_new_writes_no_generation(four_of_six):
     index_dir, _, good = four_of_six
     encoder = FakeEncoder()
@@ -327,7 +393,9 @@ def test_add_keeps_the_stored_hop(tmp_path):
     other = write_tone_file(tmp_path / "m" / "b.wav", seed=2, duration_s=DURATION_S)
     build_index(tmp_path / "i", [path], encoder=FakeEncoder(), config=IndexConfig(index_hop_s=1.0))
     report = add_to_index(tmp_path / "i", [other], encoder=FakeEncoder(), config=IndexConfig())
-    assert report.indexed[0].windows == expected_windows(other, hop_samples=SAMPLE_RATE_HZ)
+    assert report.indexed[0].windows == expected_windows(
+        other, hop_samples=SAMPLE_RATE_HZ, speeds=(1.0,)
+    )
 
 
 # -- remove ------------------------------------------------------------------------

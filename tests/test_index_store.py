@@ -19,6 +19,7 @@ from synesthete.index.config import IndexConfig
 from synesthete.index.decode import load_mono_16k
 from synesthete.index.protocols import CurveLibrary
 from synesthete.index.store import Library
+from synesthete.inference import augment
 from synesthete.stream.windowing import window_audio
 
 HOP_SAMPLES = 8000  # the default 0.5 s index hop at 16 kHz
@@ -58,12 +59,17 @@ def test_layout_on_disk(index):
             "window_count",
             "added",
         ]
+        variant_columns = [row[1] for row in connection.execute("PRAGMA table_info(variants)")]
+        assert variant_columns == ["track_id", "variant", "window_start", "window_count"]
+        n_variant_rows = connection.execute("SELECT COUNT(*) FROM variants").fetchone()[0]
         meta = dict(connection.execute("SELECT key, value FROM meta"))
     finally:
         connection.close()
     assert meta["encoder_name"] == "fake-v1"
     assert meta["dim"] == "32"
-    assert meta["format_version"] == "1"
+    assert meta["format_version"] == "2"
+    assert json.loads(meta["speed_variants"]) == [0.94, 1.06]
+    assert n_variant_rows == 2 * len(files)
     assert {"index_hop_s", "n_trees", "seed", "created"} <= set(meta)
     windows = np.load(gen / "windows.npy")
     assert windows.dtype == np.float32 and windows.shape == (manifest["n_windows"], 32)
@@ -86,21 +92,32 @@ def test_library_read_api(index):
             album="Album One",
             duration_s=pytest.approx(9.0, abs=0.05),
         )
+        assert lib.speeds == (1.0, 0.94, 1.06)
         total = 0
         for track in tracks:
-            curve = lib.curve(track.id)
             audio = load_mono_16k(track.path)
-            expected_m = 1 + (audio.shape[0] - WINDOW_SAMPLES) // HOP_SAMPLES
-            assert curve.shape == (expected_m, 32)
-            assert not curve.flags.writeable
-            np.testing.assert_allclose(np.linalg.norm(curve, axis=1), 1.0, atol=1e-5)
-            total += expected_m
+            for variant, speed in enumerate(lib.speeds):
+                curve = lib.curve(track.id, variant)
+                # Played at ``speed`` the track lasts n / speed samples.
+                expected_m = 1 + (round(audio.shape[0] / speed) - WINDOW_SAMPLES) // HOP_SAMPLES
+                assert curve.shape == (expected_m, 32), (track.path, speed)
+                assert not curve.flags.writeable
+                np.testing.assert_allclose(np.linalg.norm(curve, axis=1), 1.0, atol=1e-5)
+                total += expected_m
         assert lib.n_windows == total
+        with pytest.raises(LibraryError, match="no speed variant 3"):
+            lib.curve(1, 3)
         # The stored curve is the encoder's output over the decoded file's windows.
         audio = load_mono_16k(files[2])
         windows = window_audio(audio, window_samples=WINDOW_SAMPLES, hop_samples=HOP_SAMPLES)
         expected = FakeEncoder().embed(np.ascontiguousarray(windows))
         np.testing.assert_allclose(lib.curve(3), expected, atol=1e-5)
+        # A variant is the same file played faster or slower, as augment.speed plays it;
+        # the streaming resampler and the one-shot one agree away from the ends.
+        fast = augment.speed(audio, sample_rate_hz=16000, factor=1.06)
+        windows = window_audio(fast, window_samples=WINDOW_SAMPLES, hop_samples=HOP_SAMPLES)
+        expected = FakeEncoder().embed(np.ascontiguousarray(windows))
+        np.testing.assert_allclose(lib.curve(3, 2)[:-1], expected[:-1], atol=1e-3)
 
 
 def test_track_of_row(index):
@@ -109,11 +126,15 @@ def test_track_of_row(index):
         row = 0
         for record in sorted(lib.records(), key=lambda r: r.window_start):
             assert record.window_start == row
-            for j in range(record.window_count):
-                assert lib.track_of_row(row + j) == (record.id, j)
-            row += record.window_count
-        ids, windows = lib.tracks_of_rows(np.arange(lib.n_windows))
-        assert ids.shape == windows.shape == (lib.n_windows,)
+            slices = [(record.window_start, record.window_count), *record.variant_slices]
+            for variant, (start, count) in enumerate(slices):
+                assert start == row  # a track's variants follow its own windows
+                for j in range(count):
+                    assert lib.track_of_row(row + j) == (record.id, j, variant)
+                row += count
+        assert row == lib.n_windows
+        ids, windows, variants = lib.tracks_of_rows(np.arange(lib.n_windows))
+        assert ids.shape == windows.shape == variants.shape == (lib.n_windows,)
         with pytest.raises(LibraryError):
             lib.track_of_row(lib.n_windows)
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from synesthete.errors import ConfigError, ModelError
+from synesthete.errors import ConfigError, LibraryError, ModelError
 from synesthete.events import Candidates, Event, NowPlaying, TrackInfo, Unknown
 from synesthete.index.matcher import (
     Calibration,
@@ -53,28 +53,42 @@ CurveFn = Callable[[npt.NDArray[np.float64]], Curve]
 class DictLibrary:
     """A CurveLibrary over in-memory curves."""
 
-    def __init__(self, curves: dict[int, Curve], *, index_hop_s: float = INDEX_HOP_S) -> None:
+    def __init__(
+        self,
+        curves: dict[int, Curve],
+        *,
+        index_hop_s: float = INDEX_HOP_S,
+        speeds: tuple[float, ...] = (1.0,),
+        variants: dict[tuple[int, int], Curve] | None = None,
+    ) -> None:
         self._curves = curves
         self._index_hop_s = index_hop_s
+        self._speeds = speeds
+        self._variants = variants or {}
 
     @property
     def index_hop_s(self) -> float:
         return self._index_hop_s
 
-    def curve(self, track_id: int) -> Curve:
-        return self._curves[track_id]
+    @property
+    def speeds(self) -> tuple[float, ...]:
+        return self._speeds
+
+    def curve(self, track_id: int, variant: int = 0) -> Curve:
+        return self._curves[track_id] if variant == 0 else self._variants[(track_id, variant)]
 
     def info(self, track_id: int) -> TrackInfo:
         return TrackInfo(id=track_id, path=f"/music/{track_id}.flac", title=f"track {track_id}")
 
     def neighbors(self, embedding: Curve, *, k: int = 32) -> list[Neighbor]:
         """Brute-force top-k library windows, nearest first (what Annoy approximates)."""
+        curves = {**{(tid, 0): c for tid, c in self._curves.items()}, **self._variants}
         found = [
-            Neighbor(track_id=tid, window_index=int(j), distance=float(d))
-            for tid, curve in self._curves.items()
+            Neighbor(track_id=tid, window_index=int(j), distance=float(d), variant=v)
+            for (tid, v), curve in curves.items()
             for j, d in enumerate(np.linalg.norm(curve - embedding, axis=1))
         ]
-        found.sort(key=lambda n: (n.distance, n.track_id, n.window_index))
+        found.sort(key=lambda n: (n.distance, n.track_id, n.variant, n.window_index))
         return found[:k]
 
 
@@ -559,10 +573,22 @@ def test_lost_when_stream_turns_unrelated(mode: str) -> None:
     dec = decisions(events)
     lost = [e for e in dec if isinstance(e, Unknown)]
     assert len(lost) == 1 and lost[0].reason == "lost"
-    assert lost[0].t <= (10 + 4) * LIVE_HOP_S + WINDOW_S
-    assert all(isinstance(e, NowPlaying) and e.track.id == 91 for e in dec[: dec.index(lost[0])])
+    hold = MatcherConfig().mix_hold_windows
+    assert lost[0].t <= (10 + 4 + hold) * LIVE_HOP_S + WINDOW_S
+    before = dec[: dec.index(lost[0])]
+    assert all(isinstance(e, NowPlaying) and e.track.id == 91 for e in before)
+    # The track is held once as "mixing" (low confidence), then silently, then lost.
+    mixing = [e for e in before if isinstance(e, NowPlaying) and e.state == "mixing"]
+    assert len(mixing) == 1 and mixing[0] is before[-1]
+    assert mixing[0].confidence < MatcherConfig().off_threshold
+    assert lost[0].t - mixing[0].t == pytest.approx(hold * LIVE_HOP_S)
     assert dec[-1] is lost[0]
     assert matcher.current() is None
+    # Without the hold the same stream is lost as soon as lost_windows are low.
+    quick = make_matcher(library, frechet_mode=mode, mix_hold_windows=0)
+    quick_dec = decisions(stream(quick, library, np.concatenate([a, other])))
+    quick_lost = [e for e in quick_dec if isinstance(e, Unknown)]
+    assert quick_lost[0].t == pytest.approx(mixing[0].t)
 
 
 def test_current_track_kept_while_absent_from_neighbors() -> None:
@@ -698,3 +724,74 @@ def test_library_hop_must_match_config() -> None:
     library = DictLibrary({1: index_curve(smooth_track(1), 20)}, index_hop_s=1.0)
     with pytest.raises(ConfigError):
         Matcher(config=MatcherConfig(), library=library, stream="x")
+
+
+# --------------------------------------------------------------------------- speed variants
+
+
+def pitched_track(seed: int) -> Callable[[npt.NDArray[np.float64], float], Curve]:
+    """h(x, s): the embedding of track second x played at speed s.
+
+    A turntable speed moves the pitch, which moves the embedding away from the
+    track's own curve along a second smooth direction: ``g(x) + 6 (s - 1) u(x)``.
+    """
+    g = smooth_track(seed)
+    u = smooth_track(seed + 1000)
+
+    def h(x: npt.NDArray[np.float64], speed: float) -> Curve:
+        v = g(x) + 6.0 * (speed - 1.0) * u(x)
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    return h
+
+
+def variant_library(seeds: Sequence[int], speeds: tuple[float, ...]) -> DictLibrary:
+    """Each track as recorded and at ``speeds``: variant k's window j covers track
+    seconds ``speed * [j hop, j hop + 4]``, centre ``speed * (j hop + 2)``."""
+    curves, variants = {}, {}
+    for seed in seeds:
+        h = pitched_track(seed)
+        centres = np.arange(TRACK_WINDOWS) * INDEX_HOP_S + WINDOW_S / 2
+        curves[seed] = h(centres, 1.0)
+        for k, speed in enumerate(speeds, start=1):
+            n = int(TRACK_WINDOWS / speed)
+            variants[(seed, k)] = h(speed * (np.arange(n) * INDEX_HOP_S + WINDOW_S / 2), speed)
+    return DictLibrary(curves, speeds=(1.0, *speeds), variants=variants)
+
+
+@pytest.mark.parametrize("speed", [1.08, 0.92])
+def test_speed_variant_identifies_turntable_speed_with_offset_and_tempo(speed: float) -> None:
+    """A stream played 8 % off matches the nearest stored speed; offset and tempo come out
+    in the track's own seconds, and the track's other variants are not its rivals."""
+    seeds = [61, 62, 63, 64, 65]
+    with_variants = variant_library(seeds, (0.94, 1.06))
+    plain = DictLibrary({s: with_variants.curve(s) for s in seeds})
+    h = pitched_track(63)
+    start_s, n_windows = 31.0, 12
+    centres = start_s + speed * (np.arange(n_windows) * LIVE_HOP_S + WINDOW_S / 2)
+    live = h(centres, speed)
+
+    playing = now_playing(stream(make_matcher(with_variants), with_variants, live))
+    assert {e.track.id for e in playing} == {63}
+    assert len(playing) >= n_windows - 1
+    for e in playing:
+        assert abs(e.offset_s - (start_s + speed * e.t)) <= 1.0
+    assert all(abs(e.tempo_ratio - speed) <= 0.03 for e in playing[3:])
+    ranked = make_matcher(with_variants)
+    stream(ranked, with_variants, live)
+    ids = [c.track.id for c in ranked.candidates()]
+    assert len(ids) == len(set(ids))  # one entry per track, its best variant
+
+    # Without the variants the same stream is further from every curve: less confident.
+    baseline = now_playing(stream(make_matcher(plain), plain, live))
+    mean_conf = float(np.mean([e.confidence for e in playing]))
+    mean_plain = float(np.mean([e.confidence for e in baseline])) if baseline else 0.0
+    assert mean_conf > mean_plain + 0.05
+
+
+def test_variant_of_unknown_index_is_a_library_error() -> None:
+    library = variant_library([71], (1.06,))
+    matcher = make_matcher(library)
+    q = library.curve(71)[0]
+    with pytest.raises(LibraryError, match="speed variant 2"):
+        matcher.push(q, [Neighbor(track_id=71, window_index=0, distance=0.0, variant=2)], t=4.0)

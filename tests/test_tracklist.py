@@ -29,6 +29,22 @@ def test_segments_and_gaps() -> None:
     assert tl.segments[2].start_s == 22.0 and tl.segments[2].end_s == 26.0
 
 
+def test_crossfade_gaps_go_to_the_outgoing_track_and_long_gaps_stay_unknown() -> None:
+    # A is lost at 22 s while a crossfade runs; B is named at 30 s (window from 26 s).
+    events: list[Event] = [np_(t, A, 30 + t) for t in (10, 12, 14, 16)]
+    events += [Unknown(file="mix", t=22, reason="lost")]
+    events += [np_(t, B, t - 10) for t in (30, 32, 34)]
+    events += [Unknown(file="mix", t=40, reason="lost"), np_(60, A, 100), np_(62, A, 102)]
+    tl = build_tracklist(events, source="mix", min_segment_s=8.0)
+    labels = [(s.track.title if s.track else None) for s in tl.segments]
+    assert labels == ["Alpha", "Beta", None, "Alpha"]
+    first, second, gap, _ = tl.segments
+    # A's first window started at 6 s; the 6 s before it go to A, back-dating its offset.
+    assert first.start_s == 0.0 and first.offset_s == 30.0
+    assert first.end_s == second.start_s == 26.0  # the 4 s crossfade gap is A's
+    assert (gap.start_s, gap.end_s) == (40.0, 56.0)  # 16 s of nothing known stays unknown
+
+
 def test_short_blip_between_same_track_is_merged() -> None:
     events: list[Event] = [np_(t, A, t) for t in (4, 6, 8, 10)]
     events += [np_(12, B, 50)]
