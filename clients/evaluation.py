@@ -306,6 +306,8 @@ class MixResult:
     """Per transition: seconds from the crossfade's midpoint (where the incoming track
     becomes the louder one) to the first ``now_playing`` naming it; None if it never was
     named while it played."""
+    fade_lengths_s: tuple[float, ...] = ()
+    """Per transition: the crossfade's length (the overlap of the two segments)."""
 
     @property
     def seconds_correct(self) -> float | None:
@@ -330,6 +332,7 @@ class MixResult:
             "segments_hit": self.segments_hit,
             "segment_hit_rate": self.segment_hit_rate,
             "switch_delays_s": list(self.switch_delays_s),
+            "fade_lengths_s": list(self.fade_lengths_s),
         }
 
 
@@ -429,8 +432,10 @@ def mix_metrics(
         for f, h in zip(fractions, hit, strict=True)
     )
     switch_delays: list[float | None] = []
+    fades: list[float] = []
     for (_, _, end_prev), (track, start, end) in itertools.pairwise(checked):
         mid = 0.5 * (start + min(end_prev, end))
+        fades.append(max(0.0, min(end_prev, end) - start))
         named = [
             _event_t(event, index)
             for index, event in enumerate(events)
@@ -441,6 +446,7 @@ def mix_metrics(
         switch_delays.append(min(named) - mid if named else None)
     return MixResult(
         switch_delays_s=tuple(switch_delays),
+        fade_lengths_s=tuple(fades),
         scored_seconds=scored,
         correct_seconds=correct,
         segments=len(checked),
@@ -459,6 +465,13 @@ def summarize_mixes(results: Sequence[MixResult]) -> dict[str, Any]:
     correct = sum(r.correct_seconds for r in results)
     delays = [d for r in results for d in r.switch_delays_s]
     timed = sorted(d for d in delays if d is not None)
+    # The same delays counted from the end of the fade (the outgoing track gone).
+    after_end = sorted(
+        d - f / 2
+        for r in results
+        for d, f in zip(r.switch_delays_s, r.fade_lengths_s, strict=False)
+        if d is not None
+    )
     return {
         "mixes": len(results),
         "scored_seconds": scored,
@@ -473,6 +486,8 @@ def summarize_mixes(results: Sequence[MixResult]) -> dict[str, Any]:
         "switch_delay_median_s": _median(timed),
         "switch_delay_p90_s": _percentile(timed, 90.0),
         "switch_delay_max_s": timed[-1] if timed else None,
+        "switch_after_fade_end_median_s": _median(after_end),
+        "switch_after_fade_end_p90_s": _percentile(after_end, 90.0),
     }
 
 
@@ -520,6 +535,7 @@ MIX_COLUMNS: tuple[Column, ...] = (
     Column("switched_within_6s", "switched ≤ 6 s %"),
     Column("switch_delay_median_s", "switch median s", "seconds"),
     Column("switch_delay_p90_s", "switch p90 s", "seconds"),
+    Column("switch_after_fade_end_median_s", "after fade end median s", "seconds"),
 )
 
 

@@ -242,7 +242,9 @@ class MatcherConfig:
     window_s: float = WINDOW_S
     horizon_windows: int = 8
     frechet_mode: FrechetMode = "ema"
-    ema_decay: float = 0.7
+    ema_decay: float = 0.5
+    """Chosen on the val split's DJ mixes (docs/dj.md): 0.5 names the incoming track of a
+    crossfade about 2 s sooner than 0.7 with the same accuracy on excerpts."""
     tempo_tolerance: float = 0.12
     top_k: int = 32
     max_candidates: int = 16

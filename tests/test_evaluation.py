@@ -247,6 +247,9 @@ def test_switch_delay_is_measured_from_the_crossfade_midpoint() -> None:
     assert pooled["switched_within_6s"] == pytest.approx(2 / 3)  # the miss counts against
     assert pooled["switch_delay_median_s"] == pytest.approx(0.5)
     assert pooled["switch_delay_max_s"] == pytest.approx(3.0)
+    # From the fade's end (8 s and 4 s fades): 3 - 4 = -1 and -2 - 4 = -6.
+    assert result.fade_lengths_s == (8.0, 4.0)
+    assert pooled["switch_after_fade_end_median_s"] == pytest.approx(-3.5)
 
 
 def test_bad_segments_are_rejected() -> None:
@@ -270,4 +273,4 @@ def test_markdown_table_renders_rates_times_and_missing_values() -> None:
     assert lines[3].startswith("| overall | 1 |")
     assert markdown_table(table) == text  # summaries render like their dicts
     mixes = markdown_table({"mixes": summarize_mixes([])}, columns=MIX_COLUMNS, first_header="set")
-    assert mixes.splitlines()[2] == "| mixes | 0 | 0 | – | 0 | – | – | 0 | – | – | – |"
+    assert mixes.splitlines()[2] == "| mixes | 0 | 0 | – | 0 | – | – | 0 | – | – | – | – |"
