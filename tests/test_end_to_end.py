@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from synesthete.clients.cli import main
+from synesthete.inference import augment
 from synesthete.stream.synth import pink_noise, synth_track, synth_track_title
 
 N_TRACKS = 22
@@ -122,6 +123,86 @@ def test_excerpts_are_identified_with_offsets(library: Library) -> None:
     # The tracks repeat their sections (like real music), so a single early
     # window may sit in another repeat of the same material; nearly all don't.
     assert sum(offsets_ok) >= 0.9 * len(offsets_ok), f"{sum(offsets_ok)}/{len(offsets_ok)}"
+
+
+@pytest.mark.parametrize("factor", [1.08, 0.92])
+def test_turntable_speed_is_identified_with_tempo_ratio_and_track_offsets(
+    library: Library, factor: float
+) -> None:
+    """A turntable at ±8 % (tempo and pitch together): the right track, ``tempo_ratio``
+    near the speed, and ``offset_s`` in the track's own seconds."""
+    rng = np.random.default_rng(int(factor * 100))
+    titles = sorted(library.tracks)[::3]
+    queries: dict[Path, tuple[str, float]] = {}
+    for k, title in enumerate(titles):
+        audio = library.tracks[title]
+        source_len = int(EXCERPT_S * factor * library.rate) + 1
+        start = int(rng.integers(0, audio.shape[0] - source_len))
+        played = augment.speed(
+            audio[start : start + source_len], sample_rate_hz=library.rate, factor=factor
+        )
+        path = library.root / f"speed-{factor}-{k:02d}.wav"
+        sf.write(path, played[: int(EXCERPT_S * library.rate)], library.rate, subtype="FLOAT")
+        queries[path] = (title, start / library.rate)
+    events = identify(library, list(queries))
+    offsets_ok: list[bool] = []
+    tempo_errors: list[float] = []
+    for path, (title, start_s) in queries.items():
+        playing = [e for e in events[str(path)] if e["type"] == "now_playing"]
+        assert playing, f"{path.name}: no now_playing for {title}"
+        assert {e["track"]["title"] for e in playing} == {title}  # type: ignore[index]
+        last = playing[-1]
+        tempo_errors.append(abs(float(last["tempo_ratio"]) - factor))  # type: ignore[arg-type]
+        truth = start_s + factor * float(last["t"])  # type: ignore[arg-type]
+        offsets_ok.append(abs(float(last["offset_s"]) - truth) <= 1.0)  # type: ignore[arg-type]
+    # As above, the synthesized tracks repeat sections, so an excerpt may sit in a repeat.
+    assert sum(offsets_ok) >= 0.8 * len(offsets_ok), offsets_ok
+    # The tempo comes from the slope of an 8-window path: a few percent of noise.
+    assert float(np.median(tempo_errors)) <= 0.02 and max(tempo_errors) <= 0.05, tempo_errors
+
+
+def test_dj_mix_tracklist_has_one_line_per_track(library: Library) -> None:
+    """Three tracks at -5 %, +7 % and +3 % with 10 s equal-power crossfades, written as a
+    CUE sheet by ``identify --format cue``: one TRACK per played track, in order, each
+    starting within a few seconds of its crossfade."""
+    titles = [sorted(library.tracks)[i] for i in (2, 9, 15)]
+    pieces = []
+    for title, factor in zip(titles, (0.95, 1.07, 1.03), strict=True):
+        audio = library.tracks[title][: int(28 * 1.07 * library.rate)]
+        pieces.append(
+            augment.speed(audio, sample_rate_hz=library.rate, factor=factor)[: 28 * library.rate]
+        )
+    mix, bounds = augment.crossfade_mix(pieces, sample_rate_hz=library.rate, fade_s=10.0)
+    path = library.root / "dj-mix.wav"
+    sf.write(path, 0.9 * mix / np.abs(mix).max(), library.rate, subtype="FLOAT")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synesthete.clients.cli",
+            "identify",
+            "--index",
+            str(library.index),
+            "--format",
+            "cue",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    cue_titles = [line.split('"')[1] for line in out.splitlines() if line.startswith("    TITLE")]
+    assert cue_titles == titles, out
+    starts = [line.split()[-1] for line in out.splitlines() if "INDEX 01" in line]
+    assert starts[0] == "00:00:00"
+    seconds = [int(m) * 60 + int(s) + int(f) / 75 for m, s, f in (x.split(":") for x in starts)]
+    for start_s, (fade_start, fade_end) in zip(
+        seconds[1:],
+        zip([b[0] for b in bounds[1:]], [b[1] for b in bounds[:-1]], strict=True),
+        strict=True,
+    ):
+        assert fade_start - 2.0 <= start_s <= fade_end + 6.0, (out, bounds)
 
 
 def test_all_events_include_candidates_and_sounds_like(library: Library) -> None:
