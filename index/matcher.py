@@ -251,6 +251,10 @@ class MatcherConfig:
     candidate_ttl_windows: int = 4
     on_threshold: float = 0.5
     off_threshold: float = 0.35
+    max_frechet: float = 0.5
+    """A track is never newly named while its Fréchet distance is above this, however
+    clear its lead: true matches score about 0.05-0.4, and the calibration, which leans
+    on the margin, can be fooled by audio far from every track but farther from the rest."""
     lost_windows: int = 2
     mix_hold_windows: int = 4
     switch_windows: int = 2
@@ -287,6 +291,8 @@ class MatcherConfig:
                 f"thresholds must satisfy 0 < off_threshold <= on_threshold < 1, "
                 f"got off={off}, on={on}"
             )
+        if not 0.0 < _require_real("max_frechet", self.max_frechet) <= 2.0:
+            raise ConfigError(f"max_frechet must be in (0, 2], got {self.max_frechet}")
         _require_int("lost_windows", self.lost_windows, minimum=1)
         _require_int("mix_hold_windows", self.mix_hold_windows, minimum=0)
         _require_int("switch_windows", self.switch_windows, minimum=1)
@@ -1034,7 +1040,11 @@ class Matcher:
             key=lambda c: (-c.score.confidence, c.score.frechet, c.track_id),
         )
         if self._current_id is None:
-            if by_confidence and by_confidence[0].score.confidence >= cfg.on_threshold:
+            if (
+                by_confidence
+                and by_confidence[0].score.confidence >= cfg.on_threshold
+                and by_confidence[0].score.frechet <= cfg.max_frechet
+            ):
                 return self._identify(by_confidence[0], t)
             if self._n_windows == 1:
                 return self._unknown("no_match", t)
@@ -1050,7 +1060,7 @@ class Matcher:
                 for c in by_confidence
                 if c.track_id != self._current_id
                 and c.score.confidence >= cfg.on_threshold
-                and c.score.frechet < current.score.frechet
+                and c.score.frechet < min(current.score.frechet, cfg.max_frechet)
             ),
             None,
         )

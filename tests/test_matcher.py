@@ -690,6 +690,8 @@ def test_bad_embeddings_raise_model_error() -> None:
         {"on_threshold": 1.0},
         {"off_threshold": 0.0},
         {"lost_windows": 0},
+        {"max_frechet": 0.0},
+        {"mix_hold_windows": -1},
         {"switch_windows": 0},
         {"report_candidates": -1},
         {"calibration": {"bias": 1.0}},
@@ -795,3 +797,23 @@ def test_variant_of_unknown_index_is_a_library_error() -> None:
     q = library.curve(71)[0]
     with pytest.raises(LibraryError, match="speed variant 2"):
         matcher.push(q, [Neighbor(track_id=71, window_index=0, distance=0.0, variant=2)], t=4.0)
+
+
+def test_a_lead_far_from_every_track_is_not_named() -> None:
+    """The margin-heavy calibration (like the packaged one) gives full confidence to a
+    clear lead; ``max_frechet`` still refuses a track the audio is far from."""
+    library, fns = library_of([301, 302, 303, 304])
+    calibration = Calibration(bias=-5.19, w_frechet=-0.76, w_margin=56.6, w_windows=-0.19)
+    far = add_noise(live_curve(fns[302], start_s=20.0, n_windows=8), sigma=0.14, seed=1)
+    near = add_noise(live_curve(fns[302], start_s=20.0, n_windows=8), sigma=0.05, seed=1)
+
+    loose = make_matcher(library, max_frechet=2.0, calibration=calibration)
+    assert {e.track.id for e in now_playing(stream(loose, library, far))} == {302}
+    lead = loose.candidates()[0]
+    assert lead.frechet > 0.5 and lead.confidence > 0.9
+
+    guarded = make_matcher(library, calibration=calibration)
+    assert now_playing(stream(guarded, library, far)) == []
+    assert guarded.candidates()[0].confidence > 0.9  # confident, and still not named
+    named = now_playing(stream(make_matcher(library, calibration=calibration), library, near))
+    assert {e.track.id for e in named} == {302}
