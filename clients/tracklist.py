@@ -32,6 +32,8 @@ class Segment:
     confidence: float = 0.0
     tempo_ratio: float = 1.0
     offset_s: float | None = None
+    faded_s: float | None = None
+    """The last confident moment, when the matcher then held the track as ``mixing``."""
 
     @property
     def duration_s(self) -> float:
@@ -68,8 +70,15 @@ def build_tracklist(events: list[Event], *, source: str, min_segment_s: float = 
                 and current.track is not None
                 and current.track.id == event.track.id
             ):
+                if event.state == "mixing":
+                    # Held while its evidence fades: remember when it was last sure.
+                    faded = current.end_s if current.faded_s is None else current.faded_s
+                    current = replace(current, end_s=event.t, faded_s=faded)
+                    continue
                 confidences.append(event.confidence)
-                current = replace(current, end_s=event.t, tempo_ratio=event.tempo_ratio)
+                current = replace(
+                    current, end_s=event.t, tempo_ratio=event.tempo_ratio, faded_s=None
+                )
                 continue
             start = max(0.0, event.t - WINDOW_S)
             if current is not None:
@@ -146,7 +155,19 @@ def _merge(segments: list[Segment], min_segment_s: float) -> list[Segment]:
 
 def _fill_gaps(segments: list[Segment], end_s: float, *, absorb_s: float) -> list[Segment]:
     """Cover ``0..end_s``: gaps of ``absorb_s`` or more become unknown segments, shorter ones
-    extend the track before them (or, at the very start, the first track)."""
+    extend the track before them (or, at the very start, the first track).
+
+    A track held as ``mixing`` and then lost ends where it was last sure, unless another
+    track follows within ``absorb_s`` (a crossfade): a hard cut to unknown music, or
+    the end of the stream, is not credited to the track that stopped matching.
+    """
+    segments = list(segments)
+    for i, segment in enumerate(segments):
+        if segment.faded_s is None:
+            continue
+        nxt = segments[i + 1] if i + 1 < len(segments) else None
+        if nxt is None or nxt.start_s - segment.end_s >= absorb_s:
+            segments[i] = replace(segment, end_s=max(segment.start_s, segment.faded_s))
     filled: list[Segment] = []
     cursor = 0.0
     for segment in segments:

@@ -45,6 +45,30 @@ def test_crossfade_gaps_go_to_the_outgoing_track_and_long_gaps_stay_unknown() ->
     assert (gap.start_s, gap.end_s) == (40.0, 56.0)  # 16 s of nothing known stays unknown
 
 
+def test_a_track_held_as_mixing_then_lost_ends_where_it_was_last_sure() -> None:
+    def mixing(t: float, track: TrackInfo) -> NowPlaying:
+        return NowPlaying(
+            file="mix", t=t, track=track, offset_s=0.0, confidence=0.1, state="mixing"
+        )
+
+    # A hard cut to music that is not in the library: A was last sure at 20 s.
+    cut: list[Event] = [np_(t, A, t) for t in (4, 8, 12, 16, 20)]
+    cut += [mixing(24, A), Unknown(file="mix", t=32, reason="lost")]
+    tl = build_tracklist(cut, source="mix", min_segment_s=8.0)
+    assert [(s.track.title if s.track else None, s.start_s, s.end_s) for s in tl.segments] == [
+        ("Alpha", 0.0, 20.0),
+        (None, 20.0, 32.0),
+    ]
+    assert tl.segments[0].confidence == 0.9  # the held, low-confidence window is left out
+    # A crossfade: B is named right after the hold, so A keeps the seconds up to B.
+    fade = [*cut[:-1], Unknown(file="mix", t=30, reason="lost"), np_(34, B, 5), np_(36, B, 7)]
+    tl = build_tracklist(fade, source="mix", min_segment_s=8.0)
+    assert [(s.track.title if s.track else None, s.end_s) for s in tl.segments] == [
+        ("Alpha", 30.0),
+        ("Beta", 36.0),
+    ]
+
+
 def test_short_blip_between_same_track_is_merged() -> None:
     events: list[Event] = [np_(t, A, t) for t in (4, 6, 8, 10)]
     events += [np_(12, B, 50)]
