@@ -622,8 +622,9 @@ class _CurveEmbedder:
         )
         self._filled = 0
         self._chunks: list[npt.NDArray[np.float32]] = []
-        self._head: list[npt.NDArray[np.float32]] | None = []
-        """Audio before the first window, kept in case no full window ever comes."""
+        self._head: list[npt.NDArray[np.float32]] | None = None if self._resampler is None else []
+        """A variant's audio before its first window, kept in case no full window comes
+        (the track as recorded needs no such fallback: it is skipped as too short)."""
 
     def push(self, block: npt.NDArray[np.float32], *, last: bool = False) -> None:
         if self._resampler is not None:
@@ -640,10 +641,10 @@ class _CurveEmbedder:
 
     def finish(self) -> npt.NDArray[np.float32]:
         self.push(np.zeros(0, dtype=np.float32), last=True)
-        if self._head is not None and self._resampler is not None:
+        if self._head:
             # A track just over one window is under one window at a faster speed:
             # its variant gets the one window it has, zero-padded at the end.
-            audio = np.concatenate([np.zeros(0, np.float32), *self._head])
+            audio = np.concatenate(self._head)
             if audio.size:
                 window = np.zeros(self._batch.shape[1], dtype=np.float32)
                 window[: min(audio.size, window.size)] = audio[: window.size]
