@@ -915,13 +915,19 @@ class Matcher:
     def _prune(self) -> None:
         """Keep the curves of the ``max_candidates`` best tracks (the current one first)."""
         cap = self._config.max_candidates
-        best: dict[int, float] = {}
-        for c in self._candidates.values():
-            best[c.track_id] = min(best.get(c.track_id, math.inf), c.score.frechet)
+        best = self._best_per_track()
         if len(best) <= cap:
             return
-        kept = set(sorted(best, key=lambda tid: (tid != self._current_id, best[tid], tid))[:cap])
+        order = sorted(best, key=lambda t: (t != self._current_id, best[t].score.frechet, t))
+        kept = set(order[:cap])
         self._candidates = {k: c for k, c in self._candidates.items() if k[0] in kept}
+
+    def _best_per_track(self) -> dict[int, _Candidate]:
+        """Each candidate track's best speed variant: smallest Fréchet, then lowest variant."""
+        best: dict[int, _Candidate] = {}
+        for c in sorted(self._candidates.values(), key=lambda c: (c.score.frechet, c.variant)):
+            best.setdefault(c.track_id, c)
+        return best
 
     def recent_embeddings(self) -> npt.NDArray[np.float32]:
         """The live windows the matcher holds (the horizon), ``[n, D]``, oldest first."""
@@ -939,9 +945,7 @@ class Matcher:
         cfg = self._config
         n_windows = len(self._recent)
         self._features = []
-        self._best = {}
-        for c in sorted(self._candidates.values(), key=lambda c: (c.score.frechet, c.variant)):
-            self._best.setdefault(c.track_id, c)
+        self._best = self._best_per_track()
         finite = sorted(
             (c.score.frechet, c.track_id)
             for c in self._best.values()
