@@ -74,6 +74,7 @@ from synesthete.clients.evaluation import (
 )
 from synesthete.constants import DEFAULT_INDEX_HOP_S, DEFAULT_LIVE_HOP_S
 from synesthete.index.decode import load_mono
+from synesthete.index.store import Library
 from synesthete.inference.augment import (
     CONDITIONS,
     Materials,
@@ -519,6 +520,15 @@ def main(argv: list[str] | None = None) -> int:
         f"({library_hours * 3600 / build_s:.0f}x realtime, {index_bytes / 1e6:.1f} MB)"
     )
 
+    # Truth must be what the index holds: a track the builder refused (it says
+    # why on stderr) would only be scored as missed in every query and mix.
+    with Library.open(index) as opened:
+        indexed = {record.path for record in opened.records()}
+    rejected = [t.path for t in library if t.path not in indexed]
+    for path in rejected:
+        print(f"bench: not indexed, left out of the queries and mixes: {path}")
+    library = [t for t in library if t.path in indexed]
+
     materials = load_materials(args.corpus)
     sets = make_queries(library, negatives, plan, materials, work / "queries")
     mixes = make_mixes(library, plan, work / "queries")
@@ -631,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             "tracks": len(library),
             "hours": round(library_hours, 3),
             "negative_tracks": len(negatives),
+            "not_indexed": rejected,
         },
         "conditions": {k: v.to_dict() for k, v in summary.items()},
         "mixes": mix_summary,

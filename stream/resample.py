@@ -27,11 +27,86 @@ def to_mono(chunk: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 _HISTORY_S = 0.25  # input kept for estimate_pending: more than any soxr filter holds back
 
 
+class Downmix:
+    """Stateful downmix to mono that survives phase-inverted channels.
+
+    Averaging channels is the right downmix for almost all music, but a track
+    whose channels are in antiphase (a tracker module in "surround" mode, a
+    miswired recording) averages to near silence: the index would reject it
+    as silent, or index noise, while it plays loud in stereo. So the stream is
+    cut into aligned blocks of ``block_frames`` input frames; after each block
+    the downmix of the *next* block is chosen from this block's energies: the
+    first channel alone once the channel average keeps under ``cancel_ratio``
+    of the channels' energy, the average again once it keeps over
+    ``restore_ratio`` (hysteresis), unchanged in a block under ``floor``.
+
+    The choice depends only on absolute frame positions, so any split of the
+    stream into chunks gives the same output, and it adds no latency. Mono
+    input passes through.
+    """
+
+    def __init__(
+        self,
+        *,
+        block_frames: int = 8192,
+        cancel_ratio: float = 1e-3,
+        restore_ratio: float = 1e-2,
+        floor: float = 1e-7,
+    ) -> None:
+        if block_frames < 1 or not 0.0 < cancel_ratio < restore_ratio:
+            raise ConfigError("Downmix needs block_frames >= 1 and 0 < cancel < restore ratio")
+        self.block_frames = block_frames
+        self.cancel_ratio = cancel_ratio
+        self.restore_ratio = restore_ratio
+        self.floor = floor
+        self.reset()
+
+    def reset(self) -> None:
+        self.first_channel_only = False
+        self._filled = 0
+        self._mix_energy = 0.0
+        self._channel_energy = 0.0
+
+    def __call__(self, chunk: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``[n]`` or ``[n, channels]`` float32 → ``[n]`` float32 mono."""
+        if chunk.ndim != 2 or chunk.shape[1] == 1:
+            return to_mono(chunk)
+        pieces = []
+        start = 0
+        while start < chunk.shape[0]:
+            stop = min(chunk.shape[0], start + self.block_frames - self._filled)
+            pieces.append(self._piece(chunk[start:stop]))
+            start = stop
+        if not pieces:
+            return np.zeros(0, dtype=np.float32)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def _piece(self, piece: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        mean: npt.NDArray[np.float32] = piece.mean(axis=1, dtype=np.float32)
+        out = mean
+        if self.first_channel_only:
+            out = np.ascontiguousarray(piece[:, 0], dtype=np.float32)
+        self._mix_energy += float(np.dot(mean, mean))
+        self._channel_energy += float(np.vdot(piece, piece)) / piece.shape[1]
+        self._filled += piece.shape[0]
+        if self._filled == self.block_frames:
+            if self._channel_energy > self.floor * self.block_frames:
+                ratio = self._mix_energy / self._channel_energy
+                if ratio < self.cancel_ratio:
+                    self.first_channel_only = True
+                elif ratio > self.restore_ratio:
+                    self.first_channel_only = False
+            self._filled = 0
+            self._mix_energy = self._channel_energy = 0.0
+        return out
+
+
 class StreamResampler:
     """Mono resampler with the streaming shape ``push``/``flush``/``reset``.
 
     Settings are fixed at construction. Output of any block split equals the
     one-shot output of the same signal (tested with blocks of 1..1e6 samples).
+    Channels are downmixed by ``Downmix`` (averaged unless they cancel).
     """
 
     def __init__(
@@ -47,6 +122,7 @@ class StreamResampler:
         self.out_rate_hz = out_rate_hz
         self.quality = quality
         self._passthrough = in_rate_hz == out_rate_hz
+        self._downmix = Downmix()
         self._stream = self._new_stream()
         self._in_samples = 0
         self._out_samples = 0
@@ -76,7 +152,7 @@ class StreamResampler:
 
     def push(self, chunk: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Resample one block of ``[n]`` or ``[n, channels]`` float32 audio; returns ``[m]``."""
-        mono = to_mono(chunk)
+        mono = self._downmix(chunk)
         self._in_samples += mono.shape[0]
         if self._stream is None:
             self._out_samples += mono.shape[0]
@@ -135,6 +211,7 @@ class StreamResampler:
         return out
 
     def reset(self) -> None:
+        self._downmix.reset()
         self._stream = self._new_stream()
         self._in_samples = 0
         self._out_samples = 0

@@ -38,6 +38,7 @@ class Library:
     tracks: dict[str, np.ndarray]  # title -> audio at RATE
     rate: int
     root: Path
+    antiphase: Path  # a library track whose two channels cancel when averaged
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +55,14 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
         ext, fmt, subtype = FORMATS[n % len(FORMATS)]
         sf.write(music / f"{title}.{ext}", audio, rate, format=fmt, subtype=subtype)
         tracks[title] = audio
+    # Like a tracker module in surround mode: right = -left, so a plain channel
+    # average is silence. Kept out of ``tracks`` so the other tests' sets stay as they were.
+    surround = synth_track(seed=900, duration_s=40.0, sample_rate_hz=rate)
+    antiphase = music / "Surround Module.flac"
+    sf.write(antiphase, np.stack([surround, -surround], axis=1), rate, subtype="PCM_16")
     index = root / "index"
     assert main(["index", "build", "--index", str(index), str(music), "--quiet"]) == 0
-    return Library(index=index, tracks=tracks, rate=rate, root=root)
+    return Library(index=index, tracks=tracks, rate=rate, root=root, antiphase=antiphase)
 
 
 def identify(library: Library, files: list[Path]) -> dict[str, list[dict[str, object]]]:
@@ -235,6 +241,20 @@ def test_all_events_include_candidates_and_sounds_like(library: Library) -> None
         assert len(names) == 5 and title not in names
         distances = [item["distance"] for item in event["tracks"]]
         assert distances == sorted(distances)
+
+
+def test_a_track_in_antiphase_stereo_is_indexed_and_identified(library: Library) -> None:
+    """Its channel average is silence: it must neither be rejected as silent nor missed."""
+    stereo, rate = sf.read(library.antiphase, dtype="float32", always_2d=True)
+    start = 15 * rate
+    query = library.root / "surround-query.wav"
+    sf.write(query, stereo[start : start + int(EXCERPT_S * rate)], rate, subtype="FLOAT")
+    events = identify(library, [query])[str(query)]
+    playing = [e for e in events if e["type"] == "now_playing"]
+    assert playing, events
+    assert {e["track"]["title"] for e in playing} == {"Surround Module"}  # type: ignore[index]
+    last = playing[-1]
+    assert abs(float(last["offset_s"]) - (15.0 + float(last["t"]))) <= 1.0, last  # type: ignore[arg-type]
 
 
 def test_audio_outside_the_library_is_unknown(library: Library) -> None:

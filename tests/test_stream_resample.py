@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from synesthete.errors import AudioFormatError, ConfigError
-from synesthete.stream.resample import StreamResampler, resample_offline, to_mono
+from synesthete.stream.resample import Downmix, StreamResampler, resample_offline, to_mono
 
 BLOCK_SIZES = (1, 7, 256, 4096, None)  # None: everything at once
 IN_RATES_HZ = (44100, 48000, 22050, 16000)
@@ -62,6 +62,58 @@ def test_stereo_is_downmixed_by_averaging_before_resampling() -> None:
         resample_offline(stereo, in_rate_hz=44100), resample_offline(mono, in_rate_hz=44100)
     )
     np.testing.assert_array_equal(to_mono(stereo[:, :1]), stereo[:, 0])
+
+
+def _antiphase_then_normal(rate_hz: int) -> np.ndarray:
+    """2 s with right = -left (a surround-mode module), then 2 s of ordinary stereo."""
+    music = _test_signal(seconds=4.0, rate_hz=rate_hz, channels=1, seed=9)[:, 0]
+    half = music.shape[0] // 2
+    right = np.concatenate([-music[:half], 0.8 * music[half:]])
+    return np.stack([music, right], axis=1).astype(np.float32)
+
+
+def test_channels_in_antiphase_are_not_averaged_to_silence() -> None:
+    rate = 44100
+    audio = _antiphase_then_normal(rate)
+    mono = Downmix()(audio)
+    block = Downmix().block_frames
+    half = audio.shape[0] // 2
+    # The first block is averaged (nothing is known yet): near silence.
+    assert np.abs(mono[:block]).max() < 1e-6
+    # From the second block on, the first channel alone carries the music.
+    np.testing.assert_array_equal(mono[block:half], audio[block:half, 0])
+    # Once the channels stop cancelling, the average is back one block later.
+    back = (half // block + 1) * block
+    np.testing.assert_array_equal(mono[back:], audio[back:].mean(axis=1, dtype=np.float32))
+    # Resampled, the antiphase part is as loud as either channel.
+    out = resample_offline(audio[:half], in_rate_hz=rate)
+    tail = out[out.shape[0] // 4 :]
+    level = np.sqrt(np.mean(tail**2)) / np.sqrt(np.mean(audio[:half, 0] ** 2))
+    assert 0.9 < level < 1.1
+
+
+@pytest.mark.parametrize("block", [1, 7, 4096, 8192, 10_000])
+def test_the_downmix_choice_does_not_depend_on_the_block_split(block: int) -> None:
+    audio = _antiphase_then_normal(22050)
+    if block == 1:
+        audio = audio[: 3 * 8192]  # one Python call per sample: keep it short
+    expected = resample_offline(audio, in_rate_hz=22050)
+    got = _resample_in_blocks(audio, in_rate_hz=22050, block=block)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_silence_and_mono_keep_the_downmix_unchanged() -> None:
+    downmix = Downmix(block_frames=100)
+    downmix(np.zeros((1000, 2), dtype=np.float32))
+    assert not downmix.first_channel_only
+    music = _test_signal(seconds=0.1, rate_hz=8000, channels=1, seed=2)[:, 0]
+    downmix(np.stack([music, -music], axis=1))
+    assert downmix.first_channel_only
+    downmix(np.zeros((1000, 2), dtype=np.float32))  # a pause keeps the choice
+    assert downmix.first_channel_only
+    np.testing.assert_array_equal(downmix(music), music)
+    downmix.reset()
+    assert not downmix.first_channel_only
 
 
 @pytest.mark.parametrize("in_rate_hz", [44100, 48000, 22050])
