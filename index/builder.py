@@ -25,7 +25,6 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-import soxr
 
 from synesthete.constants import (
     MAX_INDEX_HOP_S,
@@ -39,7 +38,7 @@ from synesthete.inference.encoder import Encoder
 from synesthete.stream.windowing import Windower
 
 from .config import IndexConfig
-from .decode import decode_mono_16k_blocks
+from .decode import decode_mono_16k_speeds
 from .scan import iter_audio_files
 from .store import (
     GenerationWriter,
@@ -593,8 +592,8 @@ def _embed_track(
 class _CurveEmbedder:
     """Windows one stream of 16 kHz blocks at the index hop and embeds them in batches.
 
-    With ``speed != 1`` the blocks are first played at that speed (soxr,
-    streaming: 16 kHz in, read as ``16 kHz / speed``), as a turntable would.
+    ``speed`` is the speed the blocks were played at (``decode_mono_16k_speeds``);
+    a faster copy may come out under one window, and then keeps its audio.
     """
 
     def __init__(
@@ -610,25 +609,16 @@ class _CurveEmbedder:
         self._windower = Windower(
             hop_s=config.index_hop_s, min_hop_s=MIN_INDEX_HOP_S, max_hop_s=MAX_INDEX_HOP_S
         )
-        self._resampler = (
-            None
-            if speed == 1.0
-            else soxr.ResampleStream(
-                SAMPLE_RATE_HZ, SAMPLE_RATE_HZ / speed, 1, dtype="float32", quality="HQ"
-            )
-        )
         self._batch = np.empty(
             (config.batch_windows, self._windower.window_samples), dtype=np.float32
         )
         self._filled = 0
         self._chunks: list[npt.NDArray[np.float32]] = []
-        self._head: list[npt.NDArray[np.float32]] | None = None if self._resampler is None else []
+        self._head: list[npt.NDArray[np.float32]] | None = None if speed == 1.0 else []
         """A variant's audio before its first window, kept in case no full window comes
         (the track as recorded needs no such fallback: it is skipped as too short)."""
 
-    def push(self, block: npt.NDArray[np.float32], *, last: bool = False) -> None:
-        if self._resampler is not None:
-            block = self._resampler.resample_chunk(block, last=last)
+    def push(self, block: npt.NDArray[np.float32]) -> None:
         if self._head is not None:
             self._head.append(block.copy())
         for window in self._windower.push(block):
@@ -640,7 +630,6 @@ class _CurveEmbedder:
                 self._filled = 0
 
     def finish(self) -> npt.NDArray[np.float32]:
-        self.push(np.zeros(0, dtype=np.float32), last=True)
         if self._head:
             # A track just over one window is under one window at a faster speed:
             # its variant gets the one window it has, zero-padded at the end.
@@ -675,11 +664,14 @@ def _embed_curves(
         for speed in (1.0, *config.speed_variants)
     ]
     total_samples = 0
-    for block in decode_mono_16k_blocks(
-        path, min_duration_s=config.min_duration_s, silence_dbfs=config.silence_dbfs
+    for blocks in decode_mono_16k_speeds(
+        path,
+        speeds=config.speed_variants,
+        min_duration_s=config.min_duration_s,
+        silence_dbfs=config.silence_dbfs,
     ):
-        total_samples += block.shape[0]
-        for embedder in embedders:
+        total_samples += blocks[0].shape[0]
+        for embedder, block in zip(embedders, blocks, strict=True):
             embedder.push(block)
     return [e.finish() for e in embedders], total_samples / SAMPLE_RATE_HZ
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
+import soxr
 
 from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_S
 from synesthete.errors import AudioFormatError, ConfigError
-from synesthete.stream.resample import StreamResampler
+from synesthete.stream.resample import Downmix, StreamResampler
 from synesthete.stream.sources import soundfile_name
 
 from .config import DEFAULT_SILENCE_DBFS
@@ -45,16 +46,49 @@ def decode_mono_16k_blocks(
 ) -> Iterator[npt.NDArray[np.float32]]:
     """Yield ``[m]`` float32 blocks of the file as 16 kHz mono, in order.
 
-    Channels are averaged, then resampled with the streaming soxr resampler,
-    so the concatenated output equals ``load_mono_16k(path)`` for any
-    ``block_frames``. Raises ``AudioFormatError("<path>: <reason>")`` when the
-    file cannot be opened or decoded, holds NaN/inf samples, or, checked at
-    the end of the stream, is shorter than ``min_duration_s`` or peaks below
-    ``silence_dbfs`` (``None`` disables that check). A consumer must therefore
-    treat everything it received as void if the generator raises.
+    Channels are downmixed (``stream.resample.Downmix``), then resampled with
+    the streaming soxr resampler, so the concatenated output equals
+    ``load_mono_16k(path)`` for any ``block_frames``. Raises
+    ``AudioFormatError("<path>: <reason>")`` when the file cannot be opened or
+    decoded, holds NaN/inf samples, or, checked at the end of the stream, is
+    shorter than ``min_duration_s`` or peaks below ``silence_dbfs`` (``None``
+    disables that check). A consumer must therefore treat everything it
+    received as void if the generator raises.
+    """
+    for (block,) in decode_mono_16k_speeds(
+        path,
+        speeds=(),
+        block_frames=block_frames,
+        min_duration_s=min_duration_s,
+        silence_dbfs=silence_dbfs,
+    ):
+        if block.size:
+            yield block
+
+
+def decode_mono_16k_speeds(
+    path: str | os.PathLike[str],
+    *,
+    speeds: Sequence[float],
+    block_frames: int = DEFAULT_BLOCK_FRAMES,
+    min_duration_s: float = WINDOW_S,
+    silence_dbfs: float | None = DEFAULT_SILENCE_DBFS,
+) -> Iterator[tuple[npt.NDArray[np.float32], ...]]:
+    """``decode_mono_16k_blocks``, plus the file played at each of ``speeds``, in one pass.
+
+    Yields a tuple per decoded block: the 16 kHz mono block as recorded, then
+    one block per speed (lengths differ). A speed ``s`` is the track as a
+    turntable at ``s`` plays it, read at 16 kHz: the native-rate mono goes
+    through soxr from ``rate`` to ``16 kHz / s``. Resampling from the native
+    rate, not from the 16 kHz stream, keeps a slowed copy's top band: from
+    16 kHz audio a 0.94 copy would stop at 7.5 kHz while live audio at that
+    speed reaches 8 kHz. Checks and errors as in ``decode_mono_16k_blocks``
+    (on the block as recorded).
     """
     if block_frames < 1:
         raise ConfigError(f"block_frames must be >= 1, got {block_frames}")
+    if any(not (math.isfinite(s) and s > 0.0) for s in speeds):
+        raise ConfigError(f"speeds must be positive, got {list(speeds)}")
     where = os.fspath(path)
     total_samples = 0
     peak = 0.0
@@ -63,16 +97,25 @@ def decode_mono_16k_blocks(
     try:
         with sf.SoundFile(soundfile_name(where)) as source:
             header_s = source.frames / source.samplerate
+            downmix = Downmix()
             resampler = StreamResampler(in_rate_hz=source.samplerate, out_rate_hz=SAMPLE_RATE_HZ)
+            played = [
+                soxr.ResampleStream(
+                    source.samplerate, SAMPLE_RATE_HZ / s, 1, dtype="float32", quality="HQ"
+                )
+                for s in speeds
+            ]
             for block in source.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
                 _check_finite(where, block, first_frame=frames_read, rate_hz=source.samplerate)
                 frames_read += block.shape[0]
-                out = resampler.push(block)
+                mono = downmix(block)
+                out = resampler.push(mono)
+                total_samples += out.shape[0]
                 if out.size:
-                    total_samples += out.shape[0]
                     peak = max(peak, float(np.abs(out).max()))
-                    yield out
+                yield (out, *(stream.resample_chunk(mono, last=False) for stream in played))
             tail = resampler.flush()
+            tails = [stream.resample_chunk(np.zeros(0, np.float32), last=True) for stream in played]
     except AudioFormatError:
         raise
     except _DECODE_ERRORS as err:
@@ -88,7 +131,7 @@ def decode_mono_16k_blocks(
     if tail.size:
         total_samples += tail.shape[0]
         peak = max(peak, float(np.abs(tail).max()))
-        yield tail
+    yield (tail, *tails)
     _check_content(
         where,
         duration_s=total_samples / SAMPLE_RATE_HZ,

@@ -11,7 +11,13 @@ from fakes import make_tone_track, write_audio, write_bad_files
 
 from synesthete.constants import SAMPLE_RATE_HZ
 from synesthete.errors import AudioFormatError, ConfigError
-from synesthete.index.decode import decode_mono_16k_blocks, load_mono, load_mono_16k, peak_dbfs
+from synesthete.index.decode import (
+    decode_mono_16k_blocks,
+    decode_mono_16k_speeds,
+    load_mono,
+    load_mono_16k,
+    peak_dbfs,
+)
 from synesthete.stream.resample import resample_offline
 
 DURATION_S = 6.0
@@ -157,3 +163,44 @@ def test_peak_dbfs():
     assert peak_dbfs(1.0) == 0.0
     assert peak_dbfs(0.0) == float("-inf")
     assert peak_dbfs(0.001) == pytest.approx(-60.0)
+
+
+def _tone_power(audio, rate_hz, freq_hz):
+    """Fraction of the signal's power within 50 Hz of ``freq_hz``."""
+    power = np.abs(np.fft.rfft(audio * np.hanning(audio.shape[0]))) ** 2
+    freqs = np.fft.rfftfreq(audio.shape[0], 1.0 / rate_hz)
+    return power[np.abs(freqs - freq_hz) < 50.0].sum() / power.sum()
+
+
+def test_speed_copies_are_played_from_the_native_rate(tmp_path):
+    """A tone at 7.7 kHz is at the edge of what 16 kHz audio keeps (soxr's filter takes it
+    down 10 dB), but a 0.94 turntable plays it at 7.24 kHz in full, and so must the index's
+    0.94 copy: made from the 16 kHz audio, it would come out 20 dB down."""
+    rate = 44_100
+    t = np.arange(int(6.0 * rate)) / rate
+    low, high = 1000.0, 7700.0
+    audio = 0.3 * np.sin(2 * np.pi * low * t) + 0.3 * np.sin(2 * np.pi * high * t)
+    path = tmp_path / "tones.wav"
+    sf.write(path, np.stack([audio, audio], axis=1).astype(np.float32), rate, subtype="FLOAT")
+    blocks = list(decode_mono_16k_speeds(path, speeds=(0.94, 1.06), block_frames=5000))
+    recorded, slow, fast = (np.concatenate(column) for column in zip(*blocks, strict=True))
+    # The recording as 16 kHz equals the plain decode, block for block.
+    np.testing.assert_array_equal(recorded, np.concatenate(list(decode_mono_16k_blocks(path))))
+    # Each copy lasts the track's length divided by its speed.
+    assert slow.shape[0] == pytest.approx(6.0 / 0.94 * SAMPLE_RATE_HZ, abs=2)
+    assert fast.shape[0] == pytest.approx(6.0 / 1.06 * SAMPLE_RATE_HZ, abs=2)
+    middle = slice(SAMPLE_RATE_HZ, 4 * SAMPLE_RATE_HZ)
+    assert _tone_power(recorded[middle], SAMPLE_RATE_HZ, high) < 0.15
+    assert _tone_power(slow[middle], SAMPLE_RATE_HZ, high * 0.94) > 0.4
+    assert _tone_power(slow[middle], SAMPLE_RATE_HZ, low * 0.94) > 0.4
+    assert _tone_power(fast[middle], SAMPLE_RATE_HZ, low * 1.06) > 0.9
+
+
+def test_speeds_must_be_positive(tmp_path):
+    path = write_audio(
+        tmp_path / "x.wav",
+        make_tone_track(seed=1, duration_s=5.0, sample_rate_hz=16_000, channels=1),
+        sample_rate_hz=16_000,
+    )
+    with pytest.raises(ConfigError, match="speeds must be positive"):
+        list(decode_mono_16k_speeds(path, speeds=(0.0,)))
