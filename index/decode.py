@@ -80,9 +80,10 @@ def decode_mono_16k_speeds(
     one block per speed (lengths differ). A speed ``s`` is the track as a
     turntable at ``s`` plays it, read at 16 kHz: the native-rate mono goes
     through soxr from ``rate`` to ``16 kHz / s``. Resampling from the native
-    rate, not from the 16 kHz stream, keeps a slowed copy's top band: from
-    16 kHz audio a 0.94 copy would stop at 7.5 kHz while live audio at that
-    speed reaches 8 kHz. Checks and errors as in ``decode_mono_16k_blocks``
+    rate, not from the 16 kHz stream, keeps a slowed copy's top band: soxr
+    keeps up to about 7.5 kHz at 16 kHz, so a 0.94 copy made from 16 kHz
+    audio would stop at about 7.05 kHz, while live audio at that speed
+    reaches 7.5 kHz. Checks and errors as in ``decode_mono_16k_blocks``
     (on the block as recorded).
     """
     if block_frames < 1:

@@ -65,8 +65,9 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
     return Library(index=index, tracks=tracks, rate=rate, root=root, antiphase=antiphase)
 
 
-def identify(library: Library, files: list[Path]) -> dict[str, list[dict[str, object]]]:
-    out = subprocess.run(
+def run_identify(library: Library, *args: str | Path, timeout_s: float = 300) -> str:
+    """``synesthete identify --index LIBRARY ARGS`` in a subprocess, as a user runs it; stdout."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -74,15 +75,19 @@ def identify(library: Library, files: list[Path]) -> dict[str, list[dict[str, ob
             "identify",
             "--index",
             str(library.index),
-            *map(str, files),
+            *map(str, args),
         ],
         capture_output=True,
         text=True,
         check=True,
-        timeout=600,
-    )
+        timeout=timeout_s,
+    ).stdout
+
+
+def identify(library: Library, files: list[Path]) -> dict[str, list[dict[str, object]]]:
+    out = run_identify(library, *files, timeout_s=600)
     events: dict[str, list[dict[str, object]]] = {str(f): [] for f in files}
-    for line in out.stdout.splitlines():
+    for line in out.splitlines():
         event = json.loads(line)
         assert {"type", "file", "t"} <= event.keys()
         events[event["file"]].append(event)
@@ -181,23 +186,7 @@ def test_dj_mix_tracklist_has_one_line_per_track(library: Library) -> None:
     mix, bounds = augment.crossfade_mix(pieces, sample_rate_hz=library.rate, fade_s=10.0)
     path = library.root / "dj-mix.wav"
     sf.write(path, 0.9 * mix / np.abs(mix).max(), library.rate, subtype="FLOAT")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "synesthete.clients.cli",
-            "identify",
-            "--index",
-            str(library.index),
-            "--format",
-            "cue",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    ).stdout
+    out = run_identify(library, "--format", "cue", path)
     cue_titles = [line.split('"')[1] for line in out.splitlines() if line.startswith("    TITLE")]
     assert cue_titles == titles, out
     starts = [line.split()[-1] for line in out.splitlines() if "INDEX 01" in line]
@@ -215,24 +204,8 @@ def test_all_events_include_candidates_and_sounds_like(library: Library) -> None
     title = sorted(library.tracks)[3]
     path = library.root / "sounds-like.wav"
     sf.write(path, library.tracks[title][: int(EXCERPT_S * library.rate)], library.rate)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "synesthete.clients.cli",
-            "identify",
-            "--events",
-            "all",
-            "--index",
-            str(library.index),
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    events = [json.loads(line) for line in out.stdout.splitlines()]
+    out = run_identify(library, "--events", "all", path)
+    events = [json.loads(line) for line in out.splitlines()]
     kinds = {e["type"] for e in events}
     assert {"now_playing", "candidates", "sounds_like"} <= kinds
     similar = [e for e in events if e["type"] == "sounds_like"]
