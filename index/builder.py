@@ -428,6 +428,10 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
             "artists": len({r.artist for r in records if r.artist}),
             "albums": len({r.album for r in records if r.album}),
             "disk_mb": round(disk_bytes / 1e6, 2),
+            "versions": [
+                f"{lib.record(p.track_a).to_info().path} = {lib.record(p.track_b).to_info().path}"
+                for p in lib.version_pairs
+            ],
             **({"verified": "checksums ok"} if verify else {}),
         }
 

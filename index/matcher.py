@@ -72,7 +72,10 @@ Confidence
 :class:`Calibration` maps ``(frechet, margin, windows seen)`` to ``0..1`` with
 a logistic model. The margin of a candidate is the smallest Fréchet distance
 among the *other* candidates minus its own: positive for the best candidate
-(the gap to the runner-up), negative for all others. With a single candidate
+(the gap to the runner-up), negative for all others. Other versions of the
+same music (``CurveLibrary.versions``: an edit, a sped-up copy) are not
+rivals and are left out of the margin; the versions then compete on their
+Fréchet distances. With a single candidate
 the runner-up is the largest neighbor distance of the current window (how far
 the rest of the library is). The margin is clipped to ``±margin_cap``.
 """
@@ -129,6 +132,7 @@ __all__ = [
     "min_point_distance",
     "refined_tempo_ratio",
     "step_range",
+    "stepped_frechet_distance",
     "subsequence_frechet",
 ]
 
@@ -258,6 +262,10 @@ class MatcherConfig:
     lost_windows: int = 2
     mix_hold_windows: int = 4
     switch_windows: int = 2
+    version_switch_margin: float = 0.03
+    """A version of the current track (``CurveLibrary.versions``) takes over only with a
+    Fréchet distance this much smaller: versions score alike, and a tracklist should not
+    flip between them on noise."""
     report_candidates: int = 5
     calibration: Calibration = field(default_factory=Calibration)
 
@@ -296,6 +304,10 @@ class MatcherConfig:
         _require_int("lost_windows", self.lost_windows, minimum=1)
         _require_int("mix_hold_windows", self.mix_hold_windows, minimum=0)
         _require_int("switch_windows", self.switch_windows, minimum=1)
+        if not 0.0 <= _require_real("version_switch_margin", self.version_switch_margin) <= 2.0:
+            raise ConfigError(
+                f"version_switch_margin must be in [0, 2], got {self.version_switch_margin}"
+            )
         _require_int("report_candidates", self.report_candidates, minimum=0)
         if not isinstance(self.calibration, Calibration):
             raise ConfigError(
@@ -438,6 +450,17 @@ def _stepped_dp(
         g = d + cand_g[k, cols]
         steps[i] = s_lo + k
     return f, g, steps
+
+
+def stepped_frechet_distance(rows: npt.ArrayLike, *, s_lo: int, s_hi: int) -> float:
+    """The distance of :func:`subsequence_frechet` from precomputed distance ``rows [n, M]``
+    (no path): for callers that align many query slices against one track."""
+    _check_steps(s_lo, s_hi)
+    matrix = np.asarray(rows, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
+        raise ConfigError(f"rows must be a non-empty [n, M] matrix, got shape {matrix.shape}")
+    f, _, _ = _stepped_dp(matrix, s_lo=s_lo, s_hi=s_hi)
+    return float(f.min())
 
 
 def _best_end(f: FloatArray, g: FloatArray) -> int:
@@ -953,9 +976,13 @@ class Matcher:
         )
         for cand in self._best.values():
             own = cand.score.frechet
-            others = [f for f, tid in finite[:2] if tid != cand.track_id]
-            if others:
-                second = others[0]
+            # Another version of the same music fits as well as this one does;
+            # it is no evidence against it.
+            same_music = self._library.versions(cand.track_id)
+            others = (f for f, tid in finite if tid != cand.track_id and tid not in same_music)
+            second_or_none = next(others, None)
+            if second_or_none is not None:
+                second = second_or_none
             elif runner_up is not None:
                 second = runner_up
             else:
@@ -1057,6 +1084,11 @@ class Matcher:
         current = self._best[self._current_id]
         low = current.score.confidence < cfg.off_threshold
         self._low_windows = self._low_windows + 1 if low else 0
+        same_music = self._library.versions(self._current_id)
+
+        def to_beat(track_id: int) -> float:
+            lead = cfg.version_switch_margin if track_id in same_music else 0.0
+            return min(current.score.frechet - lead, cfg.max_frechet)
 
         challenger = next(
             (
@@ -1064,7 +1096,7 @@ class Matcher:
                 for c in by_confidence
                 if c.track_id != self._current_id
                 and c.score.confidence >= cfg.on_threshold
-                and c.score.frechet < min(current.score.frechet, cfg.max_frechet)
+                and c.score.frechet < to_beat(c.track_id)
             ),
             None,
         )

@@ -47,6 +47,11 @@ class CurveLibrary(Protocol):
 
     def info(self, track_id: int) -> TrackInfo: ...
 
+    def versions(self, track_id: int) -> frozenset[int]:
+        """The other tracks that hold the same music (an edit, a sped-up copy): they
+        fit the same audio, so the matcher does not count them as rivals."""
+        ...
+
 
 class CandidateSource(Protocol):
     """Nearest library windows of a batch of live embeddings (an Annoy index, or brute force)."""

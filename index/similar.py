@@ -58,6 +58,8 @@ from synesthete.constants import (
 )
 from synesthete.errors import ConfigError
 
+from .versions import version_groups
+
 SoundsLikeDistance = Literal["mean", "min", "frechet", "cosine"]
 DISTANCES: tuple[SoundsLikeDistance, ...] = ("mean", "min", "frechet", "cosine")
 """Every distance ``TrackSummaries`` computes: ``SOUNDS_LIKE_DISTANCES`` and the baseline."""
@@ -323,8 +325,9 @@ class TrackSummaries:
 
     ``track_ids [T]``; ``means [T, D]`` normalised mean embeddings;
     ``mean_norms [T]`` the raw means' lengths (for ``cosine``); ``groups [T]``
-    names duplicates (tracks with the same content hash share a group), so
-    every copy of an excluded track is left out too. The ``min``
+    names duplicates (tracks with the same content hash, and the version pairs
+    in ``same_music``, share a group), so every copy and version of an
+    excluded track is left out too. The ``min``
     representatives and the ``frechet`` sketches are built on first use, or
     up front with :meth:`prepare` (the live loop does so when it opens).
     """
@@ -337,6 +340,7 @@ class TrackSummaries:
         starts: Sequence[int],
         counts: Sequence[int],
         content_keys: Sequence[str] | None = None,
+        same_music: Sequence[tuple[int, int]] = (),
         index_hop_s: float = DEFAULT_INDEX_HOP_S,
     ) -> None:
         if not (len(track_ids) == len(starts) == len(counts)):
@@ -365,9 +369,12 @@ class TrackSummaries:
         self.means = _normalise_rows(raw)
         keys = list(content_keys) if content_keys is not None else [str(t) for t in track_ids]
         first_of: dict[str, int] = {}
-        self.groups = np.array(
-            [first_of.setdefault(k, i) for i, k in enumerate(keys)], dtype=np.int64
-        )
+        same_bytes = [first_of.setdefault(k, i) for i, k in enumerate(keys)]
+        links = [(i, first) for i, first in enumerate(same_bytes) if first != i]
+        row_of = {int(t): i for i, t in enumerate(self.track_ids)}
+        links += [(row_of[a], row_of[b]) for a, b in same_music if a in row_of and b in row_of]
+        group_of = version_groups(range(len(keys)), links)
+        self.groups = np.array([group_of[i] for i in range(len(keys))], dtype=np.int64)
         self._row_of = {int(t): i for i, t in enumerate(self.track_ids)}
         self._representatives: _PointSets | None = None
         self._sketches: _PointSets | None = None
@@ -382,6 +389,7 @@ class TrackSummaries:
         starts: Sequence[int],
         counts: Sequence[int],
         content_keys: Sequence[str] | None = None,
+        same_music: Sequence[tuple[int, int]] = (),
         index_hop_s: float = DEFAULT_INDEX_HOP_S,
     ) -> TrackSummaries:
         """Summaries from the window matrix ``[N, D]`` and each track's row range."""
@@ -391,6 +399,7 @@ class TrackSummaries:
             starts=starts,
             counts=counts,
             content_keys=content_keys,
+            same_music=same_music,
             index_hop_s=index_hop_s,
         )
 

@@ -68,6 +68,7 @@ from .annoy_index import AnnoyCandidates, BruteForceCandidates, RowMap, build_an
 from .config import DEFAULT_SEARCH_K_FACTOR, check_speed_variants, parse_speed_variants
 from .similar import TrackSummaries
 from .tags import displayable
+from .versions import VersionConfig, VersionPair, find_versions, version_groups
 
 FORMAT_VERSION = 2
 READABLE_FORMAT_VERSIONS = ("1", "2")
@@ -114,6 +115,14 @@ CREATE TABLE variants (
     window_start INTEGER NOT NULL,
     window_count INTEGER NOT NULL,
     PRIMARY KEY (track_id, variant)
+);
+CREATE TABLE versions (
+    track_a INTEGER NOT NULL REFERENCES tracks (id),
+    track_b INTEGER NOT NULL REFERENCES tracks (id),
+    coverage_a REAL NOT NULL,
+    coverage_b REAL NOT NULL,
+    PRIMARY KEY (track_a, track_b),
+    CHECK (track_a < track_b)
 );
 """
 _TRACK_COLUMNS = (
@@ -168,6 +177,21 @@ class TrackRecord:
         )
 
 
+def row_map_of(records: Sequence[TrackRecord]) -> RowMap:
+    """Row -> (track, window, variant) over the records' curves, in row order."""
+    curves: list[tuple[int, int, int, int]] = []  # (start, count, track id, variant)
+    for r in records:
+        curves.append((r.window_start, r.window_count, r.id, 0))
+        curves += [(a, n, r.id, k) for k, (a, n) in enumerate(r.variant_slices, start=1)]
+    curves.sort()
+    return RowMap(
+        track_ids=np.array([c[2] for c in curves], dtype=np.int64),
+        window_start=np.array([c[0] for c in curves], dtype=np.int64),
+        window_count=np.array([c[1] for c in curves], dtype=np.int64),
+        variants=np.array([c[3] for c in curves], dtype=np.int64),
+    )
+
+
 class Library:
     """A read-only view of the live generation of an index folder.
 
@@ -183,6 +207,7 @@ class Library:
         meta: Mapping[str, str],
         records: list[TrackRecord],
         windows: npt.NDArray[np.float32],
+        version_pairs: Sequence[VersionPair] = (),
     ) -> None:
         self.index_dir = index_dir
         self.generation = generation
@@ -201,22 +226,23 @@ class Library:
         self._speeds = (1.0, *parse_speed_variants(self.meta.get("speed_variants", "[]")))
         ordered = sorted(records, key=lambda r: r.window_start)
         self._records = {r.id: r for r in ordered}
-        curves: list[tuple[int, int, int, int]] = []  # (start, count, track id, variant)
         for r in ordered:
             if len(r.variant_slices) != len(self._speeds) - 1:
                 raise LibraryError(
                     f"{self.generation_dir}: track {r.id} has {len(r.variant_slices)} speed "
                     f"variants, the index declares {len(self._speeds) - 1}"
                 )
-            curves.append((r.window_start, r.window_count, r.id, 0))
-            curves += [(a, n, r.id, k) for k, (a, n) in enumerate(r.variant_slices, start=1)]
-        curves.sort()
-        self.row_map = RowMap(
-            track_ids=np.array([c[2] for c in curves], dtype=np.int64),
-            window_start=np.array([c[0] for c in curves], dtype=np.int64),
-            window_count=np.array([c[1] for c in curves], dtype=np.int64),
-            variants=np.array([c[3] for c in curves], dtype=np.int64),
+        self.row_map = row_map_of(ordered)
+        self.version_pairs = tuple(
+            p for p in version_pairs if p.track_a in self._records and p.track_b in self._records
         )
+        groups = version_groups(
+            list(self._records), [(p.track_a, p.track_b) for p in self.version_pairs]
+        )
+        members: dict[int, set[int]] = {}
+        for track_id, group in groups.items():
+            members.setdefault(group, set()).add(track_id)
+        self._versions = {t: frozenset(members[g] - {t}) for t, g in groups.items()}
         if windows.shape != (self.row_map.n_rows, self.dim):
             raise LibraryError(
                 f"{self.generation_dir}: windows.npy is {windows.shape}, the tracks table "
@@ -250,7 +276,7 @@ class Library:
             if not (gen_dir / name).is_file():
                 raise LibraryError(f"{gen_dir}: {name} is missing")
         sizes_bytes = _check_sizes(gen_dir, read_manifest(gen_dir))
-        meta, records = _read_sqlite(gen_dir / SQLITE_NAME)
+        meta, records, pairs = _read_sqlite(gen_dir / SQLITE_NAME)
         try:
             windows = np.load(gen_dir / WINDOWS_NAME, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as err:
@@ -261,7 +287,12 @@ class Library:
                 f"got {windows.dtype} {windows.shape}"
             )
         library = cls(
-            index_dir=root, generation=generation, meta=meta, records=records, windows=windows
+            index_dir=root,
+            generation=generation,
+            meta=meta,
+            records=records,
+            windows=windows,
+            version_pairs=pairs,
         )
         if verify is None:
             verify = sizes_bytes <= VERIFY_ON_OPEN_MAX_BYTES
@@ -304,6 +335,11 @@ class Library:
     def info(self, track_id: int) -> TrackInfo:
         return self.record(track_id).to_info()
 
+    def versions(self, track_id: int) -> frozenset[int]:
+        """The other tracks holding the same music as ``track_id`` (see ``versions.py``)."""
+        self.record(track_id)
+        return self._versions[int(track_id)]
+
     # -- the rest ----------------------------------------------------------------
 
     @property
@@ -338,6 +374,7 @@ class Library:
                 starts=[r.window_start for r in records],
                 counts=[r.window_count for r in records],
                 content_keys=[r.content_hash for r in records],
+                same_music=[(p.track_a, p.track_b) for p in self.version_pairs],
                 index_hop_s=self.index_hop_s,
             )
         return self._summaries
@@ -513,7 +550,7 @@ def _meta_float(meta: Mapping[str, str], key: str) -> float:
         raise LibraryError(f"index meta {key!r} is missing or not a number") from None
 
 
-def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord]]:
+def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord], list[VersionPair]]:
     # Generations are write-once, so readers open them immutable: no locks and
     # no -wal/-shm files appear next to a published database.
     uri = f"{path.absolute().as_uri()}?mode=ro&immutable=1"
@@ -531,6 +568,18 @@ def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord]]:
                     "ORDER BY track_id, variant"
                 ).fetchall()
                 if has_variants
+                else []
+            )
+            # Generations written before version detection have no table: no pairs.
+            has_versions = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'versions'"
+            ).fetchone()
+            version_rows = (
+                connection.execute(
+                    "SELECT track_a, track_b, coverage_a, coverage_b FROM versions "
+                    "ORDER BY track_a, track_b"
+                ).fetchall()
+                if has_versions
                 else []
             )
         finally:
@@ -568,7 +617,11 @@ def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord]]:
         )
         for row in rows
     ]
-    return meta, records
+    pairs = [
+        VersionPair(track_a=int(a), track_b=int(b), coverage_a=float(ca), coverage_b=float(cb))
+        for a, b, ca, cb in version_rows
+    ]
+    return meta, records, pairs
 
 
 # -- writing -------------------------------------------------------------------
@@ -650,8 +703,10 @@ class GenerationWriter:
         index_dir: str | os.PathLike[str],
         dim: int,
         speed_variants: tuple[float, ...] = (),
+        version_config: VersionConfig | None = None,
     ) -> None:
         self.speed_variants = check_speed_variants(speed_variants)
+        self.version_config = version_config or VersionConfig()
         self.index_dir = Path(index_dir)
         if self.index_dir.exists() and not self.index_dir.is_dir():
             raise LibraryError(f"{self.index_dir}: exists and is not a folder")
@@ -746,6 +801,7 @@ class GenerationWriter:
             self._write_windows_npy(windows_path)
             windows = np.load(windows_path, mmap_mode="r")
             build_annoy(windows, n_trees=n_trees, seed=seed, path=self.tmp_dir / ANNOY_NAME)
+            pairs = self._find_versions(windows, meta=meta, n_trees=n_trees)
             del windows
             full_meta = {
                 **{str(k): str(v) for k, v in meta.items()},
@@ -764,7 +820,7 @@ class GenerationWriter:
                 ),
                 "created": utc_now_iso(),
             }
-            self._write_sqlite(self.tmp_dir / SQLITE_NAME, full_meta)
+            self._write_sqlite(self.tmp_dir / SQLITE_NAME, full_meta, pairs)
             self._write_manifest(full_meta)
             for name in (*CHECKSUMMED_FILES, MANIFEST_NAME):
                 _fsync_path(self.tmp_dir / name)
@@ -808,7 +864,44 @@ class GenerationWriter:
         del out, raw
         self._raw_path.unlink()
 
-    def _write_sqlite(self, path: Path, meta: Mapping[str, str]) -> None:
+    def _find_versions(
+        self, windows: npt.NDArray[np.float32], *, meta: Mapping[str, str], n_trees: int
+    ) -> list[VersionPair]:
+        """Version pairs of this generation's tracks, found through its own Annoy file."""
+        if len(self._records) < 2:
+            return []
+        source = AnnoyCandidates(
+            ann_path=self.tmp_dir / ANNOY_NAME,
+            dim=self.dim,
+            n_trees=n_trees,
+            row_map=row_map_of(self._records),
+        )
+        by_id = {r.id: r for r in self._records}
+
+        def curve(track_id: int, variant: int) -> npt.NDArray[np.float32]:
+            record = by_id[track_id]
+            start, count = (
+                (record.window_start, record.window_count)
+                if variant == 0
+                else record.variant_slices[variant - 1]
+            )
+            return windows[start : start + count]
+
+        try:
+            return find_versions(
+                track_ids=sorted(by_id),
+                curve=curve,
+                n_variants=1 + len(self.speed_variants),
+                source=source,
+                index_hop_s=_meta_float(meta, "index_hop_s"),
+                config=self.version_config,
+            )
+        finally:
+            source.close()
+
+    def _write_sqlite(
+        self, path: Path, meta: Mapping[str, str], pairs: Sequence[VersionPair] = ()
+    ) -> None:
         connection = sqlite3.connect(path)
         try:
             connection.execute("PRAGMA journal_mode=WAL")
@@ -843,6 +936,11 @@ class GenerationWriter:
                         for r in self._records
                         for k, (start, count) in enumerate(r.variant_slices, start=1)
                     ],
+                )
+                connection.executemany(
+                    "INSERT INTO versions (track_a, track_b, coverage_a, coverage_b) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(p.track_a, p.track_b, p.coverage_a, p.coverage_b) for p in pairs],
                 )
             # Fold the WAL into the main file so the published folder is one file.
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -22,6 +22,7 @@ CORE_MODULES = [
     "index/protocols.py",
     "index/recognizer.py",
     "index/similar.py",
+    "index/versions.py",
     "synesthete/events.py",
     "synesthete/constants.py",
     "synesthete/errors.py",

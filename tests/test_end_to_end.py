@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from synesthete.clients.cli import main
+from synesthete.index.store import Library as LibraryIndex
 from synesthete.inference import augment
 from synesthete.stream.synth import pink_noise, synth_track, synth_track_title
 
@@ -65,23 +66,20 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
     return Library(index=index, tracks=tracks, rate=rate, root=root, antiphase=antiphase)
 
 
-def run_identify(library: Library, *args: str | Path, timeout_s: float = 300) -> str:
-    """``synesthete identify --index LIBRARY ARGS`` in a subprocess, as a user runs it; stdout."""
+def run_cli(*args: str | Path, timeout_s: float = 300) -> str:
+    """``synesthete ARGS`` in a subprocess, as a user runs it; its stdout."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "synesthete.clients.cli",
-            "identify",
-            "--index",
-            str(library.index),
-            *map(str, args),
-        ],
+        [sys.executable, "-m", "synesthete.clients.cli", *map(str, args)],
         capture_output=True,
         text=True,
         check=True,
         timeout=timeout_s,
     ).stdout
+
+
+def run_identify(library: Library, *args: str | Path, timeout_s: float = 300) -> str:
+    """``synesthete identify --index LIBRARY ARGS``; its stdout."""
+    return run_cli("identify", "--index", library.index, *args, timeout_s=timeout_s)
 
 
 def identify(library: Library, files: list[Path]) -> dict[str, list[dict[str, object]]]:
@@ -228,6 +226,53 @@ def test_a_track_in_antiphase_stereo_is_indexed_and_identified(library: Library)
     assert {e["track"]["title"] for e in playing} == {"Surround Module"}  # type: ignore[index]
     last = playing[-1]
     assert abs(float(last["offset_s"]) - (15.0 + float(last["t"]))) <= 1.0, last  # type: ignore[arg-type]
+
+
+def test_two_versions_of_a_track_each_identified_and_never_sounds_like_each_other(
+    library: Library, tmp_path: Path
+) -> None:
+    """A library holding one piece twice, the second key-locked 7 % faster (a game's
+    "last lap" copy). The index records them as versions; each recording is still named
+    as itself (versions are no rivals for confidence, but compete on Fréchet distance),
+    and "sounds like" never offers one version for the other."""
+    music = tmp_path / "music"
+    music.mkdir()
+    titles = sorted(library.tracks)[:4]
+    for title in titles:
+        sf.write(music / f"{title}.flac", library.tracks[title], library.rate)
+    original = library.tracks[titles[0]]
+    fast = augment.tempo(original, sample_rate_hz=library.rate, factor=1.07)
+    sf.write(music / f"{titles[0]} (fast).flac", fast, library.rate)
+    index = tmp_path / "index"
+    assert main(["index", "build", "--index", str(index), str(music), "--quiet"]) == 0
+    stats = run_cli("index", "stats", "--index", index, "--json")
+    (pair,) = json.loads(stats)["versions"]
+    assert set(pair.split(" = ")) == {
+        f"{music / titles[0]}.flac",
+        f"{music / titles[0]} (fast).flac",
+    }
+
+    queries = {}
+    for name, audio in (("original", original), ("fast", fast)):
+        path = tmp_path / f"{name}.wav"
+        start = int(10 * library.rate)
+        sf.write(path, audio[start : start + int(EXCERPT_S * library.rate)], library.rate)
+        queries[name] = path
+    events = identify(replace(library, index=index), list(queries.values()))
+    for name, expected in (("original", titles[0]), ("fast", f"{titles[0]} (fast)")):
+        playing = [e for e in events[str(queries[name])] if e["type"] == "now_playing"]
+        assert playing, (name, events[str(queries[name])])
+        assert playing[-1]["track"]["title"] == expected, (name, playing)  # type: ignore[index]
+        assert float(playing[-1]["confidence"]) >= 0.5  # type: ignore[arg-type]
+
+    similar = run_cli("similar", "--index", index, "--format", "json", f"{music / titles[0]}.flac")
+    names = [t["track"]["title"] for t in json.loads(similar)["tracks"]]
+    assert sorted(names) == sorted(titles[1:])
+
+    assert main(["index", "remove", "--index", str(index), f"{music / titles[0]} (fast).flac"]) == 0
+    with LibraryIndex.open(index) as opened:
+        assert opened.version_pairs == ()
+        assert opened.n_tracks == 4
 
 
 def test_audio_outside_the_library_is_unknown(library: Library) -> None:

@@ -62,6 +62,10 @@ def test_layout_on_disk(index):
         variant_columns = [row[1] for row in connection.execute("PRAGMA table_info(variants)")]
         assert variant_columns == ["track_id", "variant", "window_start", "window_count"]
         n_variant_rows = connection.execute("SELECT COUNT(*) FROM variants").fetchone()[0]
+        version_columns = [row[1] for row in connection.execute("PRAGMA table_info(versions)")]
+        assert version_columns == ["track_a", "track_b", "coverage_a", "coverage_b"]
+        # Six different tone tracks: no two hold the same music.
+        assert connection.execute("SELECT COUNT(*) FROM versions").fetchone()[0] == 0
         meta = dict(connection.execute("SELECT key, value FROM meta"))
     finally:
         connection.close()
@@ -118,6 +122,24 @@ def test_library_read_api(index):
         windows = window_audio(fast, window_samples=WINDOW_SAMPLES, hop_samples=HOP_SAMPLES)
         expected = FakeEncoder().embed(np.ascontiguousarray(windows))
         np.testing.assert_allclose(lib.curve(3, 2)[:-1], expected[:-1], atol=1e-3)
+
+
+def test_a_generation_without_a_versions_table_has_no_versions(index, tmp_path):
+    """Generations written before version detection still open, with no pairs."""
+    index_dir, files = index
+    copy = tmp_path / "library.sqlite"
+    shutil.copy(index_dir / "gen-000001" / "library.sqlite", copy)
+    connection = sqlite3.connect(copy)
+    connection.execute("DROP TABLE versions")
+    connection.commit()
+    connection.close()
+    _meta, records, pairs = store._read_sqlite(copy)
+    assert len(records) == len(files) and pairs == []
+    with Library.open(index_dir) as lib:
+        assert lib.version_pairs == ()
+        assert all(lib.versions(r.id) == frozenset() for r in lib.records())
+        with pytest.raises(LibraryError, match="no track with id 99"):
+            lib.versions(99)
 
 
 def test_track_of_row(index):

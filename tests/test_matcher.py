@@ -60,11 +60,13 @@ class DictLibrary:
         index_hop_s: float = INDEX_HOP_S,
         speeds: tuple[float, ...] = (1.0,),
         variants: dict[tuple[int, int], Curve] | None = None,
+        same_music: tuple[frozenset[int], ...] = (),
     ) -> None:
         self._curves = curves
         self._index_hop_s = index_hop_s
         self._speeds = speeds
         self._variants = variants or {}
+        self._same_music = same_music
 
     @property
     def index_hop_s(self) -> float:
@@ -79,6 +81,10 @@ class DictLibrary:
 
     def info(self, track_id: int) -> TrackInfo:
         return TrackInfo(id=track_id, path=f"/music/{track_id}.flac", title=f"track {track_id}")
+
+    def versions(self, track_id: int) -> frozenset[int]:
+        group = next((g for g in self._same_music if track_id in g), frozenset())
+        return group - {track_id}
 
     def neighbors(self, embedding: Curve, *, k: int = 32) -> list[Neighbor]:
         """Brute-force top-k library windows, nearest first (what Annoy approximates)."""
@@ -530,6 +536,37 @@ def test_single_track_library_uses_neighbor_distance_as_runner_up() -> None:
 
 
 @pytest.mark.parametrize("mode", ["horizon", "ema"])
+def test_another_version_of_the_music_is_not_a_rival(mode: str) -> None:
+    """A library holding the music twice (track 92 is track 91 played 7 % faster, as a
+    game's "last lap" copy): both fit, so against each other neither has a margin. Told
+    they are versions, the matcher names the one that fits best, confidently."""
+    g = smooth_track(91)
+    curves = {
+        91: index_curve(g),
+        92: g(1.07 * (np.arange(TRACK_WINDOWS) * INDEX_HOP_S + WINDOW_S / 2)),
+        93: index_curve(smooth_track(93)),
+    }
+    live = add_noise(live_curve(g, start_s=20.0, n_windows=10), sigma=0.04, seed=9)
+
+    # Confidence rests on the margin, as in the packaged calibration (fit on the
+    # train split: inference/models/baseline-v1.calibration.json).
+    margin_driven = Calibration(bias=-5.19, w_frechet=-0.76, w_margin=56.6, w_windows=-0.19)
+
+    blind = DictLibrary(curves)
+    matcher = make_matcher(blind, frechet_mode=mode, calibration=margin_driven)
+    assert not now_playing(stream(matcher, blind, live))
+    assert {c.track.id for c in matcher.candidates()[:2]} == {91, 92}
+
+    aware = DictLibrary(curves, same_music=(frozenset({91, 92}),))
+    assert aware.versions(91) == {92} and aware.versions(93) == frozenset()
+    matcher = make_matcher(aware, frechet_mode=mode, calibration=margin_driven)
+    playing = now_playing(stream(matcher, aware, live))
+    assert playing and {e.track.id for e in playing} == {91}
+    assert playing[0].t <= WINDOW_S + 2 * LIVE_HOP_S
+    assert all(e.confidence > 0.9 for e in playing[1:])
+
+
+@pytest.mark.parametrize("mode", ["horizon", "ema"])
 def test_switch_from_a_to_b_without_flapping(mode: str) -> None:
     library, fns = library_of([81, 82, 83, 84])
     a = live_curve(fns[81], start_s=10.0, n_windows=12)
@@ -693,6 +730,7 @@ def test_bad_embeddings_raise_model_error() -> None:
         {"max_frechet": 0.0},
         {"mix_hold_windows": -1},
         {"switch_windows": 0},
+        {"version_switch_margin": -0.01},
         {"report_candidates": -1},
         {"calibration": {"bias": 1.0}},
     ],

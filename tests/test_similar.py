@@ -230,6 +230,22 @@ def test_every_distance_excludes_the_track_and_its_duplicates(distance: str) -> 
     assert [d for _, d in others] == sorted(d for _, d in others)
 
 
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_every_distance_excludes_the_versions_of_the_track(distance: str) -> None:
+    """Track 4 is track 2 re-encoded and played a little faster (other bytes, same music);
+    the index names it a version of 2 (``same_music``), and that makes it a duplicate."""
+    rng = np.random.default_rng(6)
+    tracks = [unit(np.cumsum(rng.standard_normal((40, 8)), axis=0)) for _ in range(4)]
+    version = unit(tracks[2][::2].repeat(2, axis=0)[:38] + 0.01 * rng.standard_normal((38, 8)))
+    query = tracks[2][8:24:4]
+    plain = summaries_of([*tracks, version])
+    assert 4 in [t for t, _ in plain.nearest(query, k=5, exclude_track_ids=[2], distance=distance)]
+    aware = summaries_of([*tracks, version], same_music=[(2, 4), (7, 1)])  # 7: not in the index
+    others = aware.nearest(query, k=5, exclude_track_ids=[2], distance=distance, query_hop_s=2.0)
+    assert {t for t, _ in others} == {0, 1, 3}
+    assert 2 not in {t for t, _ in aware.nearest(query, k=5, exclude_track_ids=[4])}
+
+
 def test_bad_queries_are_config_errors() -> None:
     summaries = summaries_of([basis()[:4]])
     with pytest.raises(ConfigError):
