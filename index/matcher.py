@@ -262,10 +262,15 @@ class MatcherConfig:
     lost_windows: int = 2
     mix_hold_windows: int = 4
     switch_windows: int = 2
-    version_switch_margin: float = 0.03
-    """A version of the current track (``CurveLibrary.versions``) takes over only with a
-    Fréchet distance this much smaller: versions score alike, and a tracklist should not
-    flip between them on noise."""
+    version_tie_frechet: float = 0.06
+    """Versions of one piece (``CurveLibrary.versions``) whose Fréchet distances are this
+    close are tied: the one whose tempo ratio is nearest 1 is named (audio is more often
+    played near its own speed than retimed to match another version), and a version
+    takes over from the current track only with a lead larger than this, so a tracklist
+    does not flip between versions on noise."""
+    version_tempo_lead: float = 0.04
+    """A tied version is preferred for its tempo only when its ``|log tempo_ratio|`` is
+    smaller by more than this (the tempo of a short path is noisy by about 1 %)."""
     report_candidates: int = 5
     calibration: Calibration = field(default_factory=Calibration)
 
@@ -304,9 +309,13 @@ class MatcherConfig:
         _require_int("lost_windows", self.lost_windows, minimum=1)
         _require_int("mix_hold_windows", self.mix_hold_windows, minimum=0)
         _require_int("switch_windows", self.switch_windows, minimum=1)
-        if not 0.0 <= _require_real("version_switch_margin", self.version_switch_margin) <= 2.0:
+        if not 0.0 <= _require_real("version_tempo_lead", self.version_tempo_lead) < 1.0:
             raise ConfigError(
-                f"version_switch_margin must be in [0, 2], got {self.version_switch_margin}"
+                f"version_tempo_lead must be in [0, 1), got {self.version_tempo_lead}"
+            )
+        if not 0.0 <= _require_real("version_tie_frechet", self.version_tie_frechet) <= 2.0:
+            raise ConfigError(
+                f"version_tie_frechet must be in [0, 2], got {self.version_tie_frechet}"
             )
         _require_int("report_candidates", self.report_candidates, minimum=0)
         if not isinstance(self.calibration, Calibration):
@@ -1064,6 +1073,29 @@ class Matcher:
         self._last_was_unknown = True
         return Unknown(file=self._stream, t=t, reason=reason)
 
+    def _among_versions(self, cand: _Candidate, *, skip: int | None = None) -> _Candidate:
+        """``cand``, or a version of it tied on Fréchet distance whose tempo ratio is nearer
+        1 by more than ``version_tempo_lead`` (see ``MatcherConfig.version_tie_frechet``)."""
+        cfg = self._config
+        same_music = self._library.versions(cand.track_id)
+        if not same_music:
+            return cand
+
+        def off_tempo(c: _Candidate) -> float:
+            return abs(math.log(c.score.tempo_ratio))
+
+        tied = [
+            c
+            for c in self._best.values()
+            if c.track_id in same_music
+            and c.track_id != skip
+            and c.score.confidence >= cfg.on_threshold
+            and c.score.frechet
+            <= min(cand.score.frechet + cfg.version_tie_frechet, cfg.max_frechet)
+            and off_tempo(c) < off_tempo(cand) - cfg.version_tempo_lead
+        ]
+        return min(tied, key=lambda c: (off_tempo(c), c.score.frechet, c.track_id), default=cand)
+
     def _decide(self, t: float) -> Event | None:
         cfg = self._config
         by_confidence = sorted(
@@ -1076,7 +1108,7 @@ class Matcher:
                 and by_confidence[0].score.confidence >= cfg.on_threshold
                 and by_confidence[0].score.frechet <= cfg.max_frechet
             ):
-                return self._identify(by_confidence[0], t)
+                return self._identify(self._among_versions(by_confidence[0]), t)
             if self._n_windows == 1:
                 return self._unknown("no_match", t)
             return None
@@ -1086,9 +1118,17 @@ class Matcher:
         self._low_windows = self._low_windows + 1 if low else 0
         same_music = self._library.versions(self._current_id)
 
-        def to_beat(track_id: int) -> float:
-            lead = cfg.version_switch_margin if track_id in same_music else 0.0
-            return min(current.score.frechet - lead, cfg.max_frechet)
+        def beats_current(c: _Candidate) -> bool:
+            if c.track_id not in same_music:
+                return c.score.frechet < min(current.score.frechet, cfg.max_frechet)
+            # A version must fit clearly better, and not at a clearly worse tempo: the
+            # Fréchet distances of versions wander by more than their true difference.
+            return (
+                c.score.frechet
+                < min(current.score.frechet - cfg.version_tie_frechet, cfg.max_frechet)
+                and abs(math.log(c.score.tempo_ratio))
+                <= abs(math.log(current.score.tempo_ratio)) + cfg.version_tempo_lead
+            )
 
         challenger = next(
             (
@@ -1096,10 +1136,17 @@ class Matcher:
                 for c in by_confidence
                 if c.track_id != self._current_id
                 and c.score.confidence >= cfg.on_threshold
-                and c.score.frechet < to_beat(c.track_id)
+                and beats_current(c)
             ),
             None,
         )
+        if challenger is None and same_music and not low:
+            # The first answer among tied versions rests on one window, which has no
+            # tempo; once the path shows it, a version nearer its own speed takes over
+            # (the tempo lead is the hysteresis, so there is no waiting for windows).
+            preferred = self._among_versions(current)
+            if preferred is not current:
+                return self._identify(preferred, t)
         if challenger is None:
             self._challenger_id = None
             self._challenger_windows = 0
@@ -1110,7 +1157,7 @@ class Matcher:
             self._challenger_windows = 1
 
         if challenger is not None and (low or self._challenger_windows >= cfg.switch_windows):
-            return self._identify(challenger, t)
+            return self._identify(self._among_versions(challenger, skip=self._current_id), t)
         if self._low_windows >= cfg.lost_windows + cfg.mix_hold_windows:
             return self._unknown("lost", t)
         if self._low_windows == cfg.lost_windows:
