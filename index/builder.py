@@ -429,7 +429,7 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
             "albums": len({r.album for r in records if r.album}),
             "disk_mb": round(disk_bytes / 1e6, 2),
             "versions": [
-                f"{lib.record(p.track_a).to_info().path} = {lib.record(p.track_b).to_info().path}"
+                f"{lib.info(p.track_a).path} = {lib.info(p.track_b).path}"
                 for p in lib.version_pairs
             ],
             **({"verified": "checksums ok"} if verify else {}),

@@ -713,6 +713,11 @@ class _Candidate:
         return tuple(reversed(path))
 
 
+def _off_tempo(cand: _Candidate) -> float:
+    """How far the candidate's tempo ratio is from 1, as ``|log ratio|``."""
+    return abs(math.log(cand.score.tempo_ratio))
+
+
 class Matcher:
     """Per-stream incremental matcher (the streaming shape of house-style rule 4).
 
@@ -1081,9 +1086,6 @@ class Matcher:
         if not same_music:
             return cand
 
-        def off_tempo(c: _Candidate) -> float:
-            return abs(math.log(c.score.tempo_ratio))
-
         tied = [
             c
             for c in self._best.values()
@@ -1092,9 +1094,9 @@ class Matcher:
             and c.score.confidence >= cfg.on_threshold
             and c.score.frechet
             <= min(cand.score.frechet + cfg.version_tie_frechet, cfg.max_frechet)
-            and off_tempo(c) < off_tempo(cand) - cfg.version_tempo_lead
+            and _off_tempo(c) < _off_tempo(cand) - cfg.version_tempo_lead
         ]
-        return min(tied, key=lambda c: (off_tempo(c), c.score.frechet, c.track_id), default=cand)
+        return min(tied, key=lambda c: (_off_tempo(c), c.score.frechet, c.track_id), default=cand)
 
     def _decide(self, t: float) -> Event | None:
         cfg = self._config
@@ -1126,8 +1128,7 @@ class Matcher:
             return (
                 c.score.frechet
                 < min(current.score.frechet - cfg.version_tie_frechet, cfg.max_frechet)
-                and abs(math.log(c.score.tempo_ratio))
-                <= abs(math.log(current.score.tempo_ratio)) + cfg.version_tempo_lead
+                and _off_tempo(c) <= _off_tempo(current) + cfg.version_tempo_lead
             )
 
         challenger = next(

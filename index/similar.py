@@ -370,12 +370,12 @@ class TrackSummaries:
         keys = list(content_keys) if content_keys is not None else [str(t) for t in track_ids]
         first_of: dict[str, int] = {}
         same_bytes = [first_of.setdefault(k, i) for i, k in enumerate(keys)]
+        self._row_of = {int(t): i for i, t in enumerate(self.track_ids)}
+        row_of = self._row_of
         links = [(i, first) for i, first in enumerate(same_bytes) if first != i]
-        row_of = {int(t): i for i, t in enumerate(self.track_ids)}
         links += [(row_of[a], row_of[b]) for a, b in same_music if a in row_of and b in row_of]
         group_of = version_groups(range(len(keys)), links)
         self.groups = np.array([group_of[i] for i in range(len(keys))], dtype=np.int64)
-        self._row_of = {int(t): i for i, t in enumerate(self.track_ids)}
         self._representatives: _PointSets | None = None
         self._sketches: _PointSets | None = None
         self._sketch_track_starts: list[npt.NDArray[np.int64]] = []

@@ -550,6 +550,14 @@ def _meta_float(meta: Mapping[str, str], key: str) -> float:
         raise LibraryError(f"index meta {key!r} is missing or not a number") from None
 
 
+def _rows_if_table(connection: sqlite3.Connection, table: str, query: str) -> list[Any]:
+    """``query``'s rows, or none when the database has no ``table``."""
+    found = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return connection.execute(query).fetchall() if found else []
+
+
 def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord], list[VersionPair]]:
     # Generations are write-once, so readers open them immutable: no locks and
     # no -wal/-shm files appear next to a published database.
@@ -559,28 +567,19 @@ def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord], list[Ve
         try:
             meta = {str(k): str(v) for k, v in connection.execute("SELECT key, value FROM meta")}
             rows = connection.execute(f"SELECT {_TRACK_COLUMNS} FROM tracks ORDER BY id").fetchall()
-            has_variants = connection.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'variants'"
-            ).fetchone()
-            variant_rows = (
-                connection.execute(
-                    "SELECT track_id, variant, window_start, window_count FROM variants "
-                    "ORDER BY track_id, variant"
-                ).fetchall()
-                if has_variants
-                else []
+            # Format 1 has no variants table, and generations written before version
+            # detection no versions table: they read as none.
+            variant_rows = _rows_if_table(
+                connection,
+                "variants",
+                "SELECT track_id, variant, window_start, window_count FROM variants "
+                "ORDER BY track_id, variant",
             )
-            # Generations written before version detection have no table: no pairs.
-            has_versions = connection.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'versions'"
-            ).fetchone()
-            version_rows = (
-                connection.execute(
-                    "SELECT track_a, track_b, coverage_a, coverage_b FROM versions "
-                    "ORDER BY track_a, track_b"
-                ).fetchall()
-                if has_versions
-                else []
+            version_rows = _rows_if_table(
+                connection,
+                "versions",
+                "SELECT track_a, track_b, coverage_a, coverage_b FROM versions "
+                "ORDER BY track_a, track_b",
             )
         finally:
             connection.close()

@@ -46,7 +46,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -104,8 +103,9 @@ class VersionPair:
     coverage_b: float
 
 
-def _live_rate(curve: npt.NDArray[np.float32], *, stride: int) -> npt.NDArray[np.float64]:
-    return np.asarray(curve[::stride], dtype=np.float64)
+def _live_rate(curve: npt.NDArray[np.float32], *, stride: int) -> npt.NDArray[np.float32]:
+    """Every ``stride``-th window: a view, so the library's curves are never copied whole."""
+    return curve[::stride]
 
 
 def _chunk_starts(n_live: int, *, size: int) -> list[int]:
@@ -115,14 +115,14 @@ def _chunk_starts(n_live: int, *, size: int) -> list[int]:
     return list(range(0, n_live - size + 1, max(1, size // 2)))
 
 
-def _distances(live: npt.NDArray[np.float64], curve: npt.NDArray[np.float32]) -> FloatArray:
+def _distances(live: npt.NDArray[np.float32], curve: npt.NDArray[np.float32]) -> FloatArray:
     """``[n, M]`` Euclidean distances between unit vectors, from one matrix product."""
-    gram = live @ np.asarray(curve, dtype=np.float64).T
+    gram = np.asarray(live, dtype=np.float64) @ np.asarray(curve, dtype=np.float64).T
     return np.sqrt(np.maximum(2.0 - 2.0 * gram, 0.0))
 
 
 def _coverage(
-    live: npt.NDArray[np.float64],
+    live: npt.NDArray[np.float32],
     other: Sequence[npt.NDArray[np.float32]],
     *,
     size: int,
@@ -181,7 +181,7 @@ def find_versions(
     live = {t: _live_rate(curve(t, 0), stride=stride) for t in ids}
     for track in ids:
         votes: Counter[int] = Counter()
-        queries = live[track].astype(np.float32)
+        queries = np.ascontiguousarray(live[track])
         for neighbors in source.query(queries, k=cfg.neighbors_k):
             votes.update({n.track_id for n in neighbors if n.track_id != track})
         needed = cfg.min_vote_fraction * queries.shape[0]
@@ -189,13 +189,16 @@ def find_versions(
             if count >= needed and other in known:
                 suspects.add((min(track, other), max(track, other)))
 
-    rule: dict[str, Any] = {"steps": steps, "max_frechet": cfg.max_frechet}
     pairs: list[VersionPair] = []
     for a, b in sorted(suspects):
         curves_a = [curve(a, v) for v in range(n_variants)]
         curves_b = [curve(b, v) for v in range(n_variants)]
-        frac_a, n_a = _coverage(live[a], curves_b, size=cfg.chunk_windows, **rule)
-        frac_b, n_b = _coverage(live[b], curves_a, size=cfg.chunk_windows, **rule)
+        frac_a, n_a = _coverage(
+            live[a], curves_b, size=cfg.chunk_windows, steps=steps, max_frechet=cfg.max_frechet
+        )
+        frac_b, n_b = _coverage(
+            live[b], curves_a, size=cfg.chunk_windows, steps=steps, max_frechet=cfg.max_frechet
+        )
         if (frac_a >= cfg.min_coverage and n_a >= cfg.min_covered_chunks) or (
             frac_b >= cfg.min_coverage and n_b >= cfg.min_covered_chunks
         ):
