@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import bisect
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="synesthete-latency-"))
     index, path = (args.index, args.input) if args.index else make_library(work)
     early = not args.wait_for_resampler
-    result = asyncio.run(
-        measure(index, path, args.seconds, args.threads, args.resample_quality, early)
-    )
+    try:
+        result = asyncio.run(
+            measure(index, path, args.seconds, args.threads, args.resample_quality, early)
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     commit, dirty = git_commit()
     doc = {
         "commit": commit,

@@ -55,6 +55,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -337,6 +338,7 @@ async def measure(
                     seen.add(t)
                     delays_ms.append((received - ts) * 1000.0)
             missing += len(measured - seen)
+    shutil.rmtree(work, ignore_errors=True)
     return {
         "clients": clients,
         "stalled": stalled,

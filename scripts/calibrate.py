@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         run(audio.astype(np.float32), None, query)
         query += 1
 
+    shutil.rmtree(work, ignore_errors=True)
     data = np.array(rows)
     x = np.column_stack([np.ones(len(data)), data[:, 0], data[:, 1], data[:, 2]])
     y = data[:, 3]

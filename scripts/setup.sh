@@ -47,7 +47,9 @@ if [ "${1:-}" = "--train" ]; then
   stamp=".venv-train/.synesthete-setup"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv-train/bin/pip install -q --upgrade pip setuptools wheel
-    .venv-train/bin/pip install -q -e ".[train]"
+    # No wheel cache: the CUDA wheels would sit on disk twice (cache + venv),
+    # about 3 GB more at the peak, and a CI machine's disk can be small.
+    .venv-train/bin/pip install -q --no-cache-dir -e ".[train]"
     echo "$want" > "$stamp"
   fi
   echo "setup: ready (.venv-train)"

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -299,7 +300,11 @@ def main(argv: list[str] | None = None) -> int:
                 process.terminate()
             code = process.wait()
     if code != 0:
-        sys.exit(f"soak: listen exited with {code}: {(logs / 'stderr.txt').read_text()[-2000:]}")
+        sys.exit(
+            f"soak: listen exited with {code} (logs kept in {logs}): "
+            f"{(logs / 'stderr.txt').read_text()[-2000:]}"
+        )
+    shutil.rmtree(logs, ignore_errors=True)
     summary = summarize(
         samples,
         total_s=total_s,
