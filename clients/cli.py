@@ -363,7 +363,13 @@ def _cmd_index(args: argparse.Namespace) -> int:
             print(json.dumps(stats, indent=2, default=str))
         else:
             for key, value in stats.items():
-                print(f"{key:>18}: {value}")
+                if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                    # One pair of versions per line, aligned under the first.
+                    print(f"{key:>18}: {value[0]}")
+                    for item in value[1:]:
+                        print(f"{'':>18}  {item}")
+                else:
+                    print(f"{key:>18}: {value}")
         return 0
     if args.index_command == "remove":
         report = builder.remove_from_index(args.index, list(args.targets))

@@ -251,6 +251,8 @@ def test_two_versions_of_a_track_each_identified_and_never_sounds_like_each_othe
         f"{music / titles[0]}.flac",
         f"{music / titles[0]} (fast).flac",
     }
+    text = run_cli("index", "stats", "--index", index)
+    assert f"          versions: {pair}\n" in text, text
 
     queries = {}
     for name, audio in (("original", original), ("fast", fast)):

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pytest
 
 from synesthete.errors import ConfigError, LibraryError, ModelError
-from synesthete.events import Candidates, Event, NowPlaying, TrackInfo, Unknown
+from synesthete.events import Candidates, CandidateScore, Event, NowPlaying, TrackInfo, Unknown
 from synesthete.index.matcher import (
     Calibration,
     FrechetResult,
@@ -485,14 +485,22 @@ def test_jump_back_costs_frechet_but_not_point_distance() -> None:
     """A stream that jumps back in the track: order-aware Fréchet notices, min_p2p does not."""
     library, _ = library_of([41, 42])
     curve = library.curve(41)
-    live = np.concatenate([curve[100:132:4], curve[40:56:4]])
-    for mode, floor in (("horizon", 0.3), ("ema", 0.05)):
-        # The averaged variant forgets the jump geometrically (λ^k), by design.
+
+    def after_jump(mode: str, windows: int) -> CandidateScore:
+        live = np.concatenate([curve[100:132:4], curve[40 : 40 + 4 * windows : 4]])
         matcher = make_matcher(library, frechet_mode=mode)
         stream(matcher, library, live)
-        best = next(c for c in matcher.candidates() if c.track.id == 41)
-        assert best.min_p2p == pytest.approx(0.0, abs=1e-6)
-        assert best.frechet > floor, (mode, best.frechet)
+        return next(c for c in matcher.candidates() if c.track.id == 41)
+
+    held = [after_jump("horizon", k) for k in (1, 4)]
+    assert all(c.min_p2p == pytest.approx(0.0, abs=1e-6) for c in held)
+    assert all(c.frechet > 0.3 for c in held), held  # the bottleneck keeps it
+    # The averaged variant notices the jump, then forgets it geometrically (λ^k), by
+    # design: a DJ's jump or a loop should not cost the track for long.
+    first, later = after_jump("ema", 1), after_jump("ema", 4)
+    assert first.min_p2p == pytest.approx(0.0, abs=1e-6)
+    assert first.frechet > 0.2, first
+    assert later.frechet < first.frechet / 4, (first, later)
 
 
 def test_unrelated_stream_is_unknown_once() -> None:
