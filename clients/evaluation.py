@@ -10,7 +10,9 @@ Per query (``evaluate_query``) against a ``QueryTruth``:
 
 - **acc@T**: the current answer at stream time T is the true track.
 - **time to first correct**: ``t`` of the first ``now_playing`` of the true track.
-- **wrong ID**: any ``now_playing`` of another track during the query.
+- **wrong ID**: any ``now_playing`` of another track during the query; of those,
+  **version ID**: every other track named is a version of the true one
+  (``QueryTruth.versions``: an edit, a sped-up copy; the index finds them).
 - **false positive**: any ``now_playing`` at all on a negative (no true track).
 - **offset error**: median over the query's correct ``now_playing`` events of
   |offset_s - true position at the event's t|, the true position being
@@ -119,6 +121,7 @@ class QueryTruth:
     The query's audio at time t is track position
     ``excerpt_start_s + t * tempo_factor`` (``augment.track_position``).
     ``duration_s``, when given, ends the query: later events are ignored.
+    ``versions``: the other versions of ``track`` in the library (same key kind).
     """
 
     condition: str
@@ -126,6 +129,7 @@ class QueryTruth:
     excerpt_start_s: float = 0.0
     tempo_factor: float = 1.0
     duration_s: float | None = None
+    versions: frozenset[TrackKey] = frozenset()
 
     def __post_init__(self) -> None:
         if not isinstance(self.condition, str) or not self.condition:
@@ -140,6 +144,12 @@ class QueryTruth:
             raise ConfigError(f"excerpt_start_s must be finite, got {self.excerpt_start_s!r}")
         if self.duration_s is not None and not self.duration_s > 0:
             raise ConfigError(f"duration_s must be > 0, got {self.duration_s!r}")
+        if not isinstance(self.versions, frozenset):
+            raise ConfigError(f"versions must be a frozenset, got {self.versions!r}")
+        if self.versions and (self.track is None or self.track in self.versions):
+            raise ConfigError(
+                f"versions must be other tracks than the true one, got {set(self.versions)!r}"
+            )
 
     def position_at(self, t_s: float) -> float:
         """The true track position (s) heard at query time ``t_s``."""
@@ -155,6 +165,8 @@ class QueryResult:
     correct_at: dict[float, bool] = field(default_factory=dict)
     first_correct_s: float | None = None
     wrong_id: bool = False
+    version_id: bool = False
+    """A wrong ID whose every wrong answer was a version of the true track."""
     false_positive: bool = False
     offset_error_s: float | None = None
 
@@ -178,12 +190,14 @@ def evaluate_query(
         for t in at_s
     }
     first_correct_s: float | None = None
-    wrong_id = False
+    wrong: set[TrackKey] = set()
     errors_s: list[float] = []
     for index, event in enumerate(playing):
         t = _event_t(event, index)
-        if answer_track(event, match_on=match_on) != truth.track:
-            wrong_id = True
+        answer = answer_track(event, match_on=match_on)
+        if answer != truth.track:
+            if answer is not None:
+                wrong.add(answer)
             continue
         if first_correct_s is None:
             first_correct_s = t
@@ -195,7 +209,8 @@ def evaluate_query(
         negative=False,
         correct_at=correct_at,
         first_correct_s=first_correct_s,
-        wrong_id=wrong_id,
+        wrong_id=bool(wrong),
+        version_id=bool(wrong) and wrong <= truth.versions,
         offset_error_s=float(np.median(errors_s)) if errors_s else None,
     )
 
@@ -209,7 +224,8 @@ class ConditionSummary:
     """Aggregates over one condition's queries (None where nothing was measured).
 
     Rates over positives: acc@T, ``first_correct_rate`` (ever correct),
-    ``wrong_id_rate``. The median time to first correct is over the queries
+    ``wrong_id_rate`` and the part of it that named only versions of the true
+    track, ``version_id_rate``. The median time to first correct is over the queries
     that were ever correct (read it with ``first_correct_rate``). Offset error
     median and p90 are over the per-query median errors. FP rate is over
     negatives.
@@ -224,6 +240,7 @@ class ConditionSummary:
     false_positive_rate: float | None
     offset_error_median_s: float | None
     offset_error_p90_s: float | None
+    version_id_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with ``acc@T`` keys (``acc@4`` ...)."""
@@ -234,6 +251,7 @@ class ConditionSummary:
                 "first_correct_rate": self.first_correct_rate,
                 "median_time_to_first_correct_s": self.median_time_to_first_correct_s,
                 "wrong_id_rate": self.wrong_id_rate,
+                "version_id_rate": self.version_id_rate,
                 "false_positive_rate": self.false_positive_rate,
                 "offset_error_median_s": self.offset_error_median_s,
                 "offset_error_p90_s": self.offset_error_p90_s,
@@ -271,6 +289,7 @@ def _summary(results: Sequence[QueryResult], at_s: Sequence[float]) -> Condition
         first_correct_rate=_mean([r.first_correct_s is not None for r in positives]),
         median_time_to_first_correct_s=_median(first),
         wrong_id_rate=_mean([r.wrong_id for r in positives]),
+        version_id_rate=_mean([r.version_id for r in positives]),
         false_positive_rate=_mean([r.false_positive for r in negatives]),
         offset_error_median_s=_median(offsets),
         offset_error_p90_s=_percentile(offsets, 90.0),
@@ -517,6 +536,7 @@ QUERY_COLUMNS: tuple[Column, ...] = (
     *(Column(_acc_key(t), f"{_acc_key(t)} %") for t in AT_SECONDS),
     Column("median_time_to_first_correct_s", "first correct s", "seconds"),
     Column("wrong_id_rate", "wrong ID %"),
+    Column("version_id_rate", "of which version %"),
     Column("negatives", "neg", "count"),
     Column("false_positive_rate", "FP %"),
     Column("offset_error_median_s", "offset err s", "seconds"),

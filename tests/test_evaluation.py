@@ -101,6 +101,30 @@ def test_wrong_id_then_correct() -> None:
     assert result.first_correct_s == 6.0
 
 
+def test_naming_another_version_is_a_wrong_id_told_apart_from_other_music() -> None:
+    truth = QueryTruth(condition="speed-8", track=5, versions=frozenset({6}))
+    only_version = evaluate_query([playing(4.0, 6), playing(8.0, 5, 8.0)], truth)
+    assert only_version.wrong_id and only_version.version_id
+    assert only_version.correct_at[8.0] and not only_version.correct_at[4.0]
+    also_other = evaluate_query([playing(4.0, 6), playing(6.0, 9)], truth)
+    assert also_other.wrong_id and not also_other.version_id
+    right = evaluate_query([playing(4.0, 5, 4.0)], truth)
+    assert not right.wrong_id and not right.version_id
+    table = summarize([only_version, also_other, right])
+    assert table["speed-8"].wrong_id_rate == pytest.approx(2 / 3)
+    assert table["speed-8"].version_id_rate == pytest.approx(1 / 3)
+    assert "| of which version % |" in markdown_table(table)
+
+
+@pytest.mark.parametrize(
+    ("track", "versions"),
+    [(5, frozenset({5, 6})), (None, frozenset({6})), (5, {6})],
+)
+def test_versions_must_be_other_tracks(track: int | None, versions: frozenset[int]) -> None:
+    with pytest.raises(ConfigError, match="versions"):
+        QueryTruth(condition="clean", track=track, versions=versions)
+
+
 def test_never_correct() -> None:
     result = evaluate_query([unknown(4.0)], QueryTruth(condition="clean", track=5))
     assert result.correct_at == {4.0: False, 6.0: False, 8.0: False, 12.0: False}
@@ -268,7 +292,7 @@ def test_markdown_table_renders_rates_times_and_missing_values() -> None:
     assert lines[0].startswith("| condition | n | acc@4 % | acc@6 % | acc@8 % | acc@12 % |")
     assert lines[1].startswith("|:---|---:|")
     assert lines[2] == (
-        "| clean | 1 | 100.0 | 100.0 | 100.0 | 100.0 | 4.00 | 0.0 | 0 | – | 0.25 | 0.25 |"
+        "| clean | 1 | 100.0 | 100.0 | 100.0 | 100.0 | 4.00 | 0.0 | 0.0 | 0 | – | 0.25 | 0.25 |"
     )
     assert lines[3].startswith("| overall | 1 |")
     assert markdown_table(table) == text  # summaries render like their dicts
