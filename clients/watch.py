@@ -115,6 +115,9 @@ class WatchConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 10.0
     open_timeout_s: float = 10.0
+    close_timeout_s: float = 1.0
+    """How long leaving (Ctrl-C, ``--count``) waits for the server's closing handshake;
+    websockets' default of 10 s kept Ctrl-C waiting on a stalled server."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", normalize_url(self.url))
@@ -126,6 +129,8 @@ class WatchConfig:
             raise ConfigError(f"--count must be >= 1, got {self.count}")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError("backoff must satisfy 0 < initial <= max")
+        if not self.close_timeout_s > 0:
+            raise ConfigError(f"close timeout must be > 0, got {self.close_timeout_s}")
 
     @property
     def encoding(self) -> Encoding:
@@ -319,6 +324,7 @@ async def watch(config: WatchConfig, *, out: TextIO, err: TextIO) -> int:
                 subprotocols=[subprotocol],  # type: ignore[list-item]
                 additional_headers=headers,
                 open_timeout=config.open_timeout_s,
+                close_timeout=config.close_timeout_s,
             ) as connection:
                 ever_connected = True
                 delay_s = config.backoff_initial_s

@@ -264,6 +264,34 @@ def test_watch_reconnects_after_a_restart_and_stops_on_ctrl_c() -> None:
             process.wait()
 
 
+def test_ctrl_c_does_not_wait_on_a_stalled_server() -> None:
+    """A server that stops answering (its loop blocked) must not hold Ctrl-C for
+    websockets' 10 s closing handshake."""
+    port = free_port()
+    with ServerThread(ServerConfig(port=port)) as server:
+        process = subprocess.Popen(
+            cli_command("watch", f"ws://127.0.0.1:{port}/", "--jsonl"),
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out = LineReader(process.stdout)
+            server.publish(playing(A, 4.0))
+            assert out.next()["track"]["title"] == "Amber Line"
+            server.loop.call_soon_threadsafe(time.sleep, 9.0)  # the server stalls
+            time.sleep(0.2)
+            started = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=20) == 0
+            assert time.monotonic() - started < 5.0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 def test_event_printer_and_url_rules() -> None:
     assert normalize_url("localhost:9000") == "ws://localhost:9000/"
     assert normalize_url("example.org") == "ws://example.org:8765/"
