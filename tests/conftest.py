@@ -7,6 +7,7 @@ replay excerpts of these tracks through ``synesthete listen`` subprocesses.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -95,6 +96,17 @@ def cli_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test stops with Ctrl-C (SIGINT).
+
+    A shell starts background jobs with SIGINT ignored, and an ignored signal
+    stays ignored across fork and exec; Python then installs no
+    KeyboardInterrupt handler. Restoring the default makes the child react as
+    it does when started from a terminal, however the test run was started.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from conftest import cli_command, cli_env, free_port
+from conftest import cli_command, cli_env, free_port, sigint_as_in_a_terminal
 
 from synesthete.clients.cli import main
 from synesthete.clients.server import Client, ServerConfig, WebsocketServer
@@ -235,6 +235,7 @@ def test_watch_reconnects_after_a_restart_and_stops_on_ctrl_c() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     try:
         out, err = LineReader(process.stdout), LineReader(process.stderr)
@@ -275,6 +276,7 @@ def test_ctrl_c_does_not_wait_on_a_stalled_server() -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=sigint_as_in_a_terminal,
         )
         try:
             out = LineReader(process.stdout)
