@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import signal
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -226,11 +227,12 @@ class LineReader:
                 return text
 
 
-def test_watch_reconnects_after_a_restart_and_stops_on_ctrl_c() -> None:
-    port = free_port()
-    config = ServerConfig(port=port)
+@contextlib.contextmanager
+def watch_process(port: int, *options: str) -> Iterator[subprocess.Popen[str]]:
+    """``synesthete watch ws://127.0.0.1:PORT/ OPTIONS`` that a test stops with Ctrl-C;
+    killed on the way out if it is still running."""
     process = subprocess.Popen(
-        cli_command("watch", f"ws://127.0.0.1:{port}/", "--jsonl", "--wait"),
+        cli_command("watch", f"ws://127.0.0.1:{port}/", *options),
         env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -238,6 +240,17 @@ def test_watch_reconnects_after_a_restart_and_stops_on_ctrl_c() -> None:
         preexec_fn=sigint_as_in_a_terminal,
     )
     try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_watch_reconnects_after_a_restart_and_stops_on_ctrl_c() -> None:
+    port = free_port()
+    config = ServerConfig(port=port)
+    with watch_process(port, "--jsonl", "--wait") as process:
         out, err = LineReader(process.stdout), LineReader(process.stderr)
         # --wait: the watcher starts before the server and keeps trying.
         assert "waiting for the server" in err.line()
@@ -259,39 +272,22 @@ def test_watch_reconnects_after_a_restart_and_stops_on_ctrl_c() -> None:
         assert not any("Traceback" in line for line in err.seen), err.seen
         # One note per outage, however many attempts it took.
         assert sum("reconnecting" in line for line in err.seen) == 1, err.seen
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_ctrl_c_does_not_wait_on_a_stalled_server() -> None:
     """A server that stops answering (its loop blocked) must not hold Ctrl-C for
     websockets' 10 s closing handshake."""
     port = free_port()
-    with ServerThread(ServerConfig(port=port)) as server:
-        process = subprocess.Popen(
-            cli_command("watch", f"ws://127.0.0.1:{port}/", "--jsonl"),
-            env=cli_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=sigint_as_in_a_terminal,
-        )
-        try:
-            out = LineReader(process.stdout)
-            server.publish(playing(A, 4.0))
-            assert out.next()["track"]["title"] == "Amber Line"
-            server.loop.call_soon_threadsafe(time.sleep, 9.0)  # the server stalls
-            time.sleep(0.2)
-            started = time.monotonic()
-            process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=20) == 0
-            assert time.monotonic() - started < 5.0
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    with ServerThread(ServerConfig(port=port)) as server, watch_process(port, "--jsonl") as process:
+        out = LineReader(process.stdout)
+        server.publish(playing(A, 4.0))
+        assert out.next()["track"]["title"] == "Amber Line"
+        server.loop.call_soon_threadsafe(time.sleep, 9.0)  # the server stalls
+        time.sleep(0.2)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+        assert time.monotonic() - started < 5.0
 
 
 def test_event_printer_and_url_rules() -> None:
