@@ -160,6 +160,11 @@ class TrackRecord:
     variant_slices: tuple[tuple[int, int], ...] = ()
     """(window_start, window_count) of speed variants 1..V, in the index's variant order."""
 
+    @property
+    def slices(self) -> tuple[tuple[int, int], ...]:
+        """(window_start, window_count) of every curve, indexed by variant (0: native)."""
+        return ((self.window_start, self.window_count), *self.variant_slices)
+
     def to_info(self) -> TrackInfo:
         """The track as events carry it.
 
@@ -181,8 +186,7 @@ def row_map_of(records: Sequence[TrackRecord]) -> RowMap:
     """Row -> (track, window, variant) over the records' curves, in row order."""
     curves: list[tuple[int, int, int, int]] = []  # (start, count, track id, variant)
     for r in records:
-        curves.append((r.window_start, r.window_count, r.id, 0))
-        curves += [(a, n, r.id, k) for k, (a, n) in enumerate(r.variant_slices, start=1)]
+        curves += [(a, n, r.id, k) for k, (a, n) in enumerate(r.slices)]
     curves.sort()
     return RowMap(
         track_ids=np.array([c[2] for c in curves], dtype=np.int64),
@@ -317,15 +321,12 @@ class Library:
     def curve(self, track_id: int, variant: int = 0) -> npt.NDArray[np.float32]:
         """``[M, D]`` read-only view of a variant's window embeddings, in time order."""
         record = self.record(track_id)
-        if variant == 0:
-            start, count = record.window_start, record.window_count
-        elif 1 <= variant <= len(record.variant_slices):
-            start, count = record.variant_slices[variant - 1]
-        else:
+        if not 0 <= variant < len(record.slices):
             raise LibraryError(
                 f"{self.index_dir}: track {track_id} has no speed variant {variant} "
                 f"(the index has {len(self._speeds) - 1})"
             )
+        start, count = record.slices[variant]
         return self.windows[start : start + count]
 
     def variant_curves(self, track_id: int) -> list[npt.NDArray[np.float32]]:
@@ -878,12 +879,7 @@ class GenerationWriter:
         by_id = {r.id: r for r in self._records}
 
         def curve(track_id: int, variant: int) -> npt.NDArray[np.float32]:
-            record = by_id[track_id]
-            start, count = (
-                (record.window_start, record.window_count)
-                if variant == 0
-                else record.variant_slices[variant - 1]
-            )
+            start, count = by_id[track_id].slices[variant]
             return windows[start : start + count]
 
         try:
