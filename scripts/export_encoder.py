@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export_encoder: {checkpoint_path} not found", file=sys.stderr)
         return 2
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    config = ModelConfig(**checkpoint["model_config"])
+    config = ModelConfig.from_dict(checkpoint["model_config"])
     model = EncoderNet(config, make_frontend(config))
     model.load_state_dict(checkpoint["model"])
     model.eval()
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": {
             "command": command_file.read_text().strip() if command_file.is_file() else None,
             "step": checkpoint["step"],
-            "elapsed_s": round(float(checkpoint["elapsed_s"]), 1),
+            "train_s": round(float(checkpoint["elapsed_s"]), 1),
             "val": checkpoint["val"],
             "seed": train_config["seed"],
             "torch": torch.__version__,

@@ -21,22 +21,45 @@ import soundfile as sf
 import torch
 from conftest import cli_command, cli_env
 
-from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+from synesthete.constants import SAMPLE_RATE_HZ
+from synesthete.inference import augment
 from synesthete.inference.config import EncoderConfig
-from synesthete.inference.model import ModelConfig, mel_centres_hz
+from synesthete.inference.frontend import LogMel
+from synesthete.inference.mel_augment import AugmentConfig, MelAugmenter, MelStream, power_to_db
+from synesthete.inference.mel_cache import room_kernel
+from synesthete.inference.model import EncoderNet, ModelConfig, mel_centres_hz
 from synesthete.inference.torchscript import TorchScriptEncoder
-from synesthete.inference.training import (
-    AudioBank,
-    Augmenter,
-    Track,
-    TrainConfig,
-    nt_xent,
-    synthetic_split,
-)
-from synesthete.stream.synth import synth_track
+from synesthete.inference.training import neighbours, nt_xent
+from synesthete.stream.synth import pink_noise, synth_track
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PYTHON = Path(os.environ.get("SYNESTHETE_TRAIN_PYTHON", ROOT / ".venv-train/bin/python"))
+CONFIG = ModelConfig()
+
+
+def _front() -> LogMel:
+    """The model's front end in plain torch (this venv has no torchaudio)."""
+    return LogMel(
+        sample_rate_hz=SAMPLE_RATE_HZ,
+        n_fft=CONFIG.n_fft,
+        hop_samples=CONFIG.hop_length,
+        n_mels=CONFIG.n_mels,
+        f_min_hz=CONFIG.f_min_hz,
+        f_max_hz=CONFIG.f_max_hz,
+    )
+
+
+def _mel_db(audio: np.ndarray) -> torch.Tensor:
+    """``[T, n_mels]`` float16 dB, as the mel cache stores a recording."""
+    with torch.inference_mode():
+        log_power = _front()(torch.from_numpy(audio.astype(np.float32)))
+    return (log_power * (10.0 / np.log(10.0))).t().contiguous().half()
+
+
+def _stream(pieces: list[torch.Tensor]) -> MelStream:
+    lengths = np.array([p.shape[0] for p in pieces], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return MelStream(db=torch.cat(pieces), starts=ends - lengths, ends=ends)
 
 
 def test_nt_xent_rewards_matching_pairs() -> None:
@@ -50,47 +73,138 @@ def test_nt_xent_rewards_matching_pairs() -> None:
     assert float(matched) < 0.1
 
 
-def _augmenter(batch: int = 6) -> Augmenter:
-    config = TrainConfig(corpus=None, out_dir=Path("unused"), batch=batch, rirs=0)
-    bank = AudioBank(synthetic_split(2, seed=5, seconds=20.0))
-    return Augmenter(bank=bank, noises=[], rirs=[], config=config)
+def test_excluded_neighbours_are_not_negatives() -> None:
+    g = torch.Generator().manual_seed(1)
+    a = torch.nn.functional.normalize(torch.randn(8, 32, generator=g), dim=1)
+    twins = a.clone()
+    twins[1] = a[0]  # excerpt 1 is the same music as excerpt 0
+    plain = nt_xent(twins, twins, temperature=0.1)
+    track = np.array([0, 0, 1, 2, 3, 4, 5, 6])
+    frame = np.array([0, 30, 0, 0, 0, 0, 0, 0])
+    exclude = neighbours(track, frame, 100)
+    assert bool(exclude[0, 1]) and bool(exclude[1, 0]) and not bool(exclude[0, 2])
+    masked = nt_xent(twins, twins, temperature=0.1, exclude=exclude)
+    assert float(masked) < 0.05 < float(plain)
+    far = neighbours(track, np.array([0, 300, 0, 0, 0, 0, 0, 0]), 100)
+    assert not bool(far[0, 1])
+
+
+def test_mel_stream_interpolates_and_never_crosses_a_recording() -> None:
+    db = torch.arange(20, dtype=torch.float16)[:, None].repeat(1, 3)  # frame k holds k dB
+    stream = MelStream(db=db, starts=np.array([0, 10]), ends=np.array([10, 20]))
+    positions = torch.tensor([[2.5, -4.0, 9.7], [10.0, 25.0, 12.25]], dtype=torch.float64)
+    power = stream.read(np.array([0, 1]), positions)
+    got = power_to_db(power)[:, 0, :]
+    assert torch.allclose(got, torch.tensor([[2.5, 0.0, 9.0], [10.0, 19.0, 12.25]]), atol=1e-3)
+
+
+def _augmenter(tracks: int = 4, **overrides: float) -> MelAugmenter:
+    music = _stream(
+        [_mel_db(synth_track(seed=40 + k, duration_s=20.0, sample_rate_hz=SAMPLE_RATE_HZ))
+         for k in range(tracks)]
+    )  # fmt: skip
+    pink = _stream([_mel_db(pink_noise(seconds=10.0, sample_rate_hz=SAMPLE_RATE_HZ, seed=3))])
+    rooms = torch.stack(
+        [room_kernel(augment.room_impulse_response(sample_rate_hz=SAMPLE_RATE_HZ, rng=k), CONFIG)
+         for k in range(2)]
+    )  # fmt: skip
+    return MelAugmenter(
+        music=music,
+        noises={"pink": pink},
+        speech=None,
+        room_kernels=rooms,
+        centres_hz=mel_centres_hz(CONFIG).tolist(),
+        config=AugmentConfig(**overrides),  # type: ignore[arg-type]
+    )
 
 
 def test_query_view_is_the_index_view_shifted_and_degraded() -> None:
     augmenter = _augmenter()
-    rng = np.random.default_rng(1)
-    index_view, query_view, warp = augmenter.pair(rng)
-    assert index_view.shape == query_view.shape == (6, WINDOW_SAMPLES)
-    assert torch.isfinite(query_view).all() and warp.shape == (6,)
-    assert float(warp.min()) > 0.8 and float(warp.max()) < 1.25
-    # Degraded, yet the same music: each query correlates best with its own index view
-    # (within the ±0.25 s offset) rather than with the other pairs'.
-    spec_i = torch.stft(index_view, 1024, 512, return_complex=True).abs().log1p().mean(dim=2)
-    spec_q = torch.stft(query_view, 1024, 512, return_complex=True).abs().log1p().mean(dim=2)
-    spec_i = torch.nn.functional.normalize(spec_i - spec_i.mean(1, keepdim=True), dim=1)
-    spec_q = torch.nn.functional.normalize(spec_q - spec_q.mean(1, keepdim=True), dim=1)
-    assert not torch.allclose(index_view, query_view)
-    similarity = spec_q @ spec_i.t()
+    batch = augmenter.draw(np.random.default_rng(1), 12)
+    assert batch.index_db.shape == batch.query_db.shape == (12, CONFIG.n_mels, CONFIG.frames)
+    assert torch.isfinite(batch.query_db).all() and torch.isfinite(batch.index_db).all()
+    assert not torch.allclose(batch.index_db, batch.query_db)
+    # Degraded, yet the same music: each query's spectral profile correlates best with
+    # its own index view's (most queries), and more than with the others' on average.
+    profile_i = batch.index_db.mean(dim=2)
+    profile_q = batch.query_db.mean(dim=2)
+    profile_i = torch.nn.functional.normalize(profile_i - profile_i.mean(1, keepdim=True), dim=1)
+    profile_q = torch.nn.functional.normalize(profile_q - profile_q.mean(1, keepdim=True), dim=1)
+    similarity = profile_q @ profile_i.t()
     own = similarity.diagonal()
-    others = (similarity.sum(dim=1) - own) / 5
-    assert int((own > others).sum()) >= 5, similarity
-    assert float(own.mean()) > float(others.mean()) + 0.03, similarity
+    same_track = torch.from_numpy(batch.track[:, None] == batch.track[None, :])
+    others = similarity.masked_fill(same_track, float("nan")).nanmean(dim=1)
+    assert int((own > others).sum()) >= 9, similarity
+    assert float(own.mean()) > float(others.mean()) + 0.05, similarity
+
+
+def test_same_track_pairs_are_seconds_apart() -> None:
+    augmenter = _augmenter(same_track_fraction=0.5)
+    batch = augmenter.draw(np.random.default_rng(2), 8)
+    for a, b in ((0, 7), (1, 6)):
+        assert batch.track[a] == batch.track[b]
+        assert 100 <= abs(int(batch.frame[a]) - int(batch.frame[b])) < 500
+
+
+def test_clean_query_views_differ_only_by_the_offset() -> None:
+    off = dict(speed_p=0.0, tempo_p=0.0, pitch_p=0.0, room_p=0.0, noise_p=0.0, eq_p=0.0,
+               band_p=0.0, time_mask_p=0.0, band_mask_p=0.0, max_offset_frames=0.0)  # fmt: skip
+    batch = _augmenter(**off).draw(np.random.default_rng(3), 6)
+    assert torch.allclose(batch.index_db, batch.query_db, atol=0.05)
 
 
 def test_pitch_warp_moves_a_tone_up_the_mel_axis() -> None:
-    augmenter = _augmenter(batch=2)
-    config = ModelConfig()
-    centres = mel_centres_hz(config)
-    features = torch.full((2, config.n_mels, 10), -1.0)
+    augmenter = _augmenter(tracks=1)
+    centres = mel_centres_hz(CONFIG)
+    power = torch.full((2, CONFIG.n_mels, 10), 1e-6)
     band = 30
-    features[:, band, :] = 1.0
+    power[:, band, :] = 1.0
     warp = torch.tensor([1.0, 2.0 ** (2 / 12)])  # unchanged; two semitones up
-    out = augmenter.warp_and_mask(features, warp, np.random.default_rng(0), masks=False)
+    out = augmenter._warp(power, warp)
     peaks = out[:, :, 0].argmax(dim=1)
     assert int(peaks[0]) == band
     moved_to = float(centres[int(peaks[1])])
-    assert moved_to > float(centres[band]) * 1.05
     assert abs(moved_to / float(centres[band]) - 2 ** (2 / 12)) < 0.06
+
+
+def test_room_kernel_reverberates_mel_power_like_the_waveform_room() -> None:
+    audio = synth_track(seed=3, duration_s=12.0, sample_rate_hz=SAMPLE_RATE_HZ)
+    rir = augment.room_impulse_response(sample_rate_hz=SAMPLE_RATE_HZ, rng=1, rt60_s=(0.8, 1.0))
+    wet = augment.room(
+        audio, sample_rate_hz=SAMPLE_RATE_HZ, rng=0, band_hz=None, snr_db=None, impulse_response=rir
+    )
+    kernel = room_kernel(rir, CONFIG)
+    assert kernel.shape == (CONFIG.n_mels, 50)
+    assert float(kernel[:, :5].sum()) > float(kernel[:, -5:].sum())  # it decays
+    dry_db, wet_db = _mel_db(audio).float().t(), _mel_db(wet).float().t()
+    lags = kernel.shape[1]
+    power = torch.pow(10.0, dry_db / 10.0)
+    ctf = torch.nn.functional.conv1d(
+        torch.nn.functional.pad(power, (lags - 1, 0))[None],
+        kernel.flip(-1)[:, None, :],
+        groups=CONFIG.n_mels,
+    )[0]
+    ctf_db = power_to_db(ctf)
+
+    def error_db(x: torch.Tensor) -> float:
+        x, y = x[:, 60:-10], wet_db[:, 60:-10]
+        return float(((x - x.mean()) - (y - y.mean())).abs().clamp(max=40.0).mean())
+
+    assert error_db(ctf_db) < 0.5 * error_db(dry_db)
+
+
+def test_the_network_pools_position_away_and_keeps_unit_norm() -> None:
+    torch.manual_seed(0)
+    model = EncoderNet(CONFIG, _front()).eval()
+    assert sum(p.numel() for p in model.parameters()) < 1_500_000
+    db = torch.randn(3, CONFIG.n_mels, CONFIG.frames) * 10.0 - 30.0
+    with torch.inference_mode():
+        out = model.embed_features(model.features_from_db(db))
+        louder = model.embed_features(model.features_from_db(db + 12.0))
+    assert out.shape == (3, CONFIG.dim)
+    assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(out, louder, atol=1e-5)  # gain does not matter
+    assert ModelConfig.from_dict(CONFIG.to_dict()) == CONFIG
 
 
 def _require_train_python() -> Path:
@@ -111,16 +225,27 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
         [
             str(python), str(ROOT / "scripts" / "train_encoder.py"), "--synthetic",
             "--steps", "3", "--batch", "8", "--eval-every", "3", "--eval-per-condition", "1",
-            "--synthetic-tracks", "4", "--rirs", "2", "--out", str(run),
+            "--synthetic-tracks", "4", "--rooms", "2", "--talkers", "0", "--out", str(run),
+            "--time-budget-min", "0.0001",
         ],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps_run"] == 3
+    assert summary["steps_run"] == 1 and "resume" in summary["stopped"]
+    resumed = subprocess.run(
+        [str(python), str(ROOT / "scripts" / "train_encoder.py"), "--resume", "--out", str(run)],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming at step 1/3" in resumed.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps_run"] == 3 and summary["stopped"] == "schedule done"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 3 and np.isfinite(log[-1]["loss"])
+    assert [r["step"] for r in log] == [1, 3]
     assert set(log[-1]["val"]) >= {"clean", "babble0", "speed+6", "pitch-1", "mean"}
+    assert log[-1]["views_per_s"] > 0 and log[-1]["model_ms"] > 0
 
     model = tmp_path / "encoder-smoke.pt"
     export = subprocess.run(
@@ -174,21 +299,3 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
         env=env, capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     assert "encoder-smoke" in stats.stdout
-
-
-def test_same_track_crops_come_in_pairs_a_few_seconds_apart() -> None:
-    # Ramps: a crop's first sample tells where in its track it starts.
-    n = 30 * SAMPLE_RATE_HZ
-    tracks = [
-        Track(name=f"ramp{k}", audio=(np.arange(n) / n + k).astype(np.float32)) for k in range(3)
-    ]
-    bank = AudioBank(tracks)
-    crops, ids = bank.crops(np.random.default_rng(2), 8, WINDOW_SAMPLES, same_track_fraction=0.5)
-    assert crops.shape == (8, WINDOW_SAMPLES)
-    assert ids[0] == ids[7] and ids[1] == ids[6]
-    for a, b in ((0, 7), (1, 6)):
-        assert np.floor(crops[a, 0]) == np.floor(crops[b, 0]) == ids[a]  # same track
-        gap_s = abs(float(crops[a, 0] - crops[b, 0])) * n / SAMPLE_RATE_HZ
-        assert 0.99 <= gap_s <= 8.01, gap_s
-    plain, _ = bank.crops(np.random.default_rng(2), 8, WINDOW_SAMPLES)
-    assert plain.shape == (8, WINDOW_SAMPLES)
