@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +22,7 @@ import soundfile as sf
 
 from synesthete.clients.app import open_engine
 from synesthete.clients.listen import ListenOptions, listen
+from synesthete.clients.server import check_port_free, parse_hostport
 from synesthete.stream.synth import synth_track, synth_track_title
 
 DEMO_RATE_HZ = 22_050
@@ -48,8 +51,15 @@ def _write_tagged_flac(
     tags.save()
 
 
-def prepare_demo(directory: Path, *, n_tracks: int = 24, quiet: bool = False) -> DemoFiles:
-    """Create (or reuse) the demo library, its index and the live set."""
+def prepare_demo(
+    directory: Path, *, n_tracks: int = 24, quiet: bool = False, notes: TextIO | None = None
+) -> DemoFiles:
+    """Create (or reuse) the demo library, its index and the live set.
+
+    The first run takes about a minute on a small machine; ``notes`` (stderr
+    for the CLI) gets a line per step so it is never silent. Without
+    ``quiet`` the indexing step also shows a progress bar.
+    """
     from synesthete.clients.progress import RichProgress
     from synesthete.index.builder import build_index
     from synesthete.index.config import IndexConfig
@@ -63,6 +73,9 @@ def prepare_demo(directory: Path, *, n_tracks: int = 24, quiet: bool = False) ->
     library.mkdir(parents=True, exist_ok=True)
     durations = rng.uniform(40.0, 80.0, size=n_tracks)
     tracks: list[tuple[str, npt.NDArray[np.float32]]] = []
+    fresh = not (index / "CURRENT").exists()
+    if fresh:
+        _note(notes, f"demo: synthesizing {n_tracks} tracks in {library} (first run only)")
     for n in range(n_tracks):
         title = synth_track_title(n)
         path = library / f"{n:02d} {title}.flac"
@@ -76,7 +89,8 @@ def prepare_demo(directory: Path, *, n_tracks: int = 24, quiet: bool = False) ->
                 album="Synesthete Demo",
             )
         tracks.append((title, audio))
-    if not (index / "CURRENT").exists():
+    if fresh:
+        _note(notes, f"demo: indexing them into {index} (about a minute on 2 cores)")
         encoder = TorchScriptEncoder()
         progress = None if quiet else RichProgress()
         if progress is not None:
@@ -85,10 +99,43 @@ def prepare_demo(directory: Path, *, n_tracks: int = 24, quiet: bool = False) ->
                     index, [library], encoder=encoder, config=IndexConfig(), progress=progress
                 )
         else:
-            build_index(index, [library], encoder=encoder, config=IndexConfig())
+            build_index(
+                index,
+                [library],
+                encoder=encoder,
+                config=IndexConfig(),
+                progress=None if notes is None else _FileNotes(notes, total=n_tracks),
+            )
     if not set_path.exists():
+        _note(notes, f"demo: rendering the live set {set_path}")
         _render_set(tracks, rng, set_path, truth_path)
     return DemoFiles(library=library, index=index, set_path=set_path, truth_path=truth_path)
+
+
+def _note(out: TextIO | None, text: str) -> None:
+    if out is not None:
+        print(text, file=out, flush=True)
+
+
+class _FileNotes:
+    """Builder progress as plain lines (for ``--no-tui``): one every ``every`` files."""
+
+    def __init__(self, out: TextIO, *, total: int, every: int = 6) -> None:
+        self._out = out
+        self._total = total
+        self._every = every
+        self._done = 0
+
+    def on_start(self, total_files: int) -> None:
+        self._total = total_files
+
+    def on_file(self, path: Path, status: str) -> None:
+        self._done += 1
+        if self._done % self._every == 0 or self._done == self._total:
+            _note(self._out, f"demo: indexed {self._done}/{self._total} tracks")
+
+    def on_windows(self, n: int) -> None:
+        pass
 
 
 def _render_set(
@@ -128,7 +175,16 @@ def _render_set(
 
 
 def run_demo(*, directory: Path, serve: str | None, tui: bool, realtime: bool) -> int:
-    files = prepare_demo(directory, quiet=not tui)
+    """Prepare and replay the demo set.
+
+    With the live view the closing tracklist goes to stdout; with ``tui=False``
+    stdout carries only the JSONL events, and every human line goes to stderr.
+    """
+    if serve is not None:
+        # Before a minute of synthesis and indexing, not after it.
+        check_port_free(*parse_hostport(serve))
+    human = sys.stdout if tui else sys.stderr
+    files = prepare_demo(directory, quiet=not tui, notes=sys.stderr)
     engine = open_engine(index_dir=files.index)
     tracklist_path = directory / "set-tracklist.txt"
     try:
@@ -144,10 +200,10 @@ def run_demo(*, directory: Path, serve: str | None, tui: bool, realtime: bool) -
         asyncio.run(listen(engine=engine, options=options))
     finally:
         engine.close()
-    print("\nTracklist (" + str(tracklist_path) + "):")
-    print(tracklist_path.read_text())
-    print("What was really played:")
+    print("\nTracklist (" + str(tracklist_path) + "):", file=human)
+    print(tracklist_path.read_text(), file=human)
+    print("What was really played:", file=human)
     for item in json.loads(files.truth_path.read_text()):
         label = item["title"] or "(a piece not in the library)"
-        print(f"  {item['set_start_s']:6.1f} s  {label}")
+        print(f"  {item['set_start_s']:6.1f} s  {label}", file=human)
     return 0

@@ -10,8 +10,10 @@ for the browser overlay at ``/overlay``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import http
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -79,6 +81,42 @@ class ServerConfig:
             raise ConfigError("command_rate_hz must be > 0 and command_burst >= 1")
         if self.max_clients < 1:
             raise ConfigError("max_clients must be >= 1")
+
+
+def bind_failure(host: str, port: int, err: OSError) -> str:
+    """The one line to show when ``host:port`` cannot be bound."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if err.errno == errno.EADDRINUSE:
+        return (
+            f"cannot serve on {where}: the port is in use (another synesthete listen or demo?);"
+            " stop it or choose another port with --serve HOST:PORT"
+        )
+    if err.errno == errno.EADDRNOTAVAIL:
+        return f"cannot serve on {where}: this machine has no such address"
+    if err.errno == errno.EACCES:
+        return f"cannot serve on {where}: permission denied (ports below 1024 need privileges)"
+    reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
+    return f"cannot serve on {where}: {reason}"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``ConfigError`` now if ``host:port`` cannot be bound (as the server binds it).
+
+    For commands that do minutes of work before they serve (``demo``): the
+    server's own bind still reports a port taken in the meantime.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise ConfigError(f"cannot serve on {host}:{port}: {err.strerror or err}") from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # asyncio sets SO_REUSEADDR too: a port in TIME_WAIT is free, one listened on is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as err:
+                raise ConfigError(bind_failure(host, port, err)) from None
 
 
 def parse_hostport(value: str) -> tuple[str, int]:
@@ -199,17 +237,22 @@ class WebsocketServer:
         return f"ws://{host}:{self.port}/"
 
     async def start(self) -> None:
-        self._server = await serve(
-            self._handle,
-            self.config.host,
-            self.config.port,
-            subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
-            process_request=self._process_request,
-            max_size=self.config.max_message_bytes,
-            ping_interval=self.config.ping_interval_s,
-            select_subprotocol=_select_subprotocol,
-            compression="deflate" if self.config.compression else None,
-        )
+        """Bind and listen; a port in use or an address that cannot be bound is a
+        ``ConfigError`` naming it (one line for the CLI), not asyncio's ``OSError``."""
+        try:
+            self._server = await serve(
+                self._handle,
+                self.config.host,
+                self.config.port,
+                subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+                process_request=self._process_request,
+                max_size=self.config.max_message_bytes,
+                ping_interval=self.config.ping_interval_s,
+                select_subprotocol=_select_subprotocol,
+                compression="deflate" if self.config.compression else None,
+            )
+        except OSError as err:
+            raise ConfigError(bind_failure(self.config.host, self.config.port, err)) from None
 
     async def close(self) -> None:
         if self._server is not None:
