@@ -139,10 +139,10 @@ class BuildReport:
     def summary(self) -> str:
         """One line for the terminal."""
         if self.action == "remove":
-            done = f"removed {len(self.removed)} tracks"
+            done = f"removed {_plural(len(self.removed), 'track')}"
         else:
             done = (
-                f"indexed {len(self.indexed)} files ({self.windows} windows, "
+                f"indexed {_plural(len(self.indexed), 'file')} ({self.windows} windows, "
                 f"{self.audio_s / 60.0:.1f} min of audio)"
             )
             if self.unchanged:
@@ -150,11 +150,16 @@ class BuildReport:
         if self.skipped:
             done += f", skipped {len(self.skipped)}"
         state = (
-            f"{self.generation}: {self.total_tracks} tracks, {self.total_windows} windows"
+            f"{self.generation}: {_plural(self.total_tracks, 'track')}, "
+            f"{_plural(self.total_windows, 'window')}"
             if self.generation
             else "no index written"
         )
         return f"{self.action}: {done} in {self.elapsed_s:.1f} s -> {state}"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 class NothingIndexedError(LibraryError):

@@ -457,7 +457,7 @@ def test_three_hour_file_is_indexed_in_bounded_memory(tmp_path):
     long = write_long_flac(tmp_path / "three hours.flac", hours=LONG_HOURS)
     short_mb, _ = build_peak_rss_mb(tmp_path / "short-index", short)
     long_mb, run = build_peak_rss_mb(tmp_path / "long-index", long)
-    assert "indexed 1 files" in run.stdout
+    assert "indexed 1 file " in run.stdout
     with Library.open(tmp_path / "long-index") as lib:
         (record,) = lib.records()
         assert record.duration_s == pytest.approx(LONG_HOURS * 3600, abs=0.01)
