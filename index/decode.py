@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +20,11 @@ import soxr
 from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_S
 from synesthete.errors import AudioFormatError, ConfigError
 from synesthete.stream.resample import Downmix, StreamResampler
-from synesthete.stream.sources import soundfile_name
+from synesthete.stream.sources import (
+    decoder_chatter_filtered,
+    describe_decode_error,
+    soundfile_name,
+)
 
 from .config import DEFAULT_SILENCE_DBFS
 
@@ -96,7 +99,9 @@ def decode_mono_16k_speeds(
     frames_read = 0
     header_s: float | None = None
     try:
-        with sf.SoundFile(soundfile_name(where)) as source:
+        with decoder_chatter_filtered():
+            source = sf.SoundFile(soundfile_name(where))
+        with source:
             header_s = source.frames / source.samplerate
             downmix = Downmix()
             resampler = StreamResampler(in_rate_hz=source.samplerate, out_rate_hz=SAMPLE_RATE_HZ)
@@ -106,7 +111,11 @@ def decode_mono_16k_speeds(
                 )
                 for s in speeds
             ]
-            for block in source.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+            while True:
+                with decoder_chatter_filtered():
+                    block = source.read(block_frames, dtype="float32", always_2d=True)
+                if not block.shape[0]:
+                    break
                 _check_finite(where, block, first_frame=frames_read, rate_hz=source.samplerate)
                 frames_read += block.shape[0]
                 mono = downmix(block)
@@ -120,7 +129,7 @@ def decode_mono_16k_speeds(
     except AudioFormatError:
         raise
     except _DECODE_ERRORS as err:
-        reason = _describe(err, where)
+        reason = describe_decode_error(err, where)
         if header_s is not None:
             # The header parsed, so the data stops or breaks part-way (blocks are
             # read whole, so where exactly is not known).
@@ -186,19 +195,22 @@ def load_mono(
         raise ConfigError(f"duration_s must be >= 0, got {duration_s}")
     where = os.fspath(path)
     try:
-        with sf.SoundFile(soundfile_name(where)) as source:
+        with decoder_chatter_filtered():
+            source = sf.SoundFile(soundfile_name(where))
+        with source:
             start_frame = round(start_s * source.samplerate)
             if start_frame > 0:
                 if not source.seekable():
                     raise AudioFormatError(f"{where}: cannot seek in this file")
                 source.seek(start_frame)
             frames = -1 if duration_s is None else round(duration_s * source.samplerate)
-            audio = source.read(frames=frames, dtype="float32", always_2d=True)
+            with decoder_chatter_filtered():
+                audio = source.read(frames=frames, dtype="float32", always_2d=True)
             rate_hz = source.samplerate
     except AudioFormatError:
         raise
     except _DECODE_ERRORS as err:
-        raise AudioFormatError(f"{where}: {_describe(err, where)}") from err
+        raise AudioFormatError(f"{where}: {describe_decode_error(err, where)}") from err
     _check_finite(where, audio, first_frame=start_frame, rate_hz=rate_hz)
     resampler = StreamResampler(in_rate_hz=rate_hz, out_rate_hz=sample_rate_hz)
     mono = np.concatenate([resampler.push(audio), resampler.flush()])
@@ -248,23 +260,3 @@ def _check_content(
         level = peak_dbfs(peak)
         shown = "digital silence" if math.isinf(level) else f"peak {level:.1f} dBFS"
         raise AudioFormatError(f"{where}: silent ({shown}; threshold {silence_dbfs:g} dBFS)")
-
-
-def _describe(err: BaseException, where: str) -> str:
-    """libsndfile's message as one line, without the path it repeats, and less misleading."""
-    text = " ".join(str(err).split())
-    for name in (where, soundfile_name(where)):
-        text = text.replace(f"Error opening {name!r}: ", "")
-    text = text.removeprefix("Error : ")
-    try:
-        size_bytes = Path(where).stat().st_size
-    except FileNotFoundError:
-        return "no such file"
-    except OSError as stat_err:
-        return f"cannot read: {stat_err.strerror or stat_err}"
-    if size_bytes == 0:
-        return "empty file"
-    # libsndfile says this for any unrecognised content once mpg123 has probed it.
-    if "File does not exist or is not a regular file" in text or "Format not recognised" in text:
-        return "not a recognised audio format (or corrupt header)"
-    return f"cannot decode: {text.rstrip('.') or type(err).__name__}"

@@ -17,9 +17,10 @@ import atexit
 import contextlib
 import os
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -68,6 +69,74 @@ def soundfile_name(where: str) -> str | bytes:
     (``"caf\\udce9.wav"`` once Python has decoded it) would fail to open.
     """
     return where if sys.platform == "win32" else os.fsencode(where)
+
+
+# The mpg123 decoder inside libsndfile writes notes straight to file descriptor 2:
+# "Note: Illegal Audio-MPEG-Header ..." whenever libsndfile, failing to recognise a
+# file, lets mpg123 probe it (a text file named .mp3), and "[src/libmpg123/...]
+# error: ..." on damaged frames. The error we raise says it once, in one line.
+_DECODER_CHATTER = (b"Note: ", b"Warning: ", b"[src/libmpg123/")
+_STDERR_FD = 2
+_stderr_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def decoder_chatter_filtered() -> Iterator[None]:
+    """Around a libsndfile call: drop what its decoders print on fd 2, keep the rest.
+
+    Whatever else reaches fd 2 meanwhile (another thread's message, a progress
+    bar) is written back in order once the call returns, so nothing is lost.
+    """
+    with _stderr_lock:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        try:
+            saved = os.dup(_STDERR_FD)
+        except OSError:  # no fd 2 to protect
+            yield
+            return
+        try:
+            with tempfile.TemporaryFile() as sink:
+                os.dup2(sink.fileno(), _STDERR_FD)
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(Exception):
+                        sys.stderr.flush()
+                    os.dup2(saved, _STDERR_FD)
+                    sink.seek(0)
+                    kept = b"".join(
+                        line
+                        for line in sink.read().splitlines(keepends=True)
+                        if not line.startswith(_DECODER_CHATTER)
+                    )
+                    if kept:
+                        os.write(_STDERR_FD, kept)
+        finally:
+            os.close(saved)
+
+
+def describe_decode_error(err: BaseException, where: str) -> str:
+    """libsndfile's message as one line, without the path it repeats, and less misleading."""
+    text = " ".join(str(err).split())
+    for name in (where, soundfile_name(where)):
+        text = text.replace(f"Error opening {name!r}: ", "")
+    text = text.removeprefix("Error : ")
+    try:
+        size_bytes = Path(where).stat().st_size
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as stat_err:
+        return f"cannot read: {stat_err.strerror or stat_err}"
+    if size_bytes == 0:
+        return "empty file"
+    # libsndfile says this for any unrecognised content once mpg123 has probed it.
+    if "File does not exist or is not a regular file" in text or "Format not recognised" in text:
+        return UNRECOGNISED_AUDIO
+    return f"cannot decode: {text.rstrip('.') or type(err).__name__}"
+
+
+UNRECOGNISED_AUDIO = "not a recognised audio format (or corrupt header)"
 
 
 def _import_soundfile() -> ModuleType:
@@ -660,9 +729,12 @@ class FileSource:
             raise AudioFormatError(f"{self._name}: not a file")
         sf = _import_soundfile()
         try:
-            info = sf.info(soundfile_name(self._name))
+            with decoder_chatter_filtered():
+                info = sf.info(soundfile_name(self._name))
         except (sf.SoundFileError, RuntimeError) as err:
-            raise AudioFormatError(f"{self._name}: cannot decode audio: {_sf_reason(err)}") from err
+            raise AudioFormatError(
+                f"{self._name}: {describe_decode_error(err, self._name)}"
+            ) from err
         if info.samplerate <= 0 or info.channels <= 0:
             raise AudioFormatError(
                 f"{self._name}: invalid audio header ({info.samplerate} Hz, {info.channels} ch)"
@@ -721,14 +793,18 @@ class FileSource:
         """
         sf = _import_soundfile()
         try:
-            handle = sf.SoundFile(soundfile_name(self._name))
+            with decoder_chatter_filtered():
+                handle = sf.SoundFile(soundfile_name(self._name))
         except (sf.SoundFileError, RuntimeError) as err:
-            raise AudioFormatError(f"{self._name}: cannot decode audio: {_sf_reason(err)}") from err
+            raise AudioFormatError(
+                f"{self._name}: {describe_decode_error(err, self._name)}"
+            ) from err
         with handle:
             position_frames = 0
             while True:
                 try:
-                    block = handle.read(self._block_frames, dtype="float32", always_2d=True)
+                    with decoder_chatter_filtered():
+                        block = handle.read(self._block_frames, dtype="float32", always_2d=True)
                 except (sf.SoundFileError, RuntimeError) as err:
                     raise AudioFormatError(
                         f"{self._name}: decode error at frame {position_frames}: {_sf_reason(err)}"
