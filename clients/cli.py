@@ -53,6 +53,9 @@ input faults:
   are counted in status events and flagged ("flags") in the second they occur.
 """
 EXIT_INTERRUPTED = 130
+INDEX_HELP = "index directory (made by `synesthete index build --index DIR`)"
+STDIN_NAME = "-"
+AUDIO_SUFFIXES_TEXT = "wav, flac, ogg, opus, mp3 and other formats libsndfile reads"
 FORMATS = ("jsonl", "tracklist", "txt", "csv", "cue", "json")
 
 
@@ -129,15 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"synesthete {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    index = commands.add_parser("index", help="build and maintain a library index")
+    index = commands.add_parser(
+        "index",
+        help="build and maintain a library index",
+        description="Build and maintain the library index that identify, listen and similar"
+        " search: build, add, remove, stats.",
+    )
     index_commands = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     for name, text in (
         ("build", "index audio files and folders (replaces the index)"),
         ("add", "add files and folders to an existing index"),
     ):
-        sub = index_commands.add_parser(name, help=text)
-        sub.add_argument("--index", type=Path, required=True, help="index directory")
-        sub.add_argument("paths", nargs="+", metavar="PATH", help="audio file or folder")
+        sub = index_commands.add_parser(name, help=text, description=text[0].upper() + text[1:])
+        sub.add_argument("--index", type=Path, required=True, help=INDEX_HELP)
+        sub.add_argument(
+            "paths",
+            nargs="+",
+            metavar="PATH",
+            help="audio file, or folder scanned recursively for " + AUDIO_SUFFIXES_TEXT,
+        )
         if name == "build":
             sub.add_argument(
                 "--index-hop",
@@ -162,11 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
         _add_encoder_args(sub)
-    remove = index_commands.add_parser("remove", help="remove tracks by id, path or folder")
-    remove.add_argument("--index", type=Path, required=True)
-    remove.add_argument("targets", nargs="+", metavar="ID_OR_PATH")
-    stats = index_commands.add_parser("stats", help="show what the index holds")
-    stats.add_argument("--index", type=Path, required=True)
+    remove = index_commands.add_parser(
+        "remove",
+        help="remove tracks by id, path or folder",
+        description="Remove tracks by id, path or folder (a new generation). A target that"
+        " matches no track is reported and the exit status is 2.",
+    )
+    remove.add_argument("--index", type=Path, required=True, help=INDEX_HELP)
+    remove.add_argument(
+        "targets",
+        nargs="+",
+        metavar="ID_OR_PATH",
+        help="a track id (as index list or identify print it), a file path or a folder",
+    )
+    stats = index_commands.add_parser(
+        "stats", help="show what the index holds", description="Show what the index holds."
+    )
+    stats.add_argument("--index", type=Path, required=True, help=INDEX_HELP)
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.add_argument(
         "--verify",
@@ -174,17 +199,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="recompute every checksum first (reads the whole index; small ones always are)",
     )
 
-    identify = commands.add_parser("identify", help="identify files, each replayed as a stream")
-    identify.add_argument("--index", type=Path, required=True)
-    identify.add_argument("--format", choices=FORMATS, default="jsonl")
+    identify = commands.add_parser(
+        "identify",
+        help="identify files, each replayed as a stream",
+        description="Identify audio files: each is replayed as its own live stream on a virtual"
+        " clock (as fast as the machine allows) and reported as the live loop would. A file"
+        " that cannot be read is one line on stderr and the exit status is 2; the rest still"
+        " run.",
+    )
+    identify.add_argument("--index", type=Path, required=True, help=INDEX_HELP)
+    identify.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="jsonl",
+        help="jsonl: events, one JSON object per line (default); tracklist, txt: a tracklist"
+        " per file; csv: one table with a source column; cue: one sheet, a FILE block per"
+        " input; json: one document for all files",
+    )
     identify.add_argument(
         "--events",
         choices=["core", "all"],
         default="core",
-        help="jsonl: core = now_playing/unknown; all adds candidates/status",
+        help="which events the jsonl output carries: core = now_playing and unknown (default);"
+        " all adds candidates and sounds_like",
     )
     identify.add_argument("--output", "-o", type=Path, default=None, help="write here, not stdout")
-    identify.add_argument("files", nargs="+", metavar="FILE")
+    identify.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="audio file to identify (" + AUDIO_SUFFIXES_TEXT + ")",
+    )
     _add_encoder_args(identify)
     _add_matcher_args(identify)
     _add_sounds_like_arg(identify, flag="--sounds-like")
@@ -196,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=LISTEN_INPUT_FAULTS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    listen.add_argument("--index", type=Path, required=True)
+    listen.add_argument("--index", type=Path, required=True, help=INDEX_HELP)
     source = listen.add_mutually_exclusive_group()
     source.add_argument("--device", default=None, help="input device: index or name substring")
     source.add_argument("--input", type=Path, default=None, help="replay a file as the input")
@@ -229,7 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="extra browser origin allowed to connect (repeatable)",
     )
-    listen.add_argument("--no-tui", action="store_true", help="print JSONL events instead")
+    listen.add_argument(
+        "--no-tui",
+        action="store_true",
+        help="no live view: JSONL events on stdout (see --events), notes and the overlay URL"
+        " on stderr",
+    )
+    listen.add_argument(
+        "--events",
+        choices=["core", "all"],
+        default="core",
+        help="which events the stdout JSONL carries with --no-tui: core = now_playing and"
+        " unknown (default); all adds candidates, sounds_like and status (--jsonl FILE always"
+        " gets all)",
+    )
     listen.add_argument("--jsonl", type=Path, default=None, help="also append events here")
     listen.add_argument(
         "--tracklist", type=Path, default=None, help="write the session's tracklist here on exit"
@@ -254,17 +312,31 @@ def build_parser() -> argparse.ArgumentParser:
         " the path of an indexed track, or any audio file (embedded with the index's encoder)."
         " The query track and its duplicates are left out.",
     )
-    similar.add_argument("--index", type=Path, required=True)
-    similar.add_argument("target", metavar="TRACK_OR_FILE")
+    similar.add_argument("--index", type=Path, required=True, help=INDEX_HELP)
+    similar.add_argument(
+        "target",
+        metavar="TRACK_OR_FILE",
+        help="a track id, an indexed track's path, or any audio file",
+    )
     similar.add_argument("--k", type=int, default=10, help="how many tracks (default 10)")
     _add_sounds_like_arg(similar, flag="--distance")
-    similar.add_argument("--format", choices=["txt", "json"], default="txt")
+    similar.add_argument(
+        "--format", choices=["txt", "json"], default="txt", help="txt (default) or json"
+    )
     _add_encoder_args(similar)
 
-    commands.add_parser("devices", help="list audio input devices")
+    commands.add_parser(
+        "devices",
+        help="list audio input devices",
+        description="List the audio input devices listen --device can open (by number or by"
+        " part of the name).",
+    )
 
     watch = commands.add_parser(
-        "watch", help="print the events of a running server (websocket client)"
+        "watch",
+        help="print the events of a running server (websocket client)",
+        description="Print the events of a running `synesthete listen --serve` (or demo) as"
+        " lines or JSONL; reconnects when the server goes away.",
     )
     watch.add_argument("url", metavar="URL", help="ws://HOST:PORT/ (or HOST:PORT)")
     watch.add_argument("--jsonl", action="store_true", help="JSONL event payloads, one per line")
@@ -282,10 +354,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--no-reconnect", action="store_true", help="exit when the connection ends")
 
-    demo = commands.add_parser("demo", help="build a demo library and replay a live set")
+    demo = commands.add_parser(
+        "demo",
+        help="build a demo library and replay a live set",
+        description="Synthesize a small tagged library, index it (about a minute, first run"
+        " only), then replay a DJ-style set of it through listen with the live view and the"
+        " websocket server and overlay.",
+    )
     demo.add_argument("--dir", type=Path, default=Path("demo-data"), help="where demo files go")
-    demo.add_argument("--serve", default="127.0.0.1:8765", metavar="HOST:PORT")
-    demo.add_argument("--no-tui", action="store_true")
+    demo.add_argument(
+        "--serve",
+        default="127.0.0.1:8765",
+        metavar="HOST:PORT",
+        help="where the websocket server and /overlay listen (default 127.0.0.1:8765)",
+    )
+    demo.add_argument(
+        "--no-tui",
+        action="store_true",
+        help="no live view: JSONL events on stdout, progress and the tracklist on stderr",
+    )
     demo.add_argument("--fast", action="store_true", help="replay as fast as possible")
     return parser
 
@@ -362,21 +449,22 @@ def _cmd_index(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(stats, indent=2, default=str))
         else:
+            width = max(map(len, stats))
             for key, value in stats.items():
                 if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
                     # One pair of versions per line, aligned under the first.
-                    print(f"{key:>18}: {value[0]}")
+                    print(f"{key:>{width}}: {value[0]}")
                     for item in value[1:]:
-                        print(f"{'':>18}  {item}")
+                        print(f"{'':>{width}}  {item}")
                 else:
-                    print(f"{key:>18}: {value}")
+                    print(f"{key:>{width}}: {value}")
         return 0
     if args.index_command == "remove":
         report = builder.remove_from_index(args.index, list(args.targets))
         for target, reason in report.skipped:
-            print(f"not removed {target}: {reason}", file=sys.stderr)
+            print(f"synesthete: error: not removed {target}: {reason}", file=sys.stderr)
         print(report.summary())
-        return 0
+        return EXIT_ERROR if report.skipped else 0
 
     from synesthete.inference.torchscript import TorchScriptEncoder
 
@@ -445,29 +533,62 @@ def _output(path: Path | None) -> Iterator[TextIO]:
         yield handle
 
 
+def _identify_inputs(names: list[str]) -> Iterator[str]:
+    """The inputs of ``identify``, as it reports them: a file (or ``-``) as given, a folder
+    as the audio files under it (the scan ``index build`` does), each under the folder's
+    name as given. A problem in a folder is one ``skipped`` line on stderr."""
+    from synesthete.index.scan import iter_audio_files
+
+    for name in names:
+        if name == STDIN_NAME or not Path(name).is_dir():
+            yield name
+            continue
+
+        def skipped(path: Path, reason: str) -> None:
+            print(f"synesthete: skipped {path}: {reason}", file=sys.stderr)
+
+        root = Path(os.path.normpath(Path(name).expanduser().absolute()))
+        found = False
+        for path in iter_audio_files([name], on_problem=skipped):
+            found = True
+            try:
+                yield str(Path(name) / path.relative_to(root))
+            except ValueError:  # reached through a symlink that leaves the folder
+                yield str(path)
+        if not found:
+            raise ConfigError(f"{name}: no audio files in this folder")
+
+
 def _cmd_identify(args: argparse.Namespace) -> int:
     from synesthete.clients.identify import identify_file
     from synesthete.clients.jsonl import JsonlWriter
-    from synesthete.clients.tracklist import build_tracklist, write_tracklist
+    from synesthete.clients.listen import event_types
+    from synesthete.clients.tracklist import TracklistWriter, build_tracklist
 
     engine = _open_engine(args)
-    types = None if args.events == "all" else frozenset({"now_playing", "unknown"})
     failures = 0
     try:
         with _output(args.output) as out:
-            writer = JsonlWriter(out, types=types)
-            for name in args.files:
+            writer = JsonlWriter(out, types=event_types(args.events))
+            title = args.files[0] if len(args.files) == 1 else f"{len(args.files)} inputs"
+            tracklists = (
+                None
+                if args.format == "jsonl"
+                else TracklistWriter(out, fmt=args.format, title=title)
+            )
+            for name in _identify_inputs(list(args.files)):
                 try:
-                    if args.format == "jsonl":
+                    if tracklists is None:
                         for event in identify_file(engine, name):
                             writer.write(event)
                     else:
                         events: list[Event] = list(identify_file(engine, name))
-                        tracklist = build_tracklist(events, source=name)
-                        write_tracklist(tracklist, out, fmt=args.format)
+                        tracklists.write(build_tracklist(events, source=name))
                 except SynestheteError as err:
                     failures += 1
                     print(f"synesthete: error: {err}", file=sys.stderr)
+            if tracklists is not None:
+                tracklists.close()
     finally:
         engine.close()
     return EXIT_ERROR if failures else 0
@@ -496,6 +617,7 @@ def _cmd_listen(args: argparse.Namespace) -> int:
         tui=not args.no_tui,
         jsonl_path=args.jsonl,
         tracklist_path=args.tracklist,
+        events=args.events,
         max_seconds=args.seconds,
         reconnect_timeout_s=args.reconnect_timeout,
     )

@@ -17,7 +17,7 @@ from synesthete.clients.live import EventSink, LiveConfig, run_live
 from synesthete.clients.server import ServerConfig, WebsocketServer, parse_hostport
 from synesthete.clients.tracklist import build_tracklist, write_tracklist
 from synesthete.clients.tui import LiveSnapshot, LiveView
-from synesthete.errors import DeviceError
+from synesthete.errors import ConfigError, DeviceError
 from synesthete.events import Event, NowPlaying, Status, Unknown
 from synesthete.stream.config import CaptureConfig
 from synesthete.stream.sources import DeviceSource, FileSource, Source
@@ -39,6 +39,21 @@ class ListenOptions:
     tracklist_path: Path | None = None
     max_seconds: float | None = None
     reconnect_timeout_s: float = 60.0
+    events: str = "core"
+    """Which events the stdout JSONL (``tui=False``) carries: ``core`` (``now_playing``,
+    ``unknown``) or ``all``. The ``jsonl_path`` file always gets every event."""
+
+
+CORE_EVENTS = frozenset({"now_playing", "unknown"})
+
+
+def event_types(events: str) -> frozenset[str] | None:
+    """``--events core|all`` as the type filter of a ``JsonlWriter`` (``None``: all)."""
+    if events == "all":
+        return None
+    if events == "core":
+        return CORE_EVENTS
+    raise ConfigError(f"--events must be core or all, got {events!r}")
 
 
 def exposure_warning(*, host: str, port: int, token: str | None) -> str | None:
@@ -49,6 +64,11 @@ def exposure_warning(*, host: str, port: int, token: str | None) -> str | None:
         f"serving on {host}:{port} without --token: anyone who can reach this port can read"
         " every event, library file paths included (see README: Security model)"
     )
+
+
+def overlay_url(server: WebsocketServer) -> str:
+    """The ``/overlay`` page of a started server, as a browser would open it."""
+    return server.url.replace("ws://", "http://", 1) + "overlay"
 
 
 def _is_loopback(host: str) -> bool:
@@ -120,6 +140,13 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
         warning = exposure_warning(host=host, port=server.port, token=options.token)
         if warning is not None:
             print(f"synesthete: warning: {warning}", file=sys.stderr, flush=True)
+        if not options.tui:
+            # The live view shows these; without it, stderr is where a user looks.
+            print(
+                f"synesthete: overlay: {overlay_url(server)}   websocket: {server.url}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     history = TracklistEvents()
     sinks: list[EventSink] = [] if options.tracklist_path is None else [history.append]
@@ -138,13 +165,13 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
                         source=name,
                         server=None
                         if server is None
-                        else f"{server.url}  overlay: http://{server.config.host}:{server.port}/overlay",
+                        else f"{server.url}  overlay: {overlay_url(server)}",
                     )
                 )
             )
             sinks.append(view.update)
         else:
-            sinks.append(JsonlWriter(sys.stdout, types=frozenset({"now_playing", "unknown"})).write)
+            sinks.append(JsonlWriter(sys.stdout, types=event_types(options.events)).write)
             sinks.append(InputNotes(sys.stderr).write)
         try:
             if options.input_path is not None and not options.realtime:

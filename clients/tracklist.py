@@ -218,42 +218,95 @@ def _cue_quote(text: str) -> str:
     return '"' + text.replace('"', "'") + '"'
 
 
-def write_tracklist(tracklist: Tracklist, out: TextIO, *, fmt: str) -> None:
-    """Render in ``fmt``: txt, tracklist, csv, cue or json."""
-    segments = tracklist.segments
-    if fmt == "txt":
-        out.write(f"# {tracklist.source}\n")
-        for segment in segments:
-            out.write(f"{_clock(segment.start_s)} {_label(segment.track)}\n")
-    elif fmt == "tracklist":
-        out.write(f"# {tracklist.source}\n")
-        for n, segment in enumerate(segments, start=1):
+CSV_COLUMNS = (
+    "source",
+    "start_s",
+    "end_s",
+    "track_id",
+    "title",
+    "artist",
+    "album",
+    "confidence",
+    "tempo_ratio",
+)
+FORMATS = ("txt", "tracklist", "csv", "cue", "json")
+
+
+def _tracklist_payload(tracklist: Tracklist) -> dict[str, Any]:
+    return {
+        "source": tracklist.source,
+        "duration_s": round(tracklist.duration_s, 3),
+        "segments": [s.to_payload() for s in tracklist.segments],
+    }
+
+
+class TracklistWriter:
+    """Writes the tracklists of one or more inputs as one document of ``fmt``.
+
+    ``txt`` and ``tracklist`` give a ``# source`` block per input; ``csv`` one
+    header and a row per segment (the ``source`` column tells inputs apart);
+    ``cue`` one sheet, a ``FILE`` block per input, tracks numbered on across
+    them (each ``INDEX`` counts from the start of its own file, as CUE does);
+    ``json`` one array, an object per input, written by ``close``. Each
+    tracklist is written as soon as it is given, except json's.
+    """
+
+    def __init__(self, out: TextIO, *, fmt: str, title: str) -> None:
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown tracklist format {fmt!r}")
+        self._out = out
+        self._fmt = fmt
+        self._title = title
+        self._started = False
+        self._cue_track = 0
+        self._json: list[dict[str, Any]] = []
+
+    def write(self, tracklist: Tracklist) -> None:
+        first = not self._started
+        self._started = True
+        if self._fmt == "txt":
+            self._write_txt(tracklist)
+        elif self._fmt == "tracklist":
+            self._write_tracklist(tracklist)
+        elif self._fmt == "csv":
+            self._write_csv(tracklist, header=first)
+        elif self._fmt == "cue":
+            self._write_cue(tracklist, header=first)
+        else:
+            self._json.append(_tracklist_payload(tracklist))
+        self._out.flush()
+
+    def close(self) -> None:
+        """Finish the document (json is written here, as an array even when empty)."""
+        if self._fmt == "json":
+            json.dump(self._json, self._out, ensure_ascii=False, indent=2)
+            self._out.write("\n")
+            self._out.flush()
+
+    def _write_txt(self, tracklist: Tracklist) -> None:
+        self._out.write(f"# {tracklist.source}\n")
+        for segment in tracklist.segments:
+            self._out.write(f"{_clock(segment.start_s)} {_label(segment.track)}\n")
+
+    def _write_tracklist(self, tracklist: Tracklist) -> None:
+        self._out.write(f"# {tracklist.source}\n")
+        for n, segment in enumerate(tracklist.segments, start=1):
             extra = ""
             if segment.track is not None:
                 extra = f"  (confidence {segment.confidence:.2f}"
                 if abs(segment.tempo_ratio - 1.0) > 0.005:
                     extra += f", tempo {(segment.tempo_ratio - 1) * 100:+.1f} %"
                 extra += ")"
-            out.write(
+            self._out.write(
                 f"{n:02d}. [{_clock(segment.start_s)}-{_clock(segment.end_s)}] "
                 f"{_label(segment.track)}{extra}\n"
             )
-    elif fmt == "csv":
-        writer = csv.writer(out)
-        writer.writerow(
-            [
-                "source",
-                "start_s",
-                "end_s",
-                "track_id",
-                "title",
-                "artist",
-                "album",
-                "confidence",
-                "tempo_ratio",
-            ]
-        )
-        for segment in segments:
+
+    def _write_csv(self, tracklist: Tracklist, *, header: bool) -> None:
+        writer = csv.writer(self._out)
+        if header:
+            writer.writerow(CSV_COLUMNS)
+        for segment in tracklist.segments:
             track = segment.track
             writer.writerow(
                 [
@@ -268,27 +321,35 @@ def write_tracklist(tracklist: Tracklist, out: TextIO, *, fmt: str) -> None:
                     f"{segment.tempo_ratio:.4f}",
                 ]
             )
-    elif fmt == "cue":
-        out.write(f"TITLE {_cue_quote(tracklist.source)}\n")
-        out.write(f"FILE {_cue_quote(tracklist.source)} WAVE\n")
-        for n, segment in enumerate(segments, start=1):
+
+    def _write_cue(self, tracklist: Tracklist, *, header: bool) -> None:
+        if header:
+            self._out.write(f"TITLE {_cue_quote(self._title)}\n")
+        self._out.write(f"FILE {_cue_quote(tracklist.source)} {_cue_file_type(tracklist.source)}\n")
+        for segment in tracklist.segments:
+            self._cue_track += 1
             track = segment.track
-            out.write(f"  TRACK {n:02d} AUDIO\n")
-            out.write(f"    TITLE {_cue_quote('(unknown)' if track is None else track.title)}\n")
+            self._out.write(f"  TRACK {self._cue_track:02d} AUDIO\n")
+            self._out.write(
+                f"    TITLE {_cue_quote('(unknown)' if track is None else track.title)}\n"
+            )
             if track is not None and track.artist:
-                out.write(f"    PERFORMER {_cue_quote(track.artist)}\n")
-            out.write(f"    INDEX 01 {cue_index(segment.start_s)}\n")
-    elif fmt == "json":
-        json.dump(
-            {
-                "source": tracklist.source,
-                "duration_s": round(tracklist.duration_s, 3),
-                "segments": [s.to_payload() for s in segments],
-            },
-            out,
-            ensure_ascii=False,
-            indent=2,
-        )
+                self._out.write(f"    PERFORMER {_cue_quote(track.artist)}\n")
+            self._out.write(f"    INDEX 01 {cue_index(segment.start_s)}\n")
+
+
+def _cue_file_type(source: str) -> str:
+    """The CUE file type: ``MP3`` for MPEG audio, ``WAVE`` for everything else, as players
+    read it (AIFF and the binary types do not apply to what identify reads)."""
+    return "MP3" if source.lower().endswith(".mp3") else "WAVE"
+
+
+def write_tracklist(tracklist: Tracklist, out: TextIO, *, fmt: str) -> None:
+    """Render one tracklist in ``fmt``: txt, tracklist, csv, cue, or json (one object)."""
+    if fmt == "json":
+        json.dump(_tracklist_payload(tracklist), out, ensure_ascii=False, indent=2)
         out.write("\n")
-    else:
-        raise ConfigError(f"unknown tracklist format {fmt!r}")
+        return
+    writer = TracklistWriter(out, fmt=fmt, title=tracklist.source)
+    writer.write(tracklist)
+    writer.close()

@@ -307,6 +307,17 @@ class EventPrinter:
         return lines
 
 
+def connect_failure(error: BaseException) -> str:
+    """Why a connection attempt failed, in words, without errno numbers."""
+    if isinstance(error, ConnectionRefusedError):
+        return "nothing is listening there (connection refused)"
+    if isinstance(error, TimeoutError):
+        return "no answer (timed out)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror[0].lower() + error.strerror[1:]
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 async def watch(config: WatchConfig, *, out: TextIO, err: TextIO) -> int:
     """Print events until ``count`` lines were written, or forever (Ctrl-C stops it)."""
     printer = EventPrinter(jsonl=config.jsonl, types=config.types)
@@ -366,9 +377,15 @@ async def watch(config: WatchConfig, *, out: TextIO, err: TextIO) -> int:
                 f"{config.url} refused the connection: HTTP {response.status_code}{detail}"
             ) from error
         except (OSError, TimeoutError, InvalidHandshake, ConnectionClosedError) as error:
-            reason = " ".join(str(error).split()) or type(error).__name__
+            reason = connect_failure(error)
             if not ever_connected and not config.wait:
-                raise WatchError(f"cannot connect to {config.url}: {reason}") from error
+                hint = ""
+                if isinstance(error, ConnectionRefusedError):
+                    hint = (
+                        "; start one with `synesthete listen --serve HOST:PORT` (or demo),"
+                        " or pass --wait to wait for it"
+                    )
+                raise WatchError(f"cannot connect to {config.url}: {reason}{hint}") from error
         if not config.reconnect:
             return 0
         if not outage_noted:
