@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -99,44 +99,120 @@ def _count(value: int, *, flagged: bool, label: str) -> Text:
     return text
 
 
+COMPACT_BELOW_ROWS = 40
+"""Terminals with fewer rows (or fewer than ``COMPACT_BELOW_COLUMNS`` columns) get the
+compact layout: the full one is about 42 rows tall, and ``Live`` crops what does not
+fit from the bottom, which is where the status and events panels are."""
+COMPACT_BELOW_COLUMNS = 100
+COMPACT_CANDIDATES = 3
+FULL_LOG_LINES = 6
+
+
 def render(snapshot: LiveSnapshot) -> RenderableType:
-    """Build the whole view from a snapshot (pure: no clocks, no I/O)."""
+    """Build the whole view from a snapshot (pure: no clocks, no I/O).
+
+    The layout follows the console it is drawn on: the full one on a big
+    terminal, a compact one below ``COMPACT_BELOW_ROWS`` x ``COMPACT_BELOW_COLUMNS``.
+    Either way the events panel gets only the rows left, and names are cut
+    with an ellipsis rather than wrapped.
+    """
+    return _Layout(snapshot)
+
+
+class _Layout:
+    """Chooses the layout for the console's size when rich renders it."""
+
+    def __init__(self, snapshot: LiveSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        rows = options.size.height
+        compact = rows < COMPACT_BELOW_ROWS or options.max_width < COMPACT_BELOW_COLUMNS
+        panels = _compact_panels(self.snapshot) if compact else _full_panels(self.snapshot)
+        yield from panels
+        if not self.snapshot.log:
+            return
+        used = sum(len(console.render_lines(p, options, pad=False)) for p in panels)
+        # One row spare: a view as tall as the terminal scrolls it on every redraw.
+        room = rows - 1 - used - 2
+        wanted = min(FULL_LOG_LINES, len(self.snapshot.log))
+        shown = min(wanted, room)
+        if shown >= 1:
+            log = Text("\n".join(self.snapshot.log[-shown:]), no_wrap=True, overflow="ellipsis")
+            yield Panel(log, title="events", border_style="dim")
+
+
+def _cut(text: str, style: str = "") -> Text:
+    """One line, cut with an ellipsis where the column ends."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
+def _position(now: NowPlaying) -> str:
+    position = _fmt_time(now.offset_s)
+    if now.track.duration_s:
+        position += f" / {_fmt_time(now.track.duration_s)}"
+    return position
+
+
+def _now_playing_panel(snapshot: LiveSnapshot, *, compact: bool) -> Panel:
     now = snapshot.now_playing
     if now is None:
         body: RenderableType = Text("listening… (no match)", style="dim italic")
+        if compact and snapshot.sounds_like:
+            body = Group(body, _sounds_like_line(snapshot))
+        return Panel(body, title="now playing", border_style="cyan")
+    table = Table.grid(padding=(0, 1), expand=True)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
+    track = _track_line(now.track)
+    if compact and now.track.album:
+        track += f" · {now.track.album}"
+    table.add_row("track", _cut(track, "bold cyan"))
+    if now.track.album and not compact:
+        table.add_row("album", _cut(now.track.album))
+    bar = ProgressBar(total=1.0, completed=now.confidence, width=24 if not compact else 12)
+    if compact:
+        # Confidence, position and tempo share one row.
+        position = _position(now)
+        if abs(now.tempo_ratio - 1.0) > 0.005:
+            position += f"  tempo {(now.tempo_ratio - 1.0) * 100:+.1f} %"
+        table.add_row("confidence", _compact_row(bar, now, position))
     else:
-        table = Table.grid(padding=(0, 1))
-        table.add_column(style="bold")
-        table.add_column()
-        table.add_row("track", Text(_track_line(now.track), style="bold cyan"))
-        if now.track.album:
-            table.add_row("album", now.track.album)
-        table.add_row(
-            "confidence",
-            Group(
-                ProgressBar(total=1.0, completed=now.confidence, width=24),
-                Text(f"{now.confidence:.2f}"),
-            ),
-        )
-        position = _fmt_time(now.offset_s)
-        if now.track.duration_s:
-            position += f" / {_fmt_time(now.track.duration_s)}"
-        table.add_row("position", position)
+        table.add_row("confidence", Group(bar, Text(f"{now.confidence:.2f}")))
+        table.add_row("position", _position(now))
         if abs(now.tempo_ratio - 1.0) > 0.005:
             table.add_row("tempo", f"{(now.tempo_ratio - 1.0) * 100:+.1f} %")
-        if now.state == "mixing":
-            table.add_row("state", Text("mixing: fading out, next track not yet clear", "yellow"))
-        body = table
-    panels: list[RenderableType] = [Panel(body, title="now playing", border_style="cyan")]
+    if now.state == "mixing":
+        table.add_row("state", _cut("mixing: fading out, next track not yet clear", "yellow"))
+    if compact and snapshot.sounds_like:
+        table.add_row("sounds like", _sounds_like_line(snapshot, label=False))
+    return Panel(table, title="now playing", border_style="cyan")
 
-    cand = Table(expand=True, show_edge=False)
-    cand.add_column("#", justify="right", width=2)
-    cand.add_column("candidate")
-    cand.add_column("fréchet", justify="right")
-    cand.add_column("min p2p", justify="right")
-    cand.add_column("conf", justify="right")
-    cand.add_column("at", justify="right")
-    for rank, c in enumerate(snapshot.candidates[:5], start=1):
+
+def _compact_row(bar: ProgressBar, now: NowPlaying, position: str) -> Table:
+    row = Table.grid(padding=(0, 1))
+    row.add_column(no_wrap=True)
+    row.add_column(no_wrap=True)
+    row.add_column(no_wrap=True, style="bold")
+    row.add_column(no_wrap=True, overflow="ellipsis")
+    row.add_row(bar, Text(f"{now.confidence:.2f}"), "position", position)
+    return row
+
+
+def _sounds_like_line(snapshot: LiveSnapshot, *, label: bool = True) -> Text:
+    names = " · ".join(info.title for info, _ in snapshot.sounds_like[:5])
+    return _cut(f"sounds like {names}" if label else names, "magenta")
+
+
+def _candidates_panel(snapshot: LiveSnapshot, *, limit: int) -> Panel:
+    cand = Table(expand=True, show_edge=False, pad_edge=False)
+    cand.add_column("#", justify="right", width=2, no_wrap=True)
+    cand.add_column("candidate", ratio=1, no_wrap=True, overflow="ellipsis")
+    cand.add_column("fréchet", justify="right", no_wrap=True)
+    cand.add_column("min p2p", justify="right", no_wrap=True)
+    cand.add_column("conf", justify="right", no_wrap=True)
+    cand.add_column("at", justify="right", no_wrap=True)
+    for rank, c in enumerate(snapshot.candidates[:limit], start=1):
         cand.add_row(
             str(rank),
             _track_line(c.track),
@@ -145,29 +221,37 @@ def render(snapshot: LiveSnapshot) -> RenderableType:
             f"{c.confidence:.2f}",
             _fmt_time(c.offset_s),
         )
-    panels.append(Panel(cand, title="candidates", border_style="blue"))
+    return Panel(cand, title="candidates", border_style="blue")
 
-    if snapshot.sounds_like:
-        similar = Table.grid(padding=(0, 1))
-        for info, distance in snapshot.sounds_like[:5]:
-            similar.add_row(_track_line(info), Text(f"{distance:.3f}", style="dim"))
-        panels.append(Panel(similar, title="sounds like", border_style="magenta"))
 
-    health = Table.grid(padding=(0, 2))
+def _status_panel(snapshot: LiveSnapshot, *, compact: bool) -> Panel:
     flags = set(snapshot.flags)
+    latency = "—" if snapshot.latency_ms is None else f"{snapshot.latency_ms:.1f} ms/window"
+    xruns = _count(snapshot.xruns, flagged="xrun" in flags, label="OVERFLOW")
+    clipped = _count(snapshot.clipped_samples, flagged="clipping" in flags, label="CLIPPING")
+    overrun = _count(snapshot.overrun_frames, flagged="overrun" in flags, label="frames LOST")
+    health = Table.grid(padding=(0, 2 if not compact else 1))
+    if compact:
+        health.add_column(style="bold", no_wrap=True)
+        health.add_column(ratio=1)
+        health.add_row("input", _input_line(snapshot) + Text(f"  stream {_fmt_time(snapshot.t)}"))
+        counters = (
+            Text("xruns ") + xruns + Text("  clipped ") + clipped + Text("  overrun ") + overrun
+        )
+        if snapshot.nonfinite_samples:
+            counters += Text("  non-finite ") + _count(
+                snapshot.nonfinite_samples, flagged="nonfinite" in flags, label="NaN/inf → 0"
+            )
+        health.add_row("level", _level_bar(snapshot.level_dbfs, width=12) + Text("  ") + counters)
+        health.add_row("latency", _cut(f"{latency}  clients {snapshot.clients}"))
+        if snapshot.server:
+            health.add_row("server", _cut(snapshot.server))
+        if snapshot.message:
+            health.add_row("note", _cut(snapshot.message, "yellow"))
+        return Panel(health, title="status", border_style="green")
     health.add_row("input", _input_line(snapshot), "stream", _fmt_time(snapshot.t))
-    health.add_row(
-        "level",
-        _level_bar(snapshot.level_dbfs),
-        "xruns",
-        _count(snapshot.xruns, flagged="xrun" in flags, label="OVERFLOW"),
-    )
-    health.add_row(
-        "clipped",
-        _count(snapshot.clipped_samples, flagged="clipping" in flags, label="CLIPPING"),
-        "overrun",
-        _count(snapshot.overrun_frames, flagged="overrun" in flags, label="frames LOST"),
-    )
+    health.add_row("level", _level_bar(snapshot.level_dbfs), "xruns", xruns)
+    health.add_row("clipped", clipped, "overrun", overrun)
     if snapshot.nonfinite_samples:
         health.add_row(
             "non-finite",
@@ -175,17 +259,36 @@ def render(snapshot: LiveSnapshot) -> RenderableType:
             "",
             "",
         )
-    latency = "—" if snapshot.latency_ms is None else f"{snapshot.latency_ms:.1f} ms/window"
     health.add_row("latency", latency, "clients", str(snapshot.clients))
     if snapshot.server:
         health.add_row("server", snapshot.server, "", "")
     if snapshot.message:
         health.add_row("note", Text(snapshot.message, style="yellow"), "", "")
-    panels.append(Panel(health, title="status", border_style="green"))
+    return Panel(health, title="status", border_style="green")
 
-    if snapshot.log:
-        panels.append(Panel(Text("\n".join(snapshot.log[-6:])), title="events", border_style="dim"))
-    return Group(*panels)
+
+def _full_panels(snapshot: LiveSnapshot) -> list[RenderableType]:
+    panels: list[RenderableType] = [
+        _now_playing_panel(snapshot, compact=False),
+        _candidates_panel(snapshot, limit=5),
+    ]
+    if snapshot.sounds_like:
+        similar = Table.grid(padding=(0, 1), expand=True)
+        similar.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        similar.add_column(no_wrap=True)
+        for info, distance in snapshot.sounds_like[:5]:
+            similar.add_row(_track_line(info), Text(f"{distance:.3f}", style="dim"))
+        panels.append(Panel(similar, title="sounds like", border_style="magenta"))
+    panels.append(_status_panel(snapshot, compact=False))
+    return panels
+
+
+def _compact_panels(snapshot: LiveSnapshot) -> list[RenderableType]:
+    return [
+        _now_playing_panel(snapshot, compact=True),
+        _candidates_panel(snapshot, limit=COMPACT_CANDIDATES),
+        _status_panel(snapshot, compact=True),
+    ]
 
 
 def apply_event(snapshot: LiveSnapshot, event: Event) -> LiveSnapshot:

@@ -9,6 +9,7 @@ from synesthete.events import (
     Candidates,
     CandidateScore,
     NowPlaying,
+    SoundsLike,
     Status,
     TrackInfo,
     Unknown,
@@ -25,8 +26,10 @@ TRACK = TrackInfo(
 OTHER = TrackInfo(id=4, path="/music/b.flac", title="Iron Meadow", artist=None)
 
 
-def text_of(snapshot: LiveSnapshot) -> str:
-    console = Console(width=100, color_system=None, record=True, force_terminal=False)
+def text_of(snapshot: LiveSnapshot, *, width: int = 100, height: int = 60) -> str:
+    console = Console(
+        width=width, height=height, color_system=None, record=True, force_terminal=False
+    )
     console.print(render(snapshot))
     return console.export_text()
 
@@ -137,3 +140,77 @@ def test_input_faults_are_shown_and_cleared() -> None:
     text = text_of(snap)
     assert "● ok" in text and "LOST" not in text
     assert "input back after 3.0 s" in text
+
+
+LONG = TrackInfo(
+    id=7,
+    path="/music/suite.flac",
+    title="A Remarkably Long Title of a Progressive Rock Suite, Part Two",
+    artist="The Demo Ensemble with a Long Name",
+    album="Synesthete Demo",
+    duration_s=192.0,
+)
+
+
+def busy_snapshot() -> LiveSnapshot:
+    """Every panel full: a long title, five candidates and five similar tracks, a log."""
+    snap = LiveSnapshot(
+        source="USB Audio", server="ws://127.0.0.1:8765/  overlay: http://127.0.0.1:8765/overlay"
+    )
+    for k in range(8):
+        snap = apply_event(
+            snap, NowPlaying(file="x", t=10.0 + k, track=OTHER, offset_s=5.0, confidence=0.8)
+        )
+        snap = apply_event(snap, Unknown(file="x", t=10.5 + k, reason="lost"))
+    snap = apply_event(
+        snap,
+        NowPlaying(file="x", t=20.0, track=LONG, offset_s=47.0, confidence=0.87, tempo_ratio=1.04),
+    )
+    scores = tuple(
+        CandidateScore(track=t, frechet=0.08 + k / 10, min_p2p=0.05, offset_s=47.0, confidence=0.8)
+        for k, t in enumerate((LONG, OTHER, TRACK, OTHER, TRACK))
+    )
+    snap = apply_event(snap, Candidates(file="x", t=20.0, candidates=scores))
+    snap = apply_event(
+        snap,
+        SoundsLike(
+            file="x",
+            t=20.0,
+            tracks=tuple(
+                (t, 0.2 + k / 10) for k, t in enumerate((OTHER, TRACK, OTHER, TRACK, OTHER))
+            ),
+        ),
+    )
+    return apply_event(
+        snap, Status(file="x", t=20.0, level_dbfs=-12.0, xruns=2, latency_ms=4.2, clients=3)
+    )
+
+
+def test_an_80x24_terminal_gets_every_panel_and_no_wrapped_names() -> None:
+    text = text_of(busy_snapshot(), width=80, height=24)
+    lines = text.splitlines()
+    assert len(lines) <= 23, text  # a spare row: a full-height view scrolls on each redraw
+    for panel in ("now playing", "candidates", "status", "events"):
+        assert any(panel in line and line.startswith("╭") for line in lines), (panel, text)
+    assert lines[-1].startswith("╰"), text
+    # Each row is one line of its box: nothing wrapped onto a continuation line.
+    assert all(line[:1] in "╭│╰" and len(line) == 80 for line in lines), text
+    assert "A Remarkably Long Title" in text and "…" in text
+    assert "Progressive Rock Suite, Part Two — The Demo Ensemble with a Long Name" not in text
+    for expected in ("0.87", "position 0:47 / 3:12", "tempo +4.0 %", "sounds like", "xruns 2"):
+        assert expected in text, (expected, text)
+    assert "4.2 ms/window" in text and "clients 3" in text
+    assert "▶ A Remarkably Long Title" in text  # the latest event, at least
+
+
+def test_a_160x45_terminal_gets_the_full_layout() -> None:
+    text = text_of(busy_snapshot(), width=160, height=45)
+    lines = text.splitlines()
+    assert len(lines) <= 44
+    for panel in ("now playing", "candidates", "sounds like", "status", "events"):
+        assert any(panel in line and line.startswith("╭") for line in lines), (panel, text)
+    assert f"{LONG.title} — {LONG.artist}" in text  # room enough: not cut
+    assert "album" in text and "Synesthete Demo" in text
+    candidate_rows = [line for line in lines if line.startswith("│") and "0:47 │" in line]
+    assert len(candidate_rows) == 5
+    assert sum("▶" in line or "■" in line for line in lines) == 6

@@ -19,7 +19,6 @@ import pytest
 from conftest import DemoLibrary, cli_command, cli_env
 
 SESSION = "synesthete-tui"
-COLUMNS, ROWS = 120, 50
 TIMEOUT_S = 120.0
 
 
@@ -56,7 +55,11 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
     server("kill-server", check=False)
 
 
-def test_listen_tui_in_tmux(tmux: Tmux, demo_library: DemoLibrary, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("columns", "rows"), [(120, 50), (80, 24)])
+def test_listen_tui_in_tmux(
+    tmux: Tmux, demo_library: DemoLibrary, tmp_path: Path, columns: int, rows: int
+) -> None:
+    """Full layout on a big terminal, the compact one on 80x24: every panel shows in both."""
     n = 4
     excerpt = demo_library.excerpt(n, start_s=5.0, seconds=30.0)
     command = cli_command(
@@ -76,9 +79,9 @@ def test_listen_tui_in_tmux(tmux: Tmux, demo_library: DemoLibrary, tmp_path: Pat
         "-s",
         SESSION,
         "-x",
-        str(COLUMNS),
+        str(columns),
         "-y",
-        str(ROWS),
+        str(rows),
         shlex.join(command),
         ";",
         "set-option",
@@ -100,7 +103,8 @@ def test_listen_tui_in_tmux(tmux: Tmux, demo_library: DemoLibrary, tmp_path: Pat
     assert _complete(screen, title), f"the live view never showed {title!r}:\n{screen}"
 
     lines = screen.splitlines()
-    assert max(len(line) for line in lines) <= COLUMNS
+    assert max(len(line) for line in lines) <= columns
+    assert len(lines) <= rows
     assert any(f"{title} — {artist}" in line and "track" in line for line in lines), screen
     confidence = re.search(r"confidence\s.*?(\d\.\d\d)", screen)
     assert confidence is not None and 0.5 <= float(confidence.group(1)) <= 1.0, screen
@@ -112,6 +116,7 @@ def test_listen_tui_in_tmux(tmux: Tmux, demo_library: DemoLibrary, tmp_path: Pat
     )
     for label in ("input", "level", "xruns", "latency", "clients"):
         assert label in screen, f"status shows no {label}:\n{screen}"
+    assert "events" in screen and f"▶ {title}" in screen, screen
 
 
 def _complete(screen: str, title: str) -> bool:
