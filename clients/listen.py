@@ -134,7 +134,8 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
         server = WebsocketServer(
             config=ServerConfig(
                 host=host, port=port, token=options.token, allowed_origins=options.allowed_origins
-            )
+            ),
+            report_threshold=engine.matcher_config.on_threshold,
         )
         await server.start()
         warning = exposure_warning(host=host, port=server.port, token=options.token)

@@ -172,10 +172,16 @@ class Client:
 
 
 class Broadcaster:
-    """Holds the latest state for snapshots and fans messages out to clients."""
+    """Holds the latest state for snapshots and fans messages out to clients.
 
-    def __init__(self, *, config: ServerConfig) -> None:
+    ``report_threshold`` is the confidence the matcher needs to name a track;
+    snapshots carry it as ``threshold`` so a client can tell a held or
+    fading ``now_playing`` (below it) from a confirmed one.
+    """
+
+    def __init__(self, *, config: ServerConfig, report_threshold: float | None = None) -> None:
         self.config = config
+        self.report_threshold = report_threshold
         self.clients: set[Client] = set()
         self._seq = 0
         self._latest: dict[str, dict[str, Any] | None] = {
@@ -205,7 +211,11 @@ class Broadcaster:
             client.offer(message)
 
     def snapshot(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {"type": "snapshot", **self._latest}
+        payload: dict[str, Any] = {
+            "type": "snapshot",
+            **self._latest,
+            "threshold": self.report_threshold,
+        }
         return envelope(payload, seq=self.next_seq(), ts=time.time())
 
     def stats(self) -> dict[str, int]:
@@ -219,9 +229,19 @@ class Broadcaster:
 class WebsocketServer:
     """Runs the websocket endpoint at ``/`` and the overlay page, bound per ``ServerConfig``."""
 
-    def __init__(self, *, config: ServerConfig, broadcaster: Broadcaster | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        broadcaster: Broadcaster | None = None,
+        report_threshold: float | None = None,
+    ) -> None:
         self.config = config
-        self.broadcaster = broadcaster if broadcaster is not None else Broadcaster(config=config)
+        self.broadcaster = (
+            broadcaster
+            if broadcaster is not None
+            else Broadcaster(config=config, report_threshold=report_threshold)
+        )
         self._server: Server | None = None
 
     @property

@@ -178,7 +178,35 @@ def test_overlay_in_chromium(
     expect(page.locator("[data-testid=artist]")).to_have_text(
         f"{demo_library.artist(first_n)} · Synesthete Tests"
     )
-    expect(page.locator("[data-testid=confidence]")).to_have_text(re.compile(r"\d+%"))
+    expect(page.locator("[data-testid=confidence]")).to_have_text(re.compile(r"^match \d+%$"))
+    # The position counts against the track's length (the library's tracks last 0:40).
+    expect(page.locator("[data-testid=position]")).to_have_text(re.compile(r"^0:\d\d / 0:40$"))
+    # One progress bar; confidence is a labelled row of pips, not a second bar.
+    assert page.locator(".bar").count() == 1
+    assert page.locator("[data-testid=confidence-meter] i").count() == 5
+    assert page.locator("[data-testid=confidence-meter] i.on").count() >= 3
+    expect(page.locator("[data-testid=offline]")).to_be_hidden()
+    # The snapshot tells clients the threshold the matcher names a track at.
+    snapshot = page.evaluate(
+        """() => new Promise(resolve => {
+            const ws = new WebSocket("ws://" + location.host + "/", ["synesthete.v1.json"]);
+            ws.onmessage = ev => { ws.close(); resolve(JSON.parse(ev.data)); };
+        })"""
+    )
+    assert snapshot["type"] == "snapshot" and snapshot["threshold"] == 0.5
+    # Below the threshold (here raised by the URL above any confidence) an answer is shown as
+    # unsure, never as sure.
+    unsure = context.new_page()
+    unsure.goto(first.overlay + "?threshold=1.5")
+    expect(unsure.locator("[data-testid=title]")).to_have_text(
+        demo_library.titles[first_n], timeout=TIMEOUT_MS
+    )
+    expect(unsure.locator("[data-testid=confidence]")).to_have_text(re.compile(r"^unsure \d+%$"))
+    expect(unsure.locator("#card")).to_have_class(re.compile(r"\bunsure\b"))
+    assert unsure.evaluate(
+        "() => getComputedStyle(document.getElementById('title')).fontStyle"
+    ) == ("italic")
+    unsure.close()
     # "Sounds like": other library tracks, never the one playing.
     similar = page.locator("[data-testid=similar] li")
     expect(similar.first).to_be_visible(timeout=TIMEOUT_MS)
@@ -203,7 +231,7 @@ def test_overlay_in_chromium(
         demo_library.titles[first_n], timeout=TIMEOUT_MS
     )
     assert "light" in (styled.get_attribute("body", "class") or "")
-    for hidden in ("artist", "confidence", "similar", "connection"):
+    for hidden in ("artist", "confidence", "confidence-meter", "progress", "similar", "connection"):
         expect(styled.locator(f"[data-testid={hidden}]")).to_be_hidden()
     expect(styled.locator("[data-testid=title]")).to_be_visible()
     assert styled.evaluate("() => getComputedStyle(document.body).color") == "rgb(17, 24, 39)"
@@ -250,8 +278,16 @@ def test_overlay_in_chromium(
     # Auto-reconnect: kill the server, start another on the same port with another track.
     first.kill()
     expect(page.locator("[data-testid=connection]")).to_have_text(
-        "reconnecting", timeout=TIMEOUT_MS
+        "disconnected · reconnecting", timeout=TIMEOUT_MS
     )
+    # The last track is stale now: the card fades and says so, whatever ?show= hides.
+    expect(page.locator("[data-testid=offline]")).to_be_visible()
+    expect(page.locator("[data-testid=offline]")).to_have_text("disconnected")
+    expect(page.locator("#card")).to_have_class(re.compile(r"\bdisconnected\b"))
+    dimmed = "(id) => parseFloat(getComputedStyle(document.getElementById(id)).opacity)"
+    assert page.evaluate(f"() => ({dimmed})('title')") < 0.5
+    assert page.evaluate(f"() => ({dimmed})('offline')") == 1.0
+    _save_artifact(page.screenshot(omit_background=True), "overlay-disconnected.png", tmp_path)
     second = Listener(
         demo_library,
         demo_library.excerpt(second_n, start_s=5.0, seconds=EXCERPT_S),
@@ -262,5 +298,7 @@ def test_overlay_in_chromium(
     second.wait_ready()
     expect(title).to_have_text(demo_library.titles[second_n], timeout=TIMEOUT_MS)
     expect(page.locator("[data-testid=connection]")).to_have_text("connected")
+    expect(page.locator("[data-testid=offline]")).to_be_hidden()
+    assert page.evaluate(f"() => ({dimmed})('title')") == 1.0
     _save_artifact(page.screenshot(omit_background=True), "overlay-reconnected.png", tmp_path)
     context.close()
