@@ -228,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
         "files",
         nargs="+",
         metavar="FILE",
-        help="audio file to identify (" + AUDIO_SUFFIXES_TEXT + ")",
+        help="audio file to identify ("
+        + AUDIO_SUFFIXES_TEXT
+        + "); a folder: every audio file under it, as index build finds them; -: a whole"
+        " audio file read from standard input",
     )
     _add_encoder_args(identify)
     _add_matcher_args(identify)
@@ -244,7 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--index", type=Path, required=True, help=INDEX_HELP)
     source = listen.add_mutually_exclusive_group()
     source.add_argument("--device", default=None, help="input device: index or name substring")
-    source.add_argument("--input", type=Path, default=None, help="replay a file as the input")
+    source.add_argument(
+        "--input",
+        type=Path,
+        default=None,
+        help="replay a file as the input; - reads a whole audio file (WAV, FLAC, ...) from"
+        " standard input, e.g. piped from ffmpeg",
+    )
     listen.add_argument(
         "--realtime", action="store_true", help="with --input: pace the replay in real time"
     )
@@ -559,12 +568,22 @@ def _identify_inputs(names: list[str]) -> Iterator[str]:
             raise ConfigError(f"{name}: no audio files in this folder")
 
 
+def _read_stdin() -> bytes:
+    """All of standard input: soundfile needs to seek, which a pipe cannot."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise ConfigError("- reads audio from standard input, but it is a terminal; pipe a file in")
+    return sys.stdin.buffer.read()
+
+
 def _cmd_identify(args: argparse.Namespace) -> int:
     from synesthete.clients.identify import identify_file
     from synesthete.clients.jsonl import JsonlWriter
     from synesthete.clients.listen import event_types
     from synesthete.clients.tracklist import TracklistWriter, build_tracklist
 
+    if list(args.files).count(STDIN_NAME) > 1:
+        raise ConfigError("standard input (-) can be read only once")
+    stdin = _read_stdin() if STDIN_NAME in args.files else None
     engine = _open_engine(args)
     failures = 0
     try:
@@ -577,12 +596,13 @@ def _cmd_identify(args: argparse.Namespace) -> int:
                 else TracklistWriter(out, fmt=args.format, title=title)
             )
             for name in _identify_inputs(list(args.files)):
+                data = stdin if name == STDIN_NAME else None
                 try:
                     if tracklists is None:
-                        for event in identify_file(engine, name):
+                        for event in identify_file(engine, name, data=data):
                             writer.write(event)
                     else:
-                        events: list[Event] = list(identify_file(engine, name))
+                        events: list[Event] = list(identify_file(engine, name, data=data))
                         tracklists.write(build_tracklist(events, source=name))
                 except SynestheteError as err:
                     failures += 1
@@ -605,9 +625,11 @@ def _cmd_listen(args: argparse.Namespace) -> int:
         )
     from synesthete.clients.listen import ListenOptions, listen
 
+    stdin = _read_stdin() if args.input == Path(STDIN_NAME) else None
     options = ListenOptions(
         device=args.device,
         input_path=args.input,
+        input_data=stdin,
         realtime=args.realtime or args.speed is not None or args.loop,
         speed=1.0 if args.speed is None else args.speed,
         loop=args.loop,

@@ -24,9 +24,13 @@ def identify_file(
     path: str,
     *,
     block_frames: int = DEFAULT_BLOCK_FRAMES,
+    data: bytes | None = None,
 ) -> Iterator[Event]:
-    """Events of one file as the live loop would emit them; ``path`` is reported as given."""
-    source = FileSource(path=Path(path), block_frames=block_frames, realtime=False)
+    """Events of one file as the live loop would emit them; ``path`` is reported as given.
+
+    ``data`` is the file's content when it was read already (standard input).
+    """
+    source = FileSource(path=Path(path), block_frames=block_frames, realtime=False, data=data)
     with source:
         ring = RingBuffer(capacity_frames=4 * block_frames, channels=source.channels)
         capture = Capture(ring=ring)

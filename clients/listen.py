@@ -28,6 +28,8 @@ from synesthete.stream.watchdog import ReconnectPolicy
 class ListenOptions:
     device: str | None = None
     input_path: Path | None = None
+    input_data: bytes | None = None
+    """The input file's content when it was read already (``--input -``: standard input)."""
     realtime: bool = False
     speed: float = 1.0
     loop: bool = False
@@ -176,12 +178,15 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
             sinks.append(InputNotes(sys.stderr).write)
         try:
             if options.input_path is not None and not options.realtime:
-                await _replay_virtual(engine, options.input_path, sinks, server)
+                await _replay_virtual(
+                    engine, options.input_path, sinks, server, data=options.input_data
+                )
             else:
                 source: Source
                 if options.input_path is not None:
                     source = FileSource(
                         path=options.input_path,
+                        data=options.input_data,
                         realtime=True,
                         speed=options.speed,
                         loop=options.loop,
@@ -217,9 +222,14 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
 
 
 async def _replay_virtual(
-    engine: Engine, path: Path, sinks: list[EventSink], server: WebsocketServer | None
+    engine: Engine,
+    path: Path,
+    sinks: list[EventSink],
+    server: WebsocketServer | None,
+    *,
+    data: bytes | None = None,
 ) -> None:
-    for event in identify_file(engine, str(path)):
+    for event in identify_file(engine, str(path), data=data):
         for sink in sinks:
             sink(event)
         if server is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -692,6 +693,9 @@ class FileSource:
       it that many times faster than real time (soak tests: hours of audio
       through the live loop in minutes).
 
+    ``data``, when given, is the whole file already read (standard input,
+    ``-`` on the command line); ``path`` then only names it in events and errors.
+
     End of file: ``finished`` (a ``threading.Event``) is set once no more audio
     will come, and then ``callback`` is called one last time with an empty
     ``[0, channels]`` block, so a consumer woken by ``Capture.notify`` sees
@@ -709,6 +713,7 @@ class FileSource:
         realtime: bool = False,
         loop: bool = False,
         speed: float = 1.0,
+        data: bytes | None = None,
     ) -> None:
         if isinstance(block_frames, bool) or not isinstance(block_frames, int) or block_frames <= 0:
             raise ConfigError(f"block_frames must be an int > 0, got {block_frames!r}")
@@ -723,27 +728,28 @@ class FileSource:
         self._realtime = realtime
         self._loop = loop
         self._speed = float(speed)
-        if not Path(self._name).exists():
+        self._data = data
+        if data is None and not Path(self._name).exists():
             raise AudioFormatError(f"{self._name}: no such file")
-        if not Path(self._name).is_file():
+        if data is None and not Path(self._name).is_file():
             raise AudioFormatError(f"{self._name}: not a file")
+        if data is not None and not data:
+            raise AudioFormatError(f"{self._name}: no data (empty input)")
         sf = _import_soundfile()
         try:
-            with decoder_chatter_filtered():
-                info = sf.info(soundfile_name(self._name))
+            with decoder_chatter_filtered(), sf.SoundFile(self._open_target()) as probe:
+                rate_hz, channels, frames = int(probe.samplerate), int(probe.channels), probe.frames
         except (sf.SoundFileError, RuntimeError) as err:
+            raise AudioFormatError(f"{self._name}: {self._decode_error(err)}") from err
+        if rate_hz <= 0 or channels <= 0:
             raise AudioFormatError(
-                f"{self._name}: {describe_decode_error(err, self._name)}"
-            ) from err
-        if info.samplerate <= 0 or info.channels <= 0:
-            raise AudioFormatError(
-                f"{self._name}: invalid audio header ({info.samplerate} Hz, {info.channels} ch)"
+                f"{self._name}: invalid audio header ({rate_hz} Hz, {channels} ch)"
             )
-        if info.frames == 0:
+        if frames == 0:
             raise AudioFormatError(f"{self._name}: no audio frames")
-        self._sample_rate_hz = int(info.samplerate)
-        self._channels = int(info.channels)
-        self._frames = int(info.frames)
+        self._sample_rate_hz = rate_hz
+        self._channels = channels
+        self._frames = int(frames)
         self.finished = threading.Event()
         self._stop_requested = threading.Event()
         self._thread: threading.Thread | None = None
@@ -753,6 +759,17 @@ class FileSource:
     def name(self) -> str:
         """The path as given."""
         return self._name
+
+    def _open_target(self) -> str | bytes | io.BytesIO:
+        return soundfile_name(self._name) if self._data is None else io.BytesIO(self._data)
+
+    def _decode_error(self, err: BaseException) -> str:
+        if self._data is None:
+            return describe_decode_error(err, self._name)
+        reason = _sf_reason(err)
+        if "Format not recognised" in reason or "File does not exist" in reason:
+            return UNRECOGNISED_AUDIO
+        return f"cannot decode: {reason.rstrip('.')}"
 
     @property
     def sample_rate_hz(self) -> int:
@@ -794,11 +811,9 @@ class FileSource:
         sf = _import_soundfile()
         try:
             with decoder_chatter_filtered():
-                handle = sf.SoundFile(soundfile_name(self._name))
+                handle = sf.SoundFile(self._open_target())
         except (sf.SoundFileError, RuntimeError) as err:
-            raise AudioFormatError(
-                f"{self._name}: {describe_decode_error(err, self._name)}"
-            ) from err
+            raise AudioFormatError(f"{self._name}: {self._decode_error(err)}") from err
         with handle:
             position_frames = 0
             while True:

@@ -333,3 +333,36 @@ def test_demo_without_the_live_view_keeps_stdout_jsonl(tmp_path: Path) -> None:
     assert "demo: synthesizing 24 tracks" in done.stderr
     assert "demo: indexed 24/24 tracks" in done.stderr
     assert "Tracklist (" in done.stderr and "What was really played:" in done.stderr
+
+
+# ----------------------------------------------------------------- stdin: -
+
+
+def streamed_wav(path: Path) -> bytes:
+    """The WAV as ``ffmpeg ... -f wav -`` writes it to a pipe: RIFF and data sizes unknown."""
+    data = bytearray(path.read_bytes())
+    data[4:8] = b"\xff\xff\xff\xff"
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    return bytes(data)
+
+
+def test_identify_and_listen_read_audio_from_stdin(demo_library: DemoLibrary) -> None:
+    piped = streamed_wav(demo_library.excerpt(7, start_s=3.0, seconds=EXCERPT_S))
+    for args in (
+        ["identify", "--index", demo_library.index, "-"],
+        ["listen", "--index", demo_library.index, "--input", "-", "--no-tui", "--threads", "1"],
+    ):
+        done = run(*args, stdin=piped)
+        assert done.returncode == 0, done.stderr
+        events = [json.loads(line) for line in done.stdout.decode().splitlines()]
+        names = {e["track"]["title"] for e in events if e["type"] == "now_playing"}
+        assert names == {demo_library.titles[7]} and {e["file"] for e in events} == {"-"}
+
+
+def test_text_on_stdin_is_one_line(demo_library: DemoLibrary) -> None:
+    done = run("identify", "--index", demo_library.index, "-", stdin=b"not audio\n" * 50)
+    assert done.returncode == 2
+    assert error_lines(done.stderr.decode()) == [
+        "synesthete: error: -: not a recognised audio format (or corrupt header)"
+    ]
