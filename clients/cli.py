@@ -188,6 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID_OR_PATH",
         help="a track id (as index list or identify print it), a file path or a folder",
     )
+    listing = index_commands.add_parser(
+        "list",
+        help="list tracks and their ids (find one by title, artist, album or path)",
+        description="List the indexed tracks with their ids, e.g. to find the id for index"
+        " remove or similar.",
+    )
+    listing.add_argument("--index", type=Path, required=True, help=INDEX_HELP)
+    listing.add_argument(
+        "--search",
+        default=None,
+        metavar="TEXT",
+        help="only tracks whose title, artist, album or path contains TEXT (any case)",
+    )
+    listing.add_argument(
+        "--format", choices=["txt", "json"], default="txt", help="txt (default) or json"
+    )
     stats = index_commands.add_parser(
         "stats", help="show what the index holds", description="Show what the index holds."
     )
@@ -468,6 +484,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
                 else:
                     print(f"{key:>{width}}: {value}")
         return 0
+    if args.index_command == "list":
+        return _list_tracks(args.index, search=args.search, fmt=args.format)
     if args.index_command == "remove":
         report = builder.remove_from_index(args.index, list(args.targets))
         for target, reason in report.skipped:
@@ -499,6 +517,37 @@ def _cmd_index(args: argparse.Namespace) -> int:
         _write_build_report(err.report, args.report, summary=False)
         raise
     _write_build_report(report, args.report, summary=True)
+    return 0
+
+
+def _list_tracks(index: Path, *, search: str | None, fmt: str) -> int:
+    """``index list``: one line per track (id, duration, artist - title, path), or JSON."""
+    from synesthete.index.store import Library
+
+    with Library.open(index) as library:
+        tracks = [record.to_info() for record in library.records()]
+    if search is not None:
+        needle = search.casefold()
+        tracks = [
+            t
+            for t in tracks
+            if any(
+                needle in (field or "").casefold() for field in (t.title, t.artist, t.album, t.path)
+            )
+        ]
+    tracks.sort(key=lambda t: t.id)
+    if fmt == "json":
+        json.dump([t.to_payload() for t in tracks], sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    width = len(str(tracks[-1].id)) if tracks else 1
+    for t in tracks:
+        minutes, seconds = divmod(int(t.duration_s or 0), 60)
+        label = f"{t.artist} - {t.title}" if t.artist else t.title
+        print(f"{t.id:>{width}}  {minutes:d}:{seconds:02d}  {label}  ({t.path})")
+    if not tracks and search is not None:
+        print(f"synesthete: no track matches {search!r}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -366,3 +366,37 @@ def test_text_on_stdin_is_one_line(demo_library: DemoLibrary) -> None:
     assert error_lines(done.stderr.decode()) == [
         "synesthete: error: -: not a recognised audio format (or corrupt header)"
     ]
+
+
+# ------------------------------------------------------------------ index list
+
+
+def test_index_list_finds_track_ids_by_title_artist_or_path(demo_library: DemoLibrary) -> None:
+    everything = run("index", "list", "--index", demo_library.index, "--format", "json")
+    assert everything.returncode == 0, everything.stderr
+    tracks = json.load(io.StringIO(everything.stdout))
+    assert sorted(t["title"] for t in tracks) == sorted(demo_library.titles)
+    wanted = demo_library.titles[5]
+    found = run("index", "list", "--index", demo_library.index, "--search", wanted.upper())
+    assert found.returncode == 0, found.stderr
+    (line,) = found.stdout.splitlines()
+    track_id = next(t["id"] for t in tracks if t["title"] == wanted)
+    assert line.split()[0] == str(track_id) and f"{demo_library.artist(5)} - {wanted}" in line
+    by_artist = run(
+        "index",
+        "list",
+        "--index",
+        demo_library.index,
+        "--search",
+        demo_library.artist(2),
+        "--format",
+        "json",
+    )
+    assert [t["title"] for t in json.load(io.StringIO(by_artist.stdout))] == [
+        demo_library.titles[2]
+    ]
+    by_path = run("index", "list", "--index", demo_library.index, "--search", "03.flac")
+    assert demo_library.titles[3] in by_path.stdout and len(by_path.stdout.splitlines()) == 1
+    nothing = run("index", "list", "--index", demo_library.index, "--search", "no such song")
+    assert nothing.returncode == 1 and nothing.stdout == ""
+    assert error_lines(nothing.stderr) == ["synesthete: no track matches 'no such song'"]
