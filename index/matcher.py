@@ -2,72 +2,27 @@
 
 Pure code: numpy and the standard library only, no I/O (house-style rule 1).
 
-Curves
-------
-Each library track is a polyline ``P = p_1..p_M`` of unit vectors, one per
-window at the index hop (window ``i`` covers track seconds
-``[i * index_hop_s, i * index_hop_s + window_s]``). The live stream is a
-growing polyline ``Q = q_1..q_t`` at the live hop. Distances are Euclidean
-between unit vectors, so they lie in ``0..2``.
+The curve kernels (distances, the stepped subsequence Fréchet distance, its
+recurrence and tie-breaks, tempo from a path) are in :mod:`.frechet`; this
+module keeps the per-stream state and the decisions.
 
 Two running distances are kept per candidate track:
 
 * **Min point-to-point** (``min_p2p``): mean over the recent ``q_i`` of
   ``min_j ||q_i - p_j||``. It ignores order, so loops and repeats cost nothing.
-* **Stepped subsequence Fréchet** (``frechet``): the bottleneck cost of a
-  monotone coupling of *all* of the recent ``Q`` to a subsequence of ``P``
-  with free start and free end, where consecutive query points move
-  ``s_lo..s_hi`` track windows forward.
+* **Stepped subsequence Fréchet** (``frechet``), over a horizon only, because
+  a bottleneck over a long stream is brittle:
 
-Why a stepped coupling, and not the textbook discrete Fréchet distance
-----------------------------------------------------------------------
-``P`` is sampled ``r = live_hop_s / index_hop_s`` times denser than ``Q``
-(``r = 4`` at the defaults). The classical discrete Fréchet distance (DFD) must
-couple every point of both curves, so each ``q_i`` would also have to be close
-to the ``r - 1`` track windows between its true partner and the next one. Those
-windows are shifted by 0.5 s, 1 s, 1.5 s of audio and are genuinely different,
-so the DFD of a perfect excerpt is far from zero. The stepped variant couples
-``Q`` to the sub-sampled track ``p_{j_1}, p_{j_2}, ...`` with
-``j_i - j_{i-1} in [s_lo, s_hi]`` and never looks at the points in between.
+  * ``frechet_mode="horizon"``: the exact stepped bottleneck over the last
+    ``min(t, horizon_windows)`` live windows, recomputed each window in
+    ``O(H * M * (s_hi - s_lo + 1))`` vectorised numpy. It equals
+    :func:`.frechet.subsequence_frechet` applied to the recent ``Q``.
+  * ``frechet_mode="ema"``: an averaged-cost path, *not* a bottleneck:
+    ``F_t[j] = (1 - λ) d_t[j] + λ min_s F_{t-1}[j - s]`` with ``λ = ema_decay``,
+    ``O(M * (s_hi - s_lo + 1))`` per window. A predecessor before the start of
+    the track counts as "the path starts here" (value ``d_t[j]``), so a track
+    that starts mid-stream can still be followed from its first window.
 
-The step range comes from the nominal ratio ``r`` widened by the tempo
-tolerance (:func:`step_range`: ``(3, 5)`` for ``r = 4`` and 12 %). A live
-stream that plays 8 % fast advances 4.32 track windows per live window; the
-coupling absorbs that with a mix of 4- and 5-steps, and the path's slope gives
-the tempo ratio. A fixed diagonal (one step size, as in NAFP-style sequence
-matching) drifts off the track by ``0.32`` windows per live window and loses
-it after a few windows.
-
-The recurrence is that of the DFD restricted to these steps::
-
-    F[0, j] = d(0, j)                                   (free start)
-    F[i, j] = max(d(i, j), min_{s in [s_lo, s_hi]} F[i-1, j-s])   (out of range: inf)
-    distance = min_j F[n-1, j]                          (free end)
-
-The maximum makes the distance a bottleneck: one bad pair sets it. Over a
-long stream that is brittle, so the matcher only ever scores a horizon:
-
-* ``frechet_mode="horizon"``: the exact stepped bottleneck over the last
-  ``min(t, horizon_windows)`` live windows, recomputed each window in
-  ``O(H * M * (s_hi - s_lo + 1))`` vectorised numpy. It equals
-  :func:`subsequence_frechet` applied to the recent ``Q``.
-* ``frechet_mode="ema"``: an averaged-cost path, *not* a bottleneck:
-  ``F_t[j] = (1 - λ) d_t[j] + λ min_s F_{t-1}[j - s]`` with ``λ = ema_decay``,
-  ``O(M * (s_hi - s_lo + 1))`` per window. A predecessor before the start of
-  the track counts as "the path starts here" (value ``d_t[j]``), so a track
-  that starts mid-stream can still be followed from its first window.
-
-Path tie-breaks
----------------
-Many couplings share one bottleneck pair, and the offset and tempo come from
-the path, so ties are broken by the sum of the pair costs along the path: at
-each cell the predecessor minimises ``(max(d, F_prev), G_prev)``
-lexicographically, where ``G`` is that sum, and the end is the ``argmin`` of
-``(F, G)``. The distance itself is unaffected (``max(d, min F_prev)`` equals
-``min max(d, F_prev)``). Remaining ties go to the smaller step and the smaller
-index.
-
-Confidence
 ----------
 :class:`Calibration` maps ``(frechet, margin, windows seen)`` to ``0..1`` with
 a logistic model. The margin of a candidate is the smallest Fréchet distance
@@ -91,6 +46,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from synesthete.checks import require_int, require_real
 from synesthete.constants import (
     DEFAULT_INDEX_HOP_S,
     DEFAULT_LIVE_HOP_S,
@@ -110,6 +66,16 @@ from synesthete.events import (
     Unknown,
 )
 
+from .frechet import (
+    backtrack,
+    best_end,
+    distance_row,
+    distance_rows,
+    refined_tempo_ratio,
+    shifted,
+    step_range,
+    stepped_dp,
+)
 from .protocols import CurveLibrary, Neighbor
 
 FloatArray = npt.NDArray[np.float64]
@@ -120,41 +86,10 @@ FrechetMode = Literal["horizon", "ema"]
 _HOP_SLACK_S = 1e-9
 """Hops typed in TOML (0.5000001) still pass the range checks, as in IndexConfig."""
 
-__all__ = [
-    "Calibration",
-    "DecisionFeatures",
-    "FrechetResult",
-    "Matcher",
-    "MatcherConfig",
-    "classical_discrete_frechet",
-    "distance_matrix",
-    "estimate_tempo_ratio",
-    "min_point_distance",
-    "refined_tempo_ratio",
-    "step_range",
-    "stepped_frechet_distance",
-    "subsequence_frechet",
-]
+__all__ = ["Calibration", "DecisionFeatures", "Matcher", "MatcherConfig"]
 
 
 # --------------------------------------------------------------------------- calibration
-
-
-def _require_real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    as_float = float(value)
-    if not math.isfinite(as_float):
-        raise ConfigError(f"{name} must be finite, got {value!r}")
-    return as_float
-
-
-def _require_int(name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,7 +114,7 @@ class Calibration:
 
     def __post_init__(self) -> None:
         for name in ("bias", "w_frechet", "w_margin", "w_windows", "margin_cap"):
-            _require_real(f"calibration.{name}", getattr(self, name))
+            require_real(f"calibration.{name}", getattr(self, name))
         # The matcher ranks candidates by confidence and relies on it falling
         # as the distance grows and rising with the runner-up gap.
         if self.w_frechet >= 0.0:
@@ -224,7 +159,7 @@ class Calibration:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"calibration: unknown keys {unknown}; expected {sorted(known)}")
-        values = {key: _require_real(f"calibration.{key}", value) for key, value in data.items()}
+        values = {key: require_real(f"calibration.{key}", value) for key, value in data.items()}
         return cls(**values)
 
 
@@ -276,49 +211,49 @@ class MatcherConfig:
     calibration: Calibration = field(default_factory=Calibration)
 
     def __post_init__(self) -> None:
-        index_hop_s = _require_real("index_hop_s", self.index_hop_s)
+        index_hop_s = require_real("index_hop_s", self.index_hop_s)
         if not MIN_INDEX_HOP_S - _HOP_SLACK_S <= index_hop_s <= MAX_INDEX_HOP_S + _HOP_SLACK_S:
             raise ConfigError(
                 f"index_hop_s must be in [{MIN_INDEX_HOP_S}, {MAX_INDEX_HOP_S}], got {index_hop_s}"
             )
-        live_hop_s = _require_real("live_hop_s", self.live_hop_s)
+        live_hop_s = require_real("live_hop_s", self.live_hop_s)
         if not MIN_LIVE_HOP_S - _HOP_SLACK_S <= live_hop_s <= MAX_LIVE_HOP_S + _HOP_SLACK_S:
             raise ConfigError(
                 f"live_hop_s must be in [{MIN_LIVE_HOP_S}, {MAX_LIVE_HOP_S}], got {live_hop_s}"
             )
-        if _require_real("window_s", self.window_s) <= 0.0:
+        if require_real("window_s", self.window_s) <= 0.0:
             raise ConfigError(f"window_s must be > 0, got {self.window_s}")
-        _require_int("horizon_windows", self.horizon_windows, minimum=1)
+        require_int("horizon_windows", self.horizon_windows, minimum=1)
         if self.frechet_mode not in ("horizon", "ema"):
             raise ConfigError(f"frechet_mode must be 'horizon' or 'ema', got {self.frechet_mode!r}")
-        if not 0.0 <= _require_real("ema_decay", self.ema_decay) < 1.0:
+        if not 0.0 <= require_real("ema_decay", self.ema_decay) < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not 0.0 <= _require_real("tempo_tolerance", self.tempo_tolerance) < 1.0:
+        if not 0.0 <= require_real("tempo_tolerance", self.tempo_tolerance) < 1.0:
             raise ConfigError(f"tempo_tolerance must be in [0, 1), got {self.tempo_tolerance}")
-        _require_int("top_k", self.top_k, minimum=1)
-        _require_int("max_candidates", self.max_candidates, minimum=1)
-        _require_int("candidate_ttl_windows", self.candidate_ttl_windows, minimum=0)
-        on = _require_real("on_threshold", self.on_threshold)
-        off = _require_real("off_threshold", self.off_threshold)
+        require_int("top_k", self.top_k, minimum=1)
+        require_int("max_candidates", self.max_candidates, minimum=1)
+        require_int("candidate_ttl_windows", self.candidate_ttl_windows, minimum=0)
+        on = require_real("on_threshold", self.on_threshold)
+        off = require_real("off_threshold", self.off_threshold)
         if not 0.0 < off <= on < 1.0:
             raise ConfigError(
                 f"thresholds must satisfy 0 < off_threshold <= on_threshold < 1, "
                 f"got off={off}, on={on}"
             )
-        if not 0.0 < _require_real("max_frechet", self.max_frechet) <= 2.0:
+        if not 0.0 < require_real("max_frechet", self.max_frechet) <= 2.0:
             raise ConfigError(f"max_frechet must be in (0, 2], got {self.max_frechet}")
-        _require_int("lost_windows", self.lost_windows, minimum=1)
-        _require_int("mix_hold_windows", self.mix_hold_windows, minimum=0)
-        _require_int("switch_windows", self.switch_windows, minimum=1)
-        if not 0.0 <= _require_real("version_tempo_lead", self.version_tempo_lead) < 1.0:
+        require_int("lost_windows", self.lost_windows, minimum=1)
+        require_int("mix_hold_windows", self.mix_hold_windows, minimum=0)
+        require_int("switch_windows", self.switch_windows, minimum=1)
+        if not 0.0 <= require_real("version_tempo_lead", self.version_tempo_lead) < 1.0:
             raise ConfigError(
                 f"version_tempo_lead must be in [0, 1), got {self.version_tempo_lead}"
             )
-        if not 0.0 <= _require_real("version_tie_frechet", self.version_tie_frechet) <= 2.0:
+        if not 0.0 <= require_real("version_tie_frechet", self.version_tie_frechet) <= 2.0:
             raise ConfigError(
                 f"version_tie_frechet must be in [0, 2], got {self.version_tie_frechet}"
             )
-        _require_int("report_candidates", self.report_candidates, minimum=0)
+        require_int("report_candidates", self.report_candidates, minimum=0)
         if not isinstance(self.calibration, Calibration):
             raise ConfigError(
                 f"calibration must be a Calibration, got {type(self.calibration).__name__}"
@@ -335,266 +270,6 @@ class MatcherConfig:
 
 
 # --------------------------------------------------------------------------- pure functions
-
-
-def _as_curve(name: str, values: npt.ArrayLike) -> npt.NDArray[np.floating]:
-    array = np.asarray(values)
-    if array.dtype.kind not in "fiu":
-        raise ConfigError(f"{name} must be numeric, got dtype {array.dtype}")
-    if array.dtype.kind != "f":
-        array = array.astype(np.float64)
-    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ConfigError(f"{name} must be a non-empty [n, D] array, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ConfigError(f"{name} contains non-finite values")
-    return array
-
-
-def _distance_row(q: npt.NDArray[np.floating], curve: npt.NDArray[np.floating]) -> FloatArray:
-    """``[M]`` distances from one point ``q [D]`` to every point of ``curve [M, D]``.
-
-    Differences first, then squares summed in float64: a point equal to a
-    curve point gets exactly 0, which a Gram-matrix expansion would not give.
-    """
-    diff = curve - q
-    squared: FloatArray = np.einsum("md,md->m", diff, diff, dtype=np.float64)
-    return np.sqrt(squared)
-
-
-def _distance_rows(
-    points: Sequence[npt.NDArray[np.floating]] | npt.NDArray[np.floating],
-    curve: npt.NDArray[np.floating],
-) -> FloatArray:
-    """``[n, M]``; one row at a time so memory stays ``O(M * D)``."""
-    rows = np.empty((len(points), curve.shape[0]), dtype=np.float64)
-    for i, q in enumerate(points):
-        rows[i] = _distance_row(q, curve)
-    return rows
-
-
-def distance_matrix(query: npt.ArrayLike, track: npt.ArrayLike) -> FloatArray:
-    """Euclidean distances ``[n, M]`` between ``query [n, D]`` and ``track [M, D]``."""
-    q = _as_curve("query", query)
-    p = _as_curve("track", track)
-    if q.shape[1] != p.shape[1]:
-        raise ConfigError(f"query has D={q.shape[1]} but track has D={p.shape[1]}")
-    return _distance_rows(q, p)
-
-
-def min_point_distance(query: npt.ArrayLike, track: npt.ArrayLike) -> float:
-    """Mean over ``query [n, D]`` points of the distance to the nearest ``track [M, D]`` point."""
-    return float(distance_matrix(query, track).min(axis=1).mean())
-
-
-def step_range(*, live_hop_s: float, index_hop_s: float, tempo_tolerance: float) -> tuple[int, int]:
-    """``(s_lo, s_hi)``: how many track windows one live window may advance.
-
-    With ``r = live_hop_s / index_hop_s``: ``s_lo = max(0, floor(r * (1 - tol)))``
-    and ``s_hi = max(1, ceil(r * (1 + tol)))``. ``r = 4, tol = 0.12`` gives
-    ``(3, 5)``; ``r = 1`` gives ``(0, 2)``.
-    """
-    live = _require_real("live_hop_s", live_hop_s)
-    index = _require_real("index_hop_s", index_hop_s)
-    tol = _require_real("tempo_tolerance", tempo_tolerance)
-    if live <= 0.0 or index <= 0.0:
-        raise ConfigError(f"hops must be > 0, got live={live}, index={index}")
-    if not 0.0 <= tol < 1.0:
-        raise ConfigError(f"tempo_tolerance must be in [0, 1), got {tol}")
-    ratio = live / index
-    # Round off float noise first, so a product that is whole on paper (4 * 1.25)
-    # cannot floor or ceil to its neighbour.
-    s_lo = max(0, math.floor(round(ratio * (1.0 - tol), 9)))
-    s_hi = max(1, math.ceil(round(ratio * (1.0 + tol), 9)))
-    return s_lo, s_hi
-
-
-def _check_steps(s_lo: int, s_hi: int) -> None:
-    _require_int("s_lo", s_lo, minimum=0)
-    _require_int("s_hi", s_hi, minimum=1)
-    if s_lo > s_hi:
-        raise ConfigError(f"s_lo must be <= s_hi, got s_lo={s_lo}, s_hi={s_hi}")
-
-
-def _shifted(
-    out: FloatArray, values: FloatArray, *, s_lo: int, fill: FloatArray | float
-) -> FloatArray:
-    """``out[k, j] = values[j - (s_lo + k)]``, and ``fill`` where that index is negative.
-
-    ``out`` is ``[S, M]``; ``fill`` is a scalar or an ``[M]`` row.
-    """
-    n_shifts, m = out.shape
-    for k in range(n_shifts):
-        s = min(s_lo + k, m)
-        if isinstance(fill, float):
-            out[k, :s] = fill
-        else:
-            out[k, :s] = fill[:s]
-        out[k, s:] = values[: m - s]
-    return out
-
-
-def _stepped_dp(
-    rows: FloatArray, *, s_lo: int, s_hi: int
-) -> tuple[FloatArray, FloatArray, IntArray]:
-    """The stepped bottleneck recurrence over ``rows [n, M]`` (all query rows at once).
-
-    Returns ``F [M]`` (bottleneck of the best path ending at each track
-    window), ``G [M]`` (its sum of costs, the tie-break) and ``steps [n, M]``
-    (the step taken into each cell; row 0 unused).
-    """
-    n, m = rows.shape
-    n_shifts = s_hi - s_lo + 1
-    steps = np.zeros((n, m), dtype=np.int64)
-    f = rows[0].copy()
-    g = rows[0].copy()
-    cand_f = np.empty((n_shifts, m), dtype=np.float64)
-    cand_g = np.empty((n_shifts, m), dtype=np.float64)
-    cols = np.arange(m)
-    for i in range(1, n):
-        d = rows[i]
-        _shifted(cand_f, f, s_lo=s_lo, fill=math.inf)
-        _shifted(cand_g, g, s_lo=s_lo, fill=math.inf)
-        key = np.maximum(cand_f, d)
-        f = key.min(axis=0)
-        k = np.where(key == f, cand_g, math.inf).argmin(axis=0)
-        g = d + cand_g[k, cols]
-        steps[i] = s_lo + k
-    return f, g, steps
-
-
-def stepped_frechet_distance(rows: npt.ArrayLike, *, s_lo: int, s_hi: int) -> float:
-    """The distance of :func:`subsequence_frechet` from precomputed distance ``rows [n, M]``
-    (no path): for callers that align many query slices against one track."""
-    _check_steps(s_lo, s_hi)
-    matrix = np.asarray(rows, dtype=np.float64)
-    if matrix.ndim != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
-        raise ConfigError(f"rows must be a non-empty [n, M] matrix, got shape {matrix.shape}")
-    f, _, _ = _stepped_dp(matrix, s_lo=s_lo, s_hi=s_hi)
-    return float(f.min())
-
-
-def _best_end(f: FloatArray, g: FloatArray) -> int:
-    """``argmin`` of ``(F, G)`` lexicographically; -1 when no coupling exists."""
-    best = f.min()
-    if not math.isfinite(float(best)):
-        return -1
-    return int(np.where(f == best, g, math.inf).argmin())
-
-
-def _backtrack(steps: IntArray, end_index: int) -> tuple[int, ...]:
-    path = [end_index]
-    for i in range(steps.shape[0] - 1, 0, -1):
-        path.append(path[-1] - int(steps[i, path[-1]]))
-    return tuple(reversed(path))
-
-
-@dataclass(frozen=True, kw_only=True)
-class FrechetResult:
-    """Result of :func:`subsequence_frechet`.
-
-    ``path[i]`` is the track window coupled to query point ``i``; ``start_index``
-    and ``end_index`` are its ends. When no coupling exists (the track is too
-    short for ``n`` points at ``s_lo``), ``distance`` is ``inf``, both indices
-    are -1 and ``path`` is empty.
-    """
-
-    distance: float
-    end_index: int
-    start_index: int
-    path: tuple[int, ...] = ()
-
-
-def subsequence_frechet(
-    query: npt.ArrayLike, track: npt.ArrayLike, *, s_lo: int, s_hi: int
-) -> FrechetResult:
-    """Stepped subsequence discrete Fréchet distance of ``query [n, D]`` inside ``track [M, D]``.
-
-    All of ``query`` is coupled, monotonically, to track windows
-    ``j_0 < ... `` with ``j_i - j_{i-1} in [s_lo, s_hi]``, free start and
-    free end; the cost is the largest coupled distance. ``O(n * M * S)``.
-    """
-    _check_steps(s_lo, s_hi)
-    rows = distance_matrix(query, track)
-    f, g, steps = _stepped_dp(rows, s_lo=s_lo, s_hi=s_hi)
-    end_index = _best_end(f, g)
-    if end_index < 0:
-        return FrechetResult(distance=math.inf, end_index=-1, start_index=-1)
-    path = _backtrack(steps, end_index)
-    return FrechetResult(
-        distance=float(f[end_index]), end_index=end_index, start_index=path[0], path=path
-    )
-
-
-def classical_discrete_frechet(query: npt.ArrayLike, track: npt.ArrayLike) -> float:
-    """Textbook discrete Fréchet distance (Eiter & Mannila 1994) of two full curves.
-
-    Both curves are coupled end to end, and either may advance alone, so every
-    point of each is matched. ``O(n * M)`` in Python loops: an oracle for tests.
-
-    Relation to :func:`subsequence_frechet` with ``(s_lo, s_hi) = (0, 1)``: that
-    variant is the DFD with free ends in ``track`` and without steps that
-    advance ``track`` alone. So (a) the DFD of ``query`` against
-    ``track[start:end + 1]`` (the span of the stepped path) is at most the
-    stepped distance, and (b) the two agree when an optimal full coupling only
-    advances ``query`` (``Q = P``, ``Q`` a constant offset of ``P``, ``Q`` a
-    copy of ``P`` that lingers on some points) and the free ends do not help.
-    """
-    d = distance_matrix(query, track)
-    n, m = d.shape
-    ca = np.full((n, m), math.inf)
-    for i in range(n):
-        for j in range(m):
-            if i == 0 and j == 0:
-                prev = -math.inf
-            elif i == 0:
-                prev = ca[0, j - 1]
-            elif j == 0:
-                prev = ca[i - 1, 0]
-            else:
-                prev = min(ca[i - 1, j], ca[i - 1, j - 1], ca[i, j - 1])
-            ca[i, j] = max(prev, d[i, j])
-    return float(ca[n - 1, m - 1])
-
-
-def refined_tempo_ratio(
-    rows: FloatArray, path: tuple[int, ...], *, live_hop_s: float, index_hop_s: float
-) -> float:
-    """Tempo from a coupling path, refined below the index hop.
-
-    ``rows [n, M]`` are the distance rows of the last ``n`` live windows and
-    ``path`` the track window coupled to each of the last ``len(path)`` rows.
-    Each coupled position is refined by a parabola through the distances at
-    ``j - 1, j, j + 1`` (the minimum of a smooth curve lies between samples),
-    and the ratio is the least-squares slope of position against live time.
-    Raw path steps are multiples of the index hop, so without this a 0.5 s
-    index hop against a 2 s live hop quantises tempo in steps of 25 %.
-    Fewer than 3 points give 1.0.
-    """
-    n_points = len(path)
-    if n_points < 3:
-        return 1.0
-    offset = rows.shape[0] - n_points
-    positions = np.empty(n_points)
-    for i, j in enumerate(path):
-        row = rows[offset + i]
-        positions[i] = j
-        if 0 < j < row.shape[0] - 1:
-            left, mid, right = float(row[j - 1]), float(row[j]), float(row[j + 1])
-            curvature = left - 2.0 * mid + right
-            if curvature > 1e-9:
-                positions[i] = j + float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
-    steps = np.arange(n_points, dtype=np.float64)
-    slope = float(np.polyfit(steps, positions, 1)[0])
-    return slope * index_hop_s / live_hop_s
-
-
-def estimate_tempo_ratio(
-    *, path_start: int, path_end: int, n_steps: int, live_hop_s: float, index_hop_s: float
-) -> float:
-    """Track seconds advanced per live second along a path; 1.0 for a path of one point."""
-    if n_steps <= 0:
-        return 1.0
-    return ((path_end - path_start) * index_hop_s) / (n_steps * live_hop_s)
 
 
 # --------------------------------------------------------------------------- the matcher
@@ -691,7 +366,7 @@ class _Candidate:
         m = row.shape[0]
         # F_t[j] = (1 - λ) d_t[j] + λ min_s F_{t-1}[j - s]. A predecessor before
         # the track start stands for "the path starts here" and costs d_t[j].
-        cand_f = _shifted(np.empty((s_hi - s_lo + 1, m)), self.ema_f, s_lo=s_lo, fill=row)
+        cand_f = shifted(np.empty((s_hi - s_lo + 1, m)), self.ema_f, s_lo=s_lo, fill=row)
         k = cand_f.argmin(axis=0)
         cols = np.arange(m)
         step = s_lo + k
@@ -833,7 +508,7 @@ class Matcher:
         window = self._n_windows
 
         for cand in self._candidates.values():
-            self._push_row(cand, _distance_row(q, cand.curve))
+            self._push_row(cand, distance_row(q, cand.curve))
 
         for neighbor in neighbors:
             key = (neighbor.track_id, neighbor.variant)
@@ -906,7 +581,7 @@ class Matcher:
             last_seen=window,
         )
         # A late candidate is scored over the whole stored horizon at once.
-        for row in _distance_rows(list(self._recent), curve):
+        for row in distance_rows(list(self._recent), curve):
             self._push_row(cand, row)
         self._candidates[key] = cand
         return cand
@@ -930,8 +605,8 @@ class Matcher:
                 min_p2p=min_p2p,
                 tempo_ratio=tempo * cand.speed,
             )
-        f, g, steps = _stepped_dp(rows, s_lo=self._s_lo, s_hi=self._s_hi)
-        end = _best_end(f, g)
+        f, g, steps = stepped_dp(rows, s_lo=self._s_lo, s_hi=self._s_hi)
+        end = best_end(f, g)
         if end < 0:
             # The track is too short to hold the horizon at the slowest step.
             return _Score(
@@ -942,7 +617,7 @@ class Matcher:
             )
         tempo = refined_tempo_ratio(
             rows,
-            _backtrack(steps, end),
+            backtrack(steps, end),
             live_hop_s=cfg.live_hop_s,
             index_hop_s=cfg.index_hop_s,
         )

@@ -42,7 +42,6 @@ library's summaries, not a pass over every window. The default distance is
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -58,6 +57,7 @@ from synesthete.constants import (
 )
 from synesthete.errors import ConfigError
 
+from .frechet import frechet_steps, subsequence_frechet_many
 from .versions import version_groups
 
 SoundsLikeDistance = Literal["mean", "min", "frechet", "cosine"]
@@ -74,9 +74,6 @@ SKETCH_HOP_S = DEFAULT_LIVE_HOP_S
 
 FRECHET_EXCERPT_POINTS = 8
 """Query sketch points per Fréchet excerpt: the matcher's horizon (8 live windows, 18 s)."""
-
-_FRECHET_PACE = 2.0
-"""The track may advance up to this many times the query's pace within a coupling."""
 
 _KCENTRE_BATCH = 64
 """Tracks whose representatives are picked together (memory: batch x longest x D)."""
@@ -265,59 +262,6 @@ def sketch_block(*, hop_s: float, sketch_hop_s: float = SKETCH_HOP_S) -> int:
     if not hop_s > 0.0:
         raise ConfigError(f"hop must be > 0 s, got {hop_s}")
     return max(1, round(sketch_hop_s / hop_s))
-
-
-def frechet_steps(*, query_hop_s: float, track_hop_s: float) -> int:
-    """``S``: the most track sketch points one query sketch point may advance."""
-    return max(1, math.ceil(round(_FRECHET_PACE * query_hop_s / track_hop_s, 9)))
-
-
-def subsequence_frechet_many(
-    rows: npt.NDArray[np.floating],
-    *,
-    position: npt.NDArray[np.int64],
-    max_step: int,
-    near_start: Sequence[npt.NDArray[np.int64]] = (),
-) -> npt.NDArray[np.float32]:
-    """Banded subsequence discrete Fréchet of ``E`` query excerpts against every track at once.
-
-    ``rows [E, n, R]``: distances from each excerpt's ``n`` points to the ``R``
-    points of all tracks laid end to end; ``position [R]`` is each point's
-    index within its track (a coupling never crosses a track start).
-    Returns ``[E, R]``: the best coupling cost ending at each point.
-    ``near_start[s]``, when given, lists the points with ``position < s``.
-
-    A coupling is the discrete Fréchet coupling of the whole excerpt with a
-    contiguous stretch of one track, where each query point is held while the
-    track advances ``0..max_step`` points: the cost of cell ``(i, j)`` is
-    ``min( max(C[i-1, j], d[i, j]),  min_s max(C[i-1, j-s], d[i, j-s+1..j]) )``
-    over ``s = 1..max_step``, with ``C[0, j] = d[0, j]`` (free start).
-    """
-    _, n, r = rows.shape
-    if max_step < 1:
-        raise ConfigError(f"max_step must be >= 1, got {max_step}")
-    inf = np.float32(np.inf)
-    cost = np.array(rows[:, 0, :], dtype=np.float32)
-    shifted = np.empty_like(cost)
-    run = np.empty_like(cost)
-    d_shift = np.empty_like(cost)
-    for i in range(1, n):
-        d = rows[:, i, :]
-        best = np.maximum(cost, d)
-        np.copyto(run, d)
-        for s in range(1, max_step + 1):
-            if s >= r:
-                break
-            if s > 1:
-                d_shift[:, : s - 1] = inf
-                d_shift[:, s - 1 :] = d[:, : r - s + 1]
-                np.maximum(run, d_shift, out=run)
-            shifted[:, :s] = inf
-            shifted[:, s:] = cost[:, : r - s]
-            shifted[:, near_start[s] if s < len(near_start) else position < s] = inf
-            np.minimum(best, np.maximum(shifted, run), out=best)
-        cost = best
-    return cost
 
 
 class TrackSummaries:

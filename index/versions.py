@@ -22,7 +22,7 @@ audio: every ``r``-th window (``r = live_hop_s / index_hop_s``), in chunks of
    ``min_vote_fraction`` of them is a suspect.
 2. **Coverage.** For each suspect pair, both ways, each chunk of ``A`` is
    aligned inside every speed variant of ``B`` with the stepped subsequence
-   Fréchet distance (:func:`matcher.stepped_frechet_distance`, the live
+   Fréchet distance (:func:`frechet.stepped_frechet_distance`, the live
    matcher's own score, so the same tempo tolerance holds). The chunk is
    *covered* when the best variant's distance is at most ``max_frechet``.
 3. **Verdict.** ``A`` and ``B`` are versions when at least
@@ -53,7 +53,7 @@ import numpy.typing as npt
 from synesthete.constants import DEFAULT_LIVE_HOP_S
 from synesthete.errors import ConfigError
 
-from .matcher import step_range, stepped_frechet_distance
+from .frechet import step_range, stepped_frechet_distance
 from .protocols import CandidateSource
 
 FloatArray = npt.NDArray[np.float64]

@@ -21,11 +21,8 @@ import pytest
 
 from synesthete.errors import ConfigError, LibraryError, ModelError
 from synesthete.events import Candidates, CandidateScore, Event, NowPlaying, TrackInfo, Unknown
-from synesthete.index.matcher import (
-    Calibration,
+from synesthete.index.frechet import (
     FrechetResult,
-    Matcher,
-    MatcherConfig,
     classical_discrete_frechet,
     distance_matrix,
     estimate_tempo_ratio,
@@ -34,6 +31,7 @@ from synesthete.index.matcher import (
     step_range,
     subsequence_frechet,
 )
+from synesthete.index.matcher import Calibration, Matcher, MatcherConfig
 from synesthete.index.protocols import Neighbor
 
 DIM = 32

@@ -21,13 +21,13 @@ from synesthete.errors import ConfigError
 from synesthete.events import SoundsLike
 from synesthete.index.builder import build_index
 from synesthete.index.config import IndexConfig
+from synesthete.index.frechet import subsequence_frechet_many
 from synesthete.index.similar import (
     DISTANCES,
     REPRESENTATIVES,
     TrackSummaries,
     check_distance,
     farthest_points,
-    subsequence_frechet_many,
 )
 
 
