@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from synesthete.errors import ConfigError, ProtocolError
+from synesthete.events import current_answer
 
 TrackKey = int | str
 """How a truth names a track: the library id (``match_on="id"``) or its path."""
@@ -99,15 +100,15 @@ def current_answer_at(events: Sequence[Mapping[str, Any]], t_s: float) -> dict[s
     The latest ``now_playing`` with ``t <= t_s``, unless an ``unknown`` with
     ``t <= t_s`` came after it in the stream. Other event types are ignored.
     """
-    answer: dict[str, Any] | None = None
+    answer: Mapping[str, Any] | None = None
     for index, event in enumerate(events):
         kind = _event_type(event, index)
         if kind not in ("now_playing", "unknown"):
             continue
         if _event_t(event, index) > t_s + _EPS_S:
             continue
-        answer = dict(event) if kind == "now_playing" else None
-    return answer
+        answer = current_answer(answer, kind, event)
+    return None if answer is None else dict(answer)
 
 
 # --------------------------------------------------------------------------- queries

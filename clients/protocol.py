@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgpack
 
 from synesthete.errors import ConfigError, ProtocolError
+from synesthete.events import EventType
 
 PROTOCOL_VERSION = 1
 SUBPROTOCOL_JSON = "synesthete.v1.json"
 SUBPROTOCOL_MSGPACK = "synesthete.v1.msgpack"
 SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
-EVENT_TYPES = frozenset({"now_playing", "unknown", "candidates", "sounds_like", "status"})
+EVENT_TYPES: frozenset[str] = frozenset(get_args(EventType))
+"""Every event type a client may subscribe to: those of ``synesthete.events``."""
 MAX_COMMAND_BYTES = 4096
 MAX_ERROR_VALUE_CHARS = 40
 """Client values quoted in an ``error`` reply are cut to this length."""

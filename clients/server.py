@@ -38,7 +38,7 @@ from synesthete.clients.protocol import (
     parse_command,
 )
 from synesthete.errors import ConfigError, ProtocolError
-from synesthete.events import Event
+from synesthete.events import Event, current_answer
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 STATIC_FILES = {"/overlay": ("overlay.html", "text/html; charset=utf-8")}
@@ -201,9 +201,8 @@ class Broadcaster:
 
     def publish_payload(self, payload: dict[str, Any]) -> None:
         kind = payload["type"]
-        if kind == "unknown":
-            self._latest["now_playing"] = None
-        if kind in self._latest:
+        self._latest["now_playing"] = current_answer(self._latest["now_playing"], kind, payload)
+        if kind in self._latest and kind != "now_playing":
             self._latest[kind] = payload
         # Shared by every client's queue, so each encoding is built once, not once per client.
         message = Outgoing(envelope(payload, seq=self.next_seq(), ts=time.time()))

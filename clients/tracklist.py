@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from synesthete.constants import WINDOW_S
 from synesthete.errors import ConfigError
-from synesthete.events import Event, NowPlaying, TrackInfo, Unknown
+from synesthete.events import Event, NowPlaying, TrackInfo, now_playing_after
 
 CUE_FRAMES_PER_S = 75
 
@@ -63,40 +63,43 @@ def build_tracklist(events: list[Event], *, source: str, min_segment_s: float = 
     end_t = max((e.t for e in events), default=0.0)
     current: Segment | None = None
     confidences: list[float] = []
+    answer: NowPlaying | None = None
     for event in events:
-        if isinstance(event, NowPlaying):
-            if (
-                current is not None
-                and current.track is not None
-                and current.track.id == event.track.id
-            ):
-                if event.state == "mixing":
-                    # Held while its evidence fades: remember when it was last sure.
-                    faded = current.end_s if current.faded_s is None else current.faded_s
-                    current = replace(current, end_s=event.t, faded_s=faded)
-                    continue
-                confidences.append(event.confidence)
-                current = replace(
-                    current, end_s=event.t, tempo_ratio=event.tempo_ratio, faded_s=None
-                )
+        before, answer = answer, now_playing_after(answer, event)
+        if answer is None:
+            if before is not None and current is not None and current.track is not None:
+                raw.append(_close(current, confidences, event.t))
+                current = None
+                confidences = []
+            continue
+        if answer is not event:
+            continue  # not a now_playing: only its time counts (``end_t``)
+        if (
+            current is not None
+            and current.track is not None
+            and current.track.id == answer.track.id
+        ):
+            if answer.state == "mixing":
+                # Held while its evidence fades: remember when it was last sure.
+                faded = current.end_s if current.faded_s is None else current.faded_s
+                current = replace(current, end_s=answer.t, faded_s=faded)
                 continue
-            start = max(0.0, event.t - WINDOW_S)
-            if current is not None:
-                raw.append(_close(current, confidences, min(start, current.end_s)))
-                start = max(start, raw[-1].end_s)
-            confidences = [event.confidence]
-            current = Segment(
-                start_s=start,
-                end_s=event.t,
-                track=event.track,
-                confidence=event.confidence,
-                tempo_ratio=event.tempo_ratio,
-                offset_s=max(0.0, event.offset_s - (event.t - start)),
-            )
-        elif isinstance(event, Unknown) and current is not None and current.track is not None:
-            raw.append(_close(current, confidences, event.t))
-            current = None
-            confidences = []
+            confidences.append(answer.confidence)
+            current = replace(current, end_s=answer.t, tempo_ratio=answer.tempo_ratio, faded_s=None)
+            continue
+        start = max(0.0, answer.t - WINDOW_S)
+        if current is not None:
+            raw.append(_close(current, confidences, min(start, current.end_s)))
+            start = max(start, raw[-1].end_s)
+        confidences = [answer.confidence]
+        current = Segment(
+            start_s=start,
+            end_s=answer.t,
+            track=answer.track,
+            confidence=answer.confidence,
+            tempo_ratio=answer.tempo_ratio,
+            offset_s=max(0.0, answer.offset_s - (answer.t - start)),
+        )
     if current is not None:
         raw.append(_close(current, confidences, end_t))
     return Tracklist(

@@ -28,6 +28,7 @@ from synesthete.events import (
     Status,
     TrackInfo,
     Unknown,
+    now_playing_after,
 )
 
 
@@ -40,21 +41,15 @@ class LiveSnapshot:
     now_playing: NowPlaying | None = None
     candidates: tuple[CandidateScore, ...] = ()
     sounds_like: tuple[tuple[TrackInfo, float], ...] = ()
-    level_dbfs: float | None = None
-    xruns: int = 0
-    latency_ms: float | None = None
-    clients: int = 0
-    input_state: str = "ok"
-    input_error: str | None = None
-    reconnect_attempts: int = 0
-    give_up_in_s: float | None = None
-    overrun_frames: int = 0
-    nonfinite_samples: int = 0
-    clipped_samples: int = 0
-    flags: tuple[str, ...] = ()
+    status: Status | None = None
+    """The latest ``status`` event, as sent (with the last known latency and note kept)."""
     server: str | None = None
     log: tuple[str, ...] = ()
-    message: str | None = None
+
+    @property
+    def health(self) -> Status:
+        """The latest status, or an empty one before the first."""
+        return self.status if self.status is not None else Status(file=self.source, t=self.t)
 
 
 def _fmt_time(seconds: float) -> str:
@@ -80,16 +75,17 @@ def _level_bar(level_dbfs: float | None, *, width: int = 24) -> Text:
 
 
 def _input_line(snapshot: LiveSnapshot) -> Text:
+    status = snapshot.health
     line = Text(snapshot.source)
-    if snapshot.input_state == "ok":
+    if status.input_state == "ok":
         return line + Text("  ● ok", style="green")
-    if snapshot.input_state == "lost":
-        retry = f"reconnecting, attempt {snapshot.reconnect_attempts}"
-        if snapshot.give_up_in_s is not None:
-            retry += f", giving up in {snapshot.give_up_in_s:.0f} s"
-        return line + Text(f"  ✖ LOST: {snapshot.input_error} ({retry})", style="bold red")
-    state = snapshot.input_state.upper()
-    return line + Text(f"  ✖ {state}: {snapshot.input_error}", style="bold red")
+    if status.input_state == "lost":
+        retry = f"reconnecting, attempt {status.reconnect_attempts}"
+        if status.give_up_in_s is not None:
+            retry += f", giving up in {status.give_up_in_s:.0f} s"
+        return line + Text(f"  ✖ LOST: {status.input_error} ({retry})", style="bold red")
+    state = status.input_state.upper()
+    return line + Text(f"  ✖ {state}: {status.input_error}", style="bold red")
 
 
 def _count(value: int, *, flagged: bool, label: str) -> Text:
@@ -225,11 +221,12 @@ def _candidates_panel(snapshot: LiveSnapshot, *, limit: int) -> Panel:
 
 
 def _status_panel(snapshot: LiveSnapshot, *, compact: bool) -> Panel:
-    flags = set(snapshot.flags)
-    latency = "—" if snapshot.latency_ms is None else f"{snapshot.latency_ms:.1f} ms/window"
-    xruns = _count(snapshot.xruns, flagged="xrun" in flags, label="OVERFLOW")
-    clipped = _count(snapshot.clipped_samples, flagged="clipping" in flags, label="CLIPPING")
-    overrun = _count(snapshot.overrun_frames, flagged="overrun" in flags, label="frames LOST")
+    status = snapshot.health
+    flags = set(status.flags)
+    latency = "—" if status.latency_ms is None else f"{status.latency_ms:.1f} ms/window"
+    xruns = _count(status.xruns, flagged="xrun" in flags, label="OVERFLOW")
+    clipped = _count(status.clipped_samples, flagged="clipping" in flags, label="CLIPPING")
+    overrun = _count(status.overrun_frames, flagged="overrun" in flags, label="frames LOST")
     health = Table.grid(padding=(0, 2 if not compact else 1))
     if compact:
         health.add_column(style="bold", no_wrap=True)
@@ -238,32 +235,32 @@ def _status_panel(snapshot: LiveSnapshot, *, compact: bool) -> Panel:
         counters = (
             Text("xruns ") + xruns + Text("  clipped ") + clipped + Text("  overrun ") + overrun
         )
-        if snapshot.nonfinite_samples:
+        if status.nonfinite_samples:
             counters += Text("  non-finite ") + _count(
-                snapshot.nonfinite_samples, flagged="nonfinite" in flags, label="NaN/inf → 0"
+                status.nonfinite_samples, flagged="nonfinite" in flags, label="NaN/inf → 0"
             )
-        health.add_row("level", _level_bar(snapshot.level_dbfs, width=12) + Text("  ") + counters)
-        health.add_row("latency", _cut(f"{latency}  clients {snapshot.clients}"))
+        health.add_row("level", _level_bar(status.level_dbfs, width=12) + Text("  ") + counters)
+        health.add_row("latency", _cut(f"{latency}  clients {status.clients}"))
         if snapshot.server:
             health.add_row("server", _cut(snapshot.server))
-        if snapshot.message:
-            health.add_row("note", _cut(snapshot.message, "yellow"))
+        if status.message:
+            health.add_row("note", _cut(status.message, "yellow"))
         return Panel(health, title="status", border_style="green")
     health.add_row("input", _input_line(snapshot), "stream", _fmt_time(snapshot.t))
-    health.add_row("level", _level_bar(snapshot.level_dbfs), "xruns", xruns)
+    health.add_row("level", _level_bar(status.level_dbfs), "xruns", xruns)
     health.add_row("clipped", clipped, "overrun", overrun)
-    if snapshot.nonfinite_samples:
+    if status.nonfinite_samples:
         health.add_row(
             "non-finite",
-            _count(snapshot.nonfinite_samples, flagged="nonfinite" in flags, label="NaN/inf → 0"),
+            _count(status.nonfinite_samples, flagged="nonfinite" in flags, label="NaN/inf → 0"),
             "",
             "",
         )
-    health.add_row("latency", latency, "clients", str(snapshot.clients))
+    health.add_row("latency", latency, "clients", str(status.clients))
     if snapshot.server:
         health.add_row("server", snapshot.server, "", "")
-    if snapshot.message:
-        health.add_row("note", Text(snapshot.message, style="yellow"), "", "")
+    if status.message:
+        health.add_row("note", Text(status.message, style="yellow"), "", "")
     return Panel(health, title="status", border_style="green")
 
 
@@ -293,38 +290,29 @@ def _compact_panels(snapshot: LiveSnapshot) -> list[RenderableType]:
 
 def apply_event(snapshot: LiveSnapshot, event: Event) -> LiveSnapshot:
     """Fold one event into the snapshot (pure)."""
-    if isinstance(event, NowPlaying):
+    if isinstance(event, (NowPlaying, Unknown)):
+        before = snapshot.now_playing
+        after = now_playing_after(before, event)
         log = snapshot.log
-        if snapshot.now_playing is None or snapshot.now_playing.track.id != event.track.id:
-            log = (*log, f"{_fmt_time(event.t)}  ▶ {_track_line(event.track)}")[-20:]
-        return replace(snapshot, t=event.t, now_playing=event, log=log)
-    if isinstance(event, Unknown):
-        log = snapshot.log
-        if snapshot.now_playing is not None:
+        if after is not None and (before is None or before.track.id != after.track.id):
+            log = (*log, f"{_fmt_time(event.t)}  ▶ {_track_line(after.track)}")[-20:]
+        elif isinstance(event, Unknown) and before is not None:
             log = (*log, f"{_fmt_time(event.t)}  ■ unknown ({event.reason})")[-20:]
-        return replace(snapshot, t=event.t, now_playing=None, log=log)
+        return replace(snapshot, t=event.t, now_playing=after, log=log)
     if isinstance(event, Candidates):
         return replace(snapshot, t=event.t, candidates=event.candidates)
     if isinstance(event, SoundsLike):
         return replace(snapshot, t=event.t, sounds_like=event.tracks)
     if isinstance(event, Status):
-        return replace(
-            snapshot,
-            t=max(snapshot.t, event.t),
-            level_dbfs=event.level_dbfs,
-            xruns=event.xruns,
-            latency_ms=event.latency_ms if event.latency_ms is not None else snapshot.latency_ms,
-            clients=event.clients,
-            input_state=event.input_state,
-            input_error=event.input_error,
-            reconnect_attempts=event.reconnect_attempts,
-            give_up_in_s=event.give_up_in_s,
-            overrun_frames=event.overrun_frames,
-            nonfinite_samples=event.nonfinite_samples,
-            clipped_samples=event.clipped_samples,
-            flags=event.flags,
-            message=event.message if event.message is not None else snapshot.message,
-        )
+        last = snapshot.status
+        if last is not None:
+            # A status without a latency (no window yet) or a note keeps the last ones shown.
+            event = replace(
+                event,
+                latency_ms=event.latency_ms if event.latency_ms is not None else last.latency_ms,
+                message=event.message if event.message is not None else last.message,
+            )
+        return replace(snapshot, t=max(snapshot.t, event.t), status=event)
     return snapshot
 
 

@@ -9,9 +9,26 @@ design.md; the websocket layer adds ``v``, ``seq`` and ``ts`` around it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 EventType = Literal["now_playing", "unknown", "candidates", "sounds_like", "status"]
+
+_Answer = TypeVar("_Answer")
+
+
+def current_answer(answer: _Answer | None, event_type: str, event: _Answer) -> _Answer | None:
+    """The readers' rule, in one place: the latest ``now_playing`` is the current answer
+    until an ``unknown`` follows.
+
+    Fold every event of a stream through it, in order: ``event`` is an ``Event`` or its
+    payload (the live view, the tracklist, the broadcaster's snapshot and the evaluation
+    all use this reducer, on objects or on dicts).
+    """
+    if event_type == "now_playing":
+        return event
+    if event_type == "unknown":
+        return None
+    return answer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,3 +232,9 @@ class Status(Event):
             fields["message"] = self.message
         fields.update(self.extra)
         return fields
+
+
+def now_playing_after(current: NowPlaying | None, event: Event) -> NowPlaying | None:
+    """:func:`current_answer` for event objects: the ``NowPlaying`` current after ``event``."""
+    answer = current_answer(current, event.type, event)
+    return answer if isinstance(answer, NowPlaying) else None
