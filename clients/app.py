@@ -8,7 +8,7 @@ from pathlib import Path
 from synesthete.constants import DEFAULT_SOUNDS_LIKE_DISTANCE
 from synesthete.errors import LibraryError
 from synesthete.index.annoy_index import AnnoyCandidates
-from synesthete.index.matcher import Calibration, MatcherConfig
+from synesthete.index.config import Calibration, MatcherConfig, RecognizerConfig
 from synesthete.index.recognizer import Recognizer
 from synesthete.index.similar import check_distance
 from synesthete.index.store import Library
@@ -18,14 +18,17 @@ from synesthete.inference.torchscript import TorchScriptEncoder
 
 @dataclass
 class Engine:
-    """Shared, read-only parts of recognition: one encoder, one library, one Annoy index."""
+    """Shared, read-only parts of recognition: one encoder, one library, one Annoy index,
+    and the settings every stream's Recognizer starts from."""
 
     encoder: TorchScriptEncoder
     library: Library
     candidates: AnnoyCandidates
-    matcher_config: MatcherConfig
-    resample_quality: str = "HQ"
-    sounds_like_distance: str = DEFAULT_SOUNDS_LIKE_DISTANCE
+    config: RecognizerConfig
+
+    @property
+    def matcher_config(self) -> MatcherConfig:
+        return self.config.matcher
 
     def recognizer(
         self,
@@ -41,12 +44,8 @@ class Engine:
             encoder=self.encoder,
             candidates=self.candidates,
             library=self.library,
-            config=self.matcher_config,
-            keep_timings=keep_timings,
-            resample_quality=self.resample_quality,
+            config=replace(self.config, keep_timings=keep_timings, early_windows=early_windows),
             summaries=self.library.summaries(),
-            sounds_like_distance=self.sounds_like_distance,
-            early_windows=early_windows,
         )
 
     def close(self) -> None:
@@ -94,7 +93,7 @@ def open_engine(
         encoder=encoder,
         library=library,
         candidates=library.candidates(),
-        matcher_config=config,
-        resample_quality=resample_quality,
-        sounds_like_distance=distance,
+        config=RecognizerConfig(
+            matcher=config, resample_quality=resample_quality, sounds_like_distance=distance
+        ),
     )

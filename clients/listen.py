@@ -153,6 +153,8 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
 
     history = TracklistEvents()
     sinks: list[EventSink] = [] if options.tracklist_path is None else [history.append]
+    if server is not None:
+        sinks.append(server.broadcaster.publish)
     files: list[TextIO] = []
     view: LiveView | None = None
     with contextlib.ExitStack() as stack:
@@ -176,11 +178,12 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
         else:
             sinks.append(JsonlWriter(sys.stdout, types=event_types(options.events)).write)
             sinks.append(InputNotes(sys.stderr).write)
+        capture = CaptureConfig(
+            device=None if options.input_path is not None else _device_spec(options.device)
+        )
         try:
             if options.input_path is not None and not options.realtime:
-                await _replay_virtual(
-                    engine, options.input_path, sinks, server, data=options.input_data
-                )
+                await _replay_virtual(engine, options.input_path, sinks, data=options.input_data)
             else:
                 source: Source
                 if options.input_path is not None:
@@ -192,18 +195,19 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
                         loop=options.loop,
                     )
                 else:
-                    source = DeviceSource(config=CaptureConfig(device=_device_spec(options.device)))
+                    source = DeviceSource(config=capture)
                 with source:
                     await run_live(
                         engine=engine,
                         source=source,
                         sinks=sinks,
-                        server=server,
                         config=LiveConfig(
+                            capture=capture,
                             max_seconds=options.max_seconds,
                             reconnect=ReconnectPolicy(timeout_s=options.reconnect_timeout_s),
                         ),
                         on_tick=None if view is None else view.draw,
+                        clients=None if server is None else server.broadcaster.client_count,
                     )
                 # FileSource.error is an exception, DeviceSource.error a message.
                 failure = getattr(source, "error", None)
@@ -225,13 +229,10 @@ async def _replay_virtual(
     engine: Engine,
     path: Path,
     sinks: list[EventSink],
-    server: WebsocketServer | None,
     *,
     data: bytes | None = None,
 ) -> None:
     for event in identify_file(engine, str(path), data=data):
         for sink in sinks:
             sink(event)
-        if server is not None:
-            server.broadcaster.publish(event)
         await asyncio.sleep(0)

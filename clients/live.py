@@ -4,9 +4,11 @@ Threads, and nothing else: the PortAudio (or file-replay) thread runs the
 capture callback, which copies into the ring buffer and wakes the loop; the
 loop drains the ring buffer and hands each chunk to ONE executor thread that
 runs the Recognizer (torch and Annoy never run on the event loop); events go
-to the sinks (JSONL, websocket broadcaster, live view) on the loop. A
-device that ends or stalls is reopened from a short-lived daemon thread (see
-``_Reopen``), under the policy of ``stream/watchdog.py``.
+to the sinks (JSONL, websocket broadcaster, live view, tracklist: all plain
+subscribers) on the loop. ``_Driver`` is that loop and nothing more;
+``_Reconnect`` wraps it: a device that ends or stalls is reopened from a
+short-lived daemon thread (see ``_Reopen``), under the policy of
+``stream/watchdog.py``, and the driver restarts on a fresh capture and Recognizer.
 """
 
 from __future__ import annotations
@@ -23,27 +25,28 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
 from synesthete.clients.app import Engine
-from synesthete.clients.server import WebsocketServer
 from synesthete.errors import DeviceError, SynestheteError
 from synesthete.events import Event, Status, Unknown
 from synesthete.index.recognizer import Recognizer
 from synesthete.stream.capture import Capture, peak_to_dbfs
+from synesthete.stream.config import CaptureConfig
 from synesthete.stream.guard import CLIPPING_FRACTION, InputGuard
 from synesthete.stream.ringbuffer import RingBuffer
 from synesthete.stream.sources import AudioCallback, ReopenableSource, Source
 from synesthete.stream.watchdog import Change, InputState, InputWatchdog, ReconnectPolicy
 
 EventSink = Callable[[Event], None]
+"""Every consumer of events is one of these: JSONL, the broadcaster, the live view, a tracklist."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class LiveConfig:
-    """Loop settings: ring size, how often status goes out, when to stop, reconnecting."""
+    """Loop settings: the ring (``capture.ring_seconds``), how often status goes out, when to
+    stop, reconnecting."""
 
-    ring_seconds: float = 20.0
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     status_interval_s: float = 1.0
     max_seconds: float | None = None
     # Finish each window with the resampler's estimate of its held-back last
@@ -68,137 +71,257 @@ async def run_live(
     engine: Engine,
     source: Source,
     sinks: list[EventSink],
-    server: WebsocketServer | None = None,
     config: LiveConfig | None = None,
     on_tick: Callable[[], None] | None = None,
+    clients: Callable[[], int] | None = None,
 ) -> LiveStats:
     """Run until the source finishes, ``max_seconds`` of audio passed, or cancellation.
 
-    A device (a ``ReopenableSource``) that ends or stalls is reported
-    (``status`` with ``input: "lost"``, and ``unknown`` with reason
-    ``input_lost`` if a track was identified) and reopened with backoff as
+    Every event goes to every sink, in order. ``clients`` counts the websocket
+    clients for ``status`` events. A device (a ``ReopenableSource``) that ends or
+    stalls is reported (``status`` with ``input: "lost"``, and ``unknown`` with
+    reason ``input_lost`` if a track was identified) and reopened with backoff as
     ``config.reconnect`` says; once that gives up, a final ``status`` with
-    ``input: "failed"`` goes out and DeviceError is raised. After a reconnect
-    a fresh Recognizer starts (the audio before and after the gap is not one
+    ``input: "failed"`` goes out and DeviceError is raised. After a reconnect a
+    fresh Recognizer starts (the audio before and after the gap is not one
     stream), its events shifted to the session's stream time.
     """
     config = config if config is not None else LiveConfig()
-    loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
-    rate_hz = source.sample_rate_hz
+    driver = _Driver(
+        engine=engine, source=source, sinks=sinks, config=config, clients=clients or (lambda: 0)
+    )
+    reconnect = (
+        _Reconnect(driver, source, config.reconnect)
+        if isinstance(source, ReopenableSource)
+        else None
+    )
+    driver.watchdog = None if reconnect is None else reconnect.watchdog
+    source.start(driver.capture.callback)
+    failed = False
+    try:
+        while True:
+            await driver.wait()
+            if on_tick is not None:
+                on_tick()
+            # Read the flag before draining: then the drain holds the last block.
+            finished = source.finished.is_set()
+            t = await driver.step()
+            if reconnect is not None:
+                gave_up = reconnect.supervise(ended=finished, t=t)
+                if gave_up is not None:
+                    failed = True
+                    raise DeviceError(f"audio input {source.name}: {gave_up}")
+            elif finished:
+                break
+            if config.max_seconds is not None and t >= config.max_seconds:
+                break
+        await driver.finish()
+    finally:
+        try:
+            source.stop()
+        except DeviceError:
+            if not failed:
+                raise
+        driver.close()
+    return driver.stats
 
-    def notify() -> None:
+
+class _Driver:
+    """The thin asyncio driver of one stream: wake on the ring, drain, run the Recognizer's
+    ``push`` in the one executor thread, hand the events to the sinks; a ``status`` every
+    ``status_interval_s`` of stream time.
+
+    ``restart`` swaps in a fresh capture and Recognizer (a reconnect), keeping the
+    session's counters and clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        source: Source,
+        sinks: list[EventSink],
+        config: LiveConfig,
+        clients: Callable[[], int],
+    ) -> None:
+        self._engine = engine
+        self._source = source
+        self._sinks = sinks
+        self._config = config
+        self._clients = clients
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._rate_hz = source.sample_rate_hz
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synesthete-infer")
+        self._health = _Health()
+        self._consumed_frames = 0
+        self._last_status = -math.inf
+        self.stats = LiveStats()
+        self.watchdog: InputWatchdog | None = None
+        self.capture = self._new_capture()
+        self.recognizer = self._new_recognizer()
+        self._start_s = 0.0  # session stream time at which `recognizer` started
+
+    def notify(self) -> None:
         # A stream left closing in the background may call this after the loop
         # closed. try/except, not contextlib.suppress: no object per audio block.
         try:  # noqa: SIM105
-            loop.call_soon_threadsafe(wake.set)
+            self._loop.call_soon_threadsafe(self._wake.set)
         except RuntimeError:
             pass
 
-    def new_capture() -> Capture:
+    def _new_capture(self) -> Capture:
         ring = RingBuffer(
-            capacity_frames=int(config.ring_seconds * rate_hz), channels=source.channels
+            capacity_frames=self._config.capture.ring_capacity_frames(sample_rate_hz=self._rate_hz),
+            channels=self._source.channels,
         )
-        return Capture(ring=ring, notify=notify)
+        return Capture(ring=ring, notify=self.notify)
 
-    def new_recognizer() -> Recognizer:
-        return engine.recognizer(
-            stream=source.name,
-            input_rate_hz=rate_hz,
+    def _new_recognizer(self) -> Recognizer:
+        return self._engine.recognizer(
+            stream=self._source.name,
+            input_rate_hz=self._rate_hz,
             keep_timings=True,
-            early_windows=config.early_windows,
+            early_windows=self._config.early_windows,
         )
 
-    capture = new_capture()
-    recognizer = new_recognizer()
-    recognizer_start_s = 0.0  # session stream time at which `recognizer` started
-    guard = InputGuard()
-    health = _Health()
-    device = source if isinstance(source, ReopenableSource) else None
-    watchdog = (
-        None if device is None else InputWatchdog(policy=config.reconnect, now_s=time.monotonic())
-    )
-    reopening: _Reopen | None = None
-    loss_reported = False
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synesthete-infer")
-    stats = LiveStats()
-    consumed_frames = 0
-    last_status = -math.inf
+    def restart(self, *, t: float) -> Capture:
+        """A fresh ring and callback, and a fresh Recognizer whose events start at ``t``.
 
-    def emit(event: Event) -> None:
-        stats.events += 1
-        for sink in sinks:
+        A stream still closing in the background may call its old callback, and a
+        ring has one producer.
+        """
+        self._health.retire(self.capture, self.recognizer.guard)
+        self.capture = self._new_capture()
+        self.recognizer = self._new_recognizer()
+        self._start_s = t
+        return self.capture
+
+    async def wait(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=0.1)
+        self._wake.clear()
+
+    async def step(self) -> float:
+        """Drain the ring, recognise, emit; returns the stream time consumed so far."""
+        chunk = self.capture.drain()
+        if chunk.shape[0]:
+            self._consumed_frames += chunk.shape[0]
+            started = time.perf_counter()
+            events = await self._loop.run_in_executor(self._executor, self.recognizer.push, chunk)
+            if events:
+                self.stats.latency_ms.append((time.perf_counter() - started) * 1000.0)
+            for event in events:
+                self.emit_recognized(event)
+        t = self.t
+        if t - self._last_status >= self._config.status_interval_s:
+            self._last_status = t
+            self.emit(self.status(t))
+        return t
+
+    async def finish(self) -> None:
+        for event in await self._loop.run_in_executor(self._executor, self.recognizer.flush):
+            self.emit_recognized(event)
+        self.emit(self.status(self.t, message="input ended"))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    @property
+    def t(self) -> float:
+        return self._consumed_frames / self._rate_hz
+
+    def emit(self, event: Event) -> None:
+        self.stats.events += 1
+        for sink in self._sinks:
             sink(event)
-        if server is not None:
-            server.broadcaster.publish(event)
 
-    def emit_recognized(event: Event) -> None:
-        if recognizer_start_s:
-            event = dataclasses.replace(event, t=event.t + recognizer_start_s)
-        emit(event)
+    def emit_recognized(self, event: Event) -> None:
+        if self._start_s:
+            event = dataclasses.replace(event, t=event.t + self._start_s)
+        self.emit(event)
 
-    def status(t: float, message: str | None = None) -> Status:
-        timing = recognizer.timing
+    def status(self, t: float, message: str | None = None) -> Status:
+        timing = self.recognizer.timing
         recent = [
             e + s + m
             for e, s, m in zip(
                 timing.encoder_ms[-8:], timing.search_ms[-8:], timing.matcher_ms[-8:], strict=True
             )
         ]
-        now_s = time.monotonic()
-        xruns = health.retired_xruns + capture.xruns
-        overrun_frames = health.retired_overrun_frames + capture.ring.overrun_frames
+        watchdog = self.watchdog
+        health = self._health.totals(self.capture, self.recognizer.guard)
         return Status(
-            file=source.name,
+            file=self._source.name,
             t=t,
-            level_dbfs=peak_to_dbfs(capture.take_peak()),
-            xruns=xruns,
+            level_dbfs=peak_to_dbfs(self.capture.take_peak()),
+            xruns=health.xruns,
             latency_ms=float(np.median(recent)) if recent else None,
-            clients=0 if server is None else len(server.broadcaster.clients),
+            clients=self._clients(),
             message=message,
             input_state="ok" if watchdog is None else watchdog.state.value,
             input_error=None if watchdog is None else watchdog.error,
             reconnect_attempts=0 if watchdog is None else watchdog.attempts,
-            give_up_in_s=None if watchdog is None else watchdog.give_up_in_s(now_s=now_s),
-            overrun_frames=overrun_frames,
-            nonfinite_samples=guard.nonfinite_samples,
-            clipped_samples=guard.clipped_samples,
-            flags=health.flags(xruns=xruns, overrun_frames=overrun_frames, guard=guard),
+            give_up_in_s=None
+            if watchdog is None
+            else watchdog.give_up_in_s(now_s=time.monotonic()),
+            overrun_frames=health.overrun_frames,
+            nonfinite_samples=health.nonfinite_samples,
+            clipped_samples=health.clipped_samples,
+            flags=self._health.flags(health),
         )
 
-    def retry_note(watchdog: InputWatchdog, now_s: float) -> str:
-        left = watchdog.give_up_in_s(now_s=now_s)
+
+class _Reconnect:
+    """Wraps the driver: watches a device input and reopens it when lost (see InputWatchdog)."""
+
+    def __init__(self, driver: _Driver, device: ReopenableSource, policy: ReconnectPolicy) -> None:
+        self._driver = driver
+        self._device = device
+        self.watchdog = InputWatchdog(policy=policy, now_s=time.monotonic())
+        self._reopening: _Reopen | None = None
+        self._loss_reported = False
+
+    def _note(self, now_s: float) -> str:
+        left = self.watchdog.give_up_in_s(now_s=now_s)
         return "retrying for ever" if left is None else f"giving up in {left:.0f} s"
 
-    def supervise(
-        device: ReopenableSource, watchdog: InputWatchdog, *, ended: bool, t: float
-    ) -> None:
-        """Watch a device input and reopen it when lost (see InputWatchdog)."""
-        nonlocal capture, recognizer, recognizer_start_s, reopening, loss_reported
+    def supervise(self, *, ended: bool, t: float) -> str | None:
+        """Observe the input after a step; the line that ends the session once reconnecting
+        gave up, else ``None``."""
+        driver, watchdog = self._driver, self.watchdog
+        emit, status = driver.emit, driver.status
         now_s = time.monotonic()
         change = watchdog.observe(
-            now_s=now_s, frames_captured=capture.frames_captured, ended=ended, error=device.error
+            now_s=now_s,
+            frames_captured=driver.capture.frames_captured,
+            ended=ended,
+            error=self._device.error,
         )
-        if watchdog.state is not InputState.OK and not loss_reported:
-            loss_reported = True
-            if recognizer.matcher.current() is not None:
-                emit(Unknown(file=source.name, t=t, reason="input_lost"))
+        if watchdog.state is not InputState.OK and not self._loss_reported:
+            self._loss_reported = True
+            if driver.recognizer.matcher.current() is not None:
+                emit(Unknown(file=self._device.name, t=t, reason="input_lost"))
             if watchdog.state is InputState.LOST:
-                note = retry_note(watchdog, now_s)
-                emit(status(t, message=f"input lost: {watchdog.error}; {note}"))
+                emit(status(t, message=f"input lost: {watchdog.error}; {self._note(now_s)}"))
         if change is Change.ATTEMPT_FAILED:
             emit(
                 status(
                     t,
                     message=f"reconnect attempt {watchdog.attempts} failed: "
-                    f"{watchdog.attempt_error}; {retry_note(watchdog, now_s)}",
+                    f"{watchdog.attempt_error}; {self._note(now_s)}",
                 )
             )
         elif change is Change.RECOVERED:
-            loss_reported = False
+            self._loss_reported = False
             emit(status(t, message=f"input back after {watchdog.last_outage_s:.1f} s"))
+        if watchdog.state is InputState.FAILED:
+            gave_up = _gave_up(watchdog, now_s=time.monotonic())
+            emit(status(t, message=gave_up))
+            return gave_up
         if watchdog.state is not InputState.LOST:
-            return
+            return None
+        reopening = self._reopening
         if reopening is not None and reopening.done:
             if reopening.error is not None:
                 watchdog.attempt_failed(now_s=now_s, error=reopening.error)
@@ -206,68 +329,19 @@ async def run_live(
                     status(
                         t,
                         message=f"reconnect attempt {watchdog.attempts} failed: "
-                        f"{reopening.error}; {retry_note(watchdog, now_s)}",
+                        f"{reopening.error}; {self._note(now_s)}",
                     )
                 )
             else:
-                watchdog.reopened(now_s=now_s, frames_captured=capture.frames_captured)
-            reopening = None
-        if reopening is None and watchdog.attempt_due(now_s=now_s):
+                watchdog.reopened(now_s=now_s, frames_captured=driver.capture.frames_captured)
+            self._reopening = None
+        if self._reopening is None and watchdog.attempt_due(now_s=now_s):
             watchdog.attempt_started()
-            # A fresh ring and callback per attempt: a stream still closing in
-            # the background may call its old callback, and a ring has one producer.
-            health.retire(capture)
-            capture = new_capture()
-            recognizer = new_recognizer()
-            recognizer_start_s = t
-            reopening = _Reopen(source=device, callback=capture.callback, notify=notify)
-
-    source.start(capture.callback)
-    failed = False
-    try:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=0.1)
-            wake.clear()
-            if on_tick is not None:
-                on_tick()
-            # Read the flag before draining: then the drain holds the last block.
-            finished = source.finished.is_set()
-            chunk = capture.drain()
-            if chunk.shape[0]:
-                consumed_frames += chunk.shape[0]
-                started = time.perf_counter()
-                events = await loop.run_in_executor(executor, _push, guard, recognizer, chunk)
-                if events:
-                    stats.latency_ms.append((time.perf_counter() - started) * 1000.0)
-                for event in events:
-                    emit_recognized(event)
-            t = consumed_frames / rate_hz
-            if t - last_status >= config.status_interval_s:
-                last_status = t
-                emit(status(t))
-            if device is not None and watchdog is not None:
-                supervise(device, watchdog, ended=finished, t=t)
-                if watchdog.state is InputState.FAILED:
-                    failed = True
-                    gave_up = _gave_up(watchdog, now_s=time.monotonic())
-                    emit(status(t, message=gave_up))
-                    raise DeviceError(f"audio input {source.name}: {gave_up}")
-            elif finished:
-                break
-            if config.max_seconds is not None and t >= config.max_seconds:
-                break
-        for event in await loop.run_in_executor(executor, recognizer.flush):
-            emit_recognized(event)
-        emit(status(consumed_frames / rate_hz, message="input ended"))
-    finally:
-        try:
-            source.stop()
-        except DeviceError:
-            if not failed:
-                raise
-        executor.shutdown(wait=True)
-    return stats
+            capture = driver.restart(t=t)
+            self._reopening = _Reopen(
+                source=self._device, callback=capture.callback, notify=driver.notify
+            )
+        return None
 
 
 def _gave_up(watchdog: InputWatchdog, *, now_s: float) -> str:
@@ -284,35 +358,61 @@ def _gave_up(watchdog: InputWatchdog, *, now_s: float) -> str:
     return text + "; giving up"
 
 
-def _push(guard: InputGuard, recognizer: Recognizer, chunk: npt.NDArray[np.float32]) -> list[Event]:
-    """Executor side: sanitise, then recognise."""
-    return recognizer.push(guard.push(chunk))
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    """Session totals of the input's health counters."""
+
+    xruns: int
+    overrun_frames: int
+    nonfinite_samples: int
+    clipped_samples: int
+    samples: int
 
 
 class _Health:
-    """Counters across the captures of one session, and what changed since the last status."""
+    """Counters across the captures and Recognizers of one session (a reconnect replaces
+    both), and what changed since the last status."""
 
     def __init__(self) -> None:
-        self.retired_xruns = 0
-        self.retired_overrun_frames = 0
-        self._last = (0, 0, 0, 0, 0)
+        self._retired = _Counts(0, 0, 0, 0, 0)
+        self._last = self._retired
 
-    def retire(self, capture: Capture) -> None:
-        self.retired_xruns += capture.xruns
-        self.retired_overrun_frames += capture.ring.overrun_frames
+    @staticmethod
+    def _counts(capture: Capture, guard: InputGuard) -> _Counts:
+        return _Counts(
+            capture.xruns,
+            capture.ring.overrun_frames,
+            guard.nonfinite_samples,
+            guard.clipped_samples,
+            guard.samples,
+        )
 
-    def flags(self, *, xruns: int, overrun_frames: int, guard: InputGuard) -> tuple[str, ...]:
-        now = (xruns, overrun_frames, guard.nonfinite_samples, guard.clipped_samples, guard.samples)
+    def retire(self, capture: Capture, guard: InputGuard) -> None:
+        self._retired = self.totals(capture, guard)
+
+    def totals(self, capture: Capture, guard: InputGuard) -> _Counts:
+        now, old = self._counts(capture, guard), self._retired
+        return _Counts(
+            *(
+                a + b
+                for a, b in zip(dataclasses.astuple(old), dataclasses.astuple(now), strict=True)
+            )
+        )
+
+    def flags(self, now: _Counts) -> tuple[str, ...]:
         last, self._last = self._last, now
         flags = []
-        if now[0] > last[0]:
+        if now.xruns > last.xruns:
             flags.append("xrun")
-        if now[1] > last[1]:
+        if now.overrun_frames > last.overrun_frames:
             flags.append("overrun")
-        if now[2] > last[2]:
+        if now.nonfinite_samples > last.nonfinite_samples:
             flags.append("nonfinite")
-        samples = now[4] - last[4]
-        if samples > 0 and (now[3] - last[3]) / samples > CLIPPING_FRACTION:
+        samples = now.samples - last.samples
+        if (
+            samples > 0
+            and (now.clipped_samples - last.clipped_samples) / samples > CLIPPING_FRACTION
+        ):
             flags.append("clipping")
         return tuple(flags)
 

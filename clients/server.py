@@ -217,6 +217,9 @@ class Broadcaster:
         }
         return envelope(payload, seq=self.next_seq(), ts=time.time())
 
+    def client_count(self) -> int:
+        return len(self.clients)
+
     def stats(self) -> dict[str, int]:
         return {
             "clients": len(self.clients),

@@ -39,23 +39,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from synesthete.checks import require_int, require_real
-from synesthete.constants import (
-    DEFAULT_INDEX_HOP_S,
-    DEFAULT_LIVE_HOP_S,
-    MAX_INDEX_HOP_S,
-    MAX_LIVE_HOP_S,
-    MIN_INDEX_HOP_S,
-    MIN_LIVE_HOP_S,
-    WINDOW_S,
-)
 from synesthete.errors import ConfigError, LibraryError, ModelError
 from synesthete.events import (
     Candidates,
@@ -66,6 +55,7 @@ from synesthete.events import (
     Unknown,
 )
 
+from .config import MatcherConfig
 from .frechet import (
     backtrack,
     best_end,
@@ -73,7 +63,6 @@ from .frechet import (
     distance_rows,
     refined_tempo_ratio,
     shifted,
-    step_range,
     stepped_dp,
 )
 from .protocols import CurveLibrary, Neighbor
@@ -81,195 +70,8 @@ from .protocols import CurveLibrary, Neighbor
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-FrechetMode = Literal["horizon", "ema"]
 
-_HOP_SLACK_S = 1e-9
-"""Hops typed in TOML (0.5000001) still pass the range checks, as in IndexConfig."""
-
-__all__ = ["Calibration", "DecisionFeatures", "Matcher", "MatcherConfig"]
-
-
-# --------------------------------------------------------------------------- calibration
-
-
-@dataclass(frozen=True, kw_only=True)
-class Calibration:
-    """Logistic confidence model over the matcher's scores.
-
-    ``confidence = sigmoid(bias + w_frechet * frechet + w_margin * clip(margin)
-    + w_windows * min(n, H) / H)``, with the margin clipped to ``±margin_cap``.
-
-    The defaults are hand-set for unit-vector distances (true matches score
-    a Fréchet distance of about 0.05-0.3, unrelated audio 0.6-1.2): with a full
-    horizon and no margin the 0.5 boundary sits at ``frechet = 0.45``, and a
-    clear runner-up gap moves it to at most 0.54. Refit them by measurement
-    and load the result with :meth:`from_dict`.
-    """
-
-    bias: float = 3.5
-    w_frechet: float = -10.0
-    w_margin: float = 3.0
-    w_windows: float = 1.0
-    margin_cap: float = 0.3
-
-    def __post_init__(self) -> None:
-        for name in ("bias", "w_frechet", "w_margin", "w_windows", "margin_cap"):
-            require_real(f"calibration.{name}", getattr(self, name))
-        # The matcher ranks candidates by confidence and relies on it falling
-        # as the distance grows and rising with the runner-up gap.
-        if self.w_frechet >= 0.0:
-            raise ConfigError(f"calibration.w_frechet must be < 0, got {self.w_frechet}")
-        if self.w_margin < 0.0:
-            raise ConfigError(f"calibration.w_margin must be >= 0, got {self.w_margin}")
-        if self.margin_cap < 0.0:
-            raise ConfigError(f"calibration.margin_cap must be >= 0, got {self.margin_cap}")
-
-    def confidence(
-        self, *, frechet: float, margin: float, n_windows: int, horizon_windows: int
-    ) -> float:
-        """Confidence in ``0..1``; an infinite (impossible) distance gives 0."""
-        if not math.isfinite(frechet) or math.isnan(margin):
-            return 0.0
-        clipped_margin = min(max(margin, -self.margin_cap), self.margin_cap)
-        window_fraction = min(n_windows, horizon_windows) / horizon_windows
-        z = (
-            self.bias
-            + self.w_frechet * frechet
-            + self.w_margin * clipped_margin
-            + self.w_windows * window_fraction
-        )
-        if z >= 0.0:
-            return 1.0 / (1.0 + math.exp(-z))
-        e = math.exp(z)
-        return e / (1.0 + e)
-
-    def to_dict(self) -> dict[str, float]:
-        return {
-            "bias": self.bias,
-            "w_frechet": self.w_frechet,
-            "w_margin": self.w_margin,
-            "w_windows": self.w_windows,
-            "margin_cap": self.margin_cap,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Calibration:
-        """Build from a mapping such as :meth:`to_dict` gives; missing keys keep defaults."""
-        known = set(cls().to_dict())
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"calibration: unknown keys {unknown}; expected {sorted(known)}")
-        values = {key: require_real(f"calibration.{key}", value) for key, value in data.items()}
-        return cls(**values)
-
-
-# --------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True, kw_only=True)
-class MatcherConfig:
-    """Settings of one :class:`Matcher`; fixed at construction.
-
-    ``top_k`` is for the caller: how many nearest library windows to request
-    per live window. ``candidate_ttl_windows``: a candidate absent from the
-    neighbors for more than this many consecutive windows is dropped (never
-    the currently identified track).
-    """
-
-    index_hop_s: float = DEFAULT_INDEX_HOP_S
-    live_hop_s: float = DEFAULT_LIVE_HOP_S
-    window_s: float = WINDOW_S
-    horizon_windows: int = 8
-    frechet_mode: FrechetMode = "ema"
-    ema_decay: float = 0.3
-    """Chosen on the val split's DJ mixes (docs/dj.md): 0.5 named the incoming track of a
-    crossfade about 2 s sooner than 0.7, and 0.3 another 0.7 s sooner (median) with 0.5 pp
-    more mix seconds right, with the same accuracy on excerpts; 0.2 gained no more."""
-    tempo_tolerance: float = 0.12
-    top_k: int = 32
-    max_candidates: int = 16
-    candidate_ttl_windows: int = 4
-    on_threshold: float = 0.5
-    off_threshold: float = 0.35
-    max_frechet: float = 0.5
-    """A track is never newly named while its Fréchet distance is above this, however
-    clear its lead: true matches score about 0.05-0.4, and the calibration, which leans
-    on the margin, can be fooled by audio far from every track but farther from the rest."""
-    lost_windows: int = 2
-    mix_hold_windows: int = 4
-    switch_windows: int = 2
-    version_tie_frechet: float = 0.06
-    """Versions of one piece (``CurveLibrary.versions``) whose Fréchet distances are this
-    close are tied: the one whose tempo ratio is nearest 1 is named (audio is more often
-    played near its own speed than retimed to match another version), and a version
-    takes over from the current track only with a lead larger than this, so a tracklist
-    does not flip between versions on noise."""
-    version_tempo_lead: float = 0.04
-    """A tied version is preferred for its tempo only when its ``|log tempo_ratio|`` is
-    smaller by more than this (the tempo of a short path is noisy by about 1 %)."""
-    report_candidates: int = 5
-    calibration: Calibration = field(default_factory=Calibration)
-
-    def __post_init__(self) -> None:
-        index_hop_s = require_real("index_hop_s", self.index_hop_s)
-        if not MIN_INDEX_HOP_S - _HOP_SLACK_S <= index_hop_s <= MAX_INDEX_HOP_S + _HOP_SLACK_S:
-            raise ConfigError(
-                f"index_hop_s must be in [{MIN_INDEX_HOP_S}, {MAX_INDEX_HOP_S}], got {index_hop_s}"
-            )
-        live_hop_s = require_real("live_hop_s", self.live_hop_s)
-        if not MIN_LIVE_HOP_S - _HOP_SLACK_S <= live_hop_s <= MAX_LIVE_HOP_S + _HOP_SLACK_S:
-            raise ConfigError(
-                f"live_hop_s must be in [{MIN_LIVE_HOP_S}, {MAX_LIVE_HOP_S}], got {live_hop_s}"
-            )
-        if require_real("window_s", self.window_s) <= 0.0:
-            raise ConfigError(f"window_s must be > 0, got {self.window_s}")
-        require_int("horizon_windows", self.horizon_windows, minimum=1)
-        if self.frechet_mode not in ("horizon", "ema"):
-            raise ConfigError(f"frechet_mode must be 'horizon' or 'ema', got {self.frechet_mode!r}")
-        if not 0.0 <= require_real("ema_decay", self.ema_decay) < 1.0:
-            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not 0.0 <= require_real("tempo_tolerance", self.tempo_tolerance) < 1.0:
-            raise ConfigError(f"tempo_tolerance must be in [0, 1), got {self.tempo_tolerance}")
-        require_int("top_k", self.top_k, minimum=1)
-        require_int("max_candidates", self.max_candidates, minimum=1)
-        require_int("candidate_ttl_windows", self.candidate_ttl_windows, minimum=0)
-        on = require_real("on_threshold", self.on_threshold)
-        off = require_real("off_threshold", self.off_threshold)
-        if not 0.0 < off <= on < 1.0:
-            raise ConfigError(
-                f"thresholds must satisfy 0 < off_threshold <= on_threshold < 1, "
-                f"got off={off}, on={on}"
-            )
-        if not 0.0 < require_real("max_frechet", self.max_frechet) <= 2.0:
-            raise ConfigError(f"max_frechet must be in (0, 2], got {self.max_frechet}")
-        require_int("lost_windows", self.lost_windows, minimum=1)
-        require_int("mix_hold_windows", self.mix_hold_windows, minimum=0)
-        require_int("switch_windows", self.switch_windows, minimum=1)
-        if not 0.0 <= require_real("version_tempo_lead", self.version_tempo_lead) < 1.0:
-            raise ConfigError(
-                f"version_tempo_lead must be in [0, 1), got {self.version_tempo_lead}"
-            )
-        if not 0.0 <= require_real("version_tie_frechet", self.version_tie_frechet) <= 2.0:
-            raise ConfigError(
-                f"version_tie_frechet must be in [0, 2], got {self.version_tie_frechet}"
-            )
-        require_int("report_candidates", self.report_candidates, minimum=0)
-        if not isinstance(self.calibration, Calibration):
-            raise ConfigError(
-                f"calibration must be a Calibration, got {type(self.calibration).__name__}"
-            )
-
-    @property
-    def step_range(self) -> tuple[int, int]:
-        """``(s_lo, s_hi)``: track windows one live window may advance, see :func:`step_range`."""
-        return step_range(
-            live_hop_s=self.live_hop_s,
-            index_hop_s=self.index_hop_s,
-            tempo_tolerance=self.tempo_tolerance,
-        )
-
-
-# --------------------------------------------------------------------------- pure functions
+__all__ = ["DecisionFeatures", "Matcher"]
 
 
 # --------------------------------------------------------------------------- the matcher

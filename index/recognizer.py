@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from synesthete.constants import DEFAULT_SOUNDS_LIKE_DISTANCE, SAMPLE_RATE_HZ, WINDOW_SAMPLES
+from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from synesthete.errors import ConfigError
 from synesthete.events import Event, SoundsLike, Unknown
-from synesthete.index.matcher import Matcher, MatcherConfig
+from synesthete.index.config import RecognizerConfig
+from synesthete.index.matcher import Matcher
 from synesthete.index.protocols import CandidateSource, CurveLibrary
 from synesthete.index.similar import TrackSummaries, check_distance
 from synesthete.inference.encoder import Encoder
-from synesthete.stream.guard import replace_nonfinite
+from synesthete.stream.guard import InputGuard
 from synesthete.stream.resample import StreamResampler
 from synesthete.stream.windowing import Window, Windower
 
@@ -56,8 +57,8 @@ class Recognizer:
     """Raw audio of one stream in, events out: ``push(chunk) -> list[Event]``.
 
     ``chunk`` is ``[frames]`` or ``[frames, channels]`` float32 at
-    ``input_rate_hz``. Non-finite samples are replaced by 0 and reported in
-    ``nonfinite_samples``; they never reach the encoder.
+    ``input_rate_hz``. The ``guard`` (the only one on the path) replaces non-finite
+    samples by 0 and counts them and the clipped ones; NaN never reaches the encoder.
     """
 
     def __init__(
@@ -68,14 +69,8 @@ class Recognizer:
         encoder: Encoder,
         candidates: CandidateSource,
         library: CurveLibrary,
-        config: MatcherConfig,
-        keep_timings: bool = False,
-        resample_quality: str = "HQ",
+        config: RecognizerConfig,
         summaries: TrackSummaries | None = None,
-        sounds_like_k: int = 5,
-        sounds_like_every_windows: int = 2,
-        sounds_like_distance: str = DEFAULT_SOUNDS_LIKE_DISTANCE,
-        early_windows: bool = False,
     ) -> None:
         if encoder.sample_rate_hz != SAMPLE_RATE_HZ or encoder.window_samples != WINDOW_SAMPLES:
             raise ConfigError(
@@ -87,20 +82,16 @@ class Recognizer:
         self.encoder = encoder
         self.candidate_source = candidates
         self.config = config
+        self.guard = InputGuard()
         self._resampler = StreamResampler(
-            in_rate_hz=input_rate_hz, out_rate_hz=SAMPLE_RATE_HZ, quality=resample_quality
+            in_rate_hz=input_rate_hz, out_rate_hz=SAMPLE_RATE_HZ, quality=config.resample_quality
         )
-        self._windower = Windower(hop_s=config.live_hop_s)
-        self._matcher = Matcher(config=config, library=library, stream=stream)
+        self._windower = Windower(hop_s=config.matcher.live_hop_s)
+        self._matcher = Matcher(config=config.matcher, library=library, stream=stream)
         self._windows_seen = 0
-        self.nonfinite_samples = 0
-        self.keep_timings = keep_timings
         self._library = library
         self._summaries = summaries
-        self._sounds_like_k = sounds_like_k
-        self._sounds_like_every = sounds_like_every_windows
-        self.sounds_like_distance = check_distance(sounds_like_distance)
-        self.early_windows = early_windows
+        self.sounds_like_distance = check_distance(config.sounds_like_distance)
         self.timing = WindowTiming()
 
     @property
@@ -113,16 +104,19 @@ class Recognizer:
 
         With ``early_windows`` the resampler's lag does not delay decisions.
         """
-        if self.early_windows:
+        if self.config.early_windows:
             return self._windower.latency_samples
         return self._windower.latency_samples + self._resampler.latency_samples
 
+    @property
+    def nonfinite_samples(self) -> int:
+        return self.guard.nonfinite_samples
+
     def push(self, chunk: npt.NDArray[np.float32]) -> list[Event]:
-        chunk, nonfinite = replace_nonfinite(chunk)
-        self.nonfinite_samples += nonfinite
-        samples = self._resampler.push(chunk)
+        """Sanitise, resample, window, embed, look up, match: the events ``chunk`` completes."""
+        samples = self._resampler.push(self.guard.push(chunk))
         windows = self._windower.push(samples)
-        if self.early_windows:
+        if self.config.early_windows:
             early = self._complete_early()
             if early is not None:
                 windows.append(early)
@@ -155,20 +149,23 @@ class Recognizer:
         self._windower.reset()
         self._matcher.reset()
         self._windows_seen = 0
-        self.nonfinite_samples = 0
+        self.guard.reset()
         self.timing.clear()
 
     def _sounds_like(self, *, t: float) -> SoundsLike | None:
-        if self._summaries is None or self._windows_seen % self._sounds_like_every != 0:
+        if (
+            self._summaries is None
+            or self._windows_seen % self.config.sounds_like_every_windows != 0
+        ):
             return None
         current = self._matcher.current()
         exclude = [] if current is None else [current.track.id]
         nearest = self._summaries.nearest(
             self._matcher.recent_embeddings(),
-            k=self._sounds_like_k,
+            k=self.config.sounds_like_k,
             exclude_track_ids=exclude,
             distance=self.sounds_like_distance,
-            query_hop_s=self.config.live_hop_s,
+            query_hop_s=self.config.matcher.live_hop_s,
         )
         return SoundsLike(
             file=self.stream,
@@ -184,7 +181,7 @@ class Recognizer:
         started = time.perf_counter()
         embeddings = self.encoder.embed(batch)
         encoded = time.perf_counter()
-        neighbors = self.candidate_source.query(embeddings, k=self.config.top_k)
+        neighbors = self.candidate_source.query(embeddings, k=self.config.matcher.top_k)
         searched = time.perf_counter()
         events: list[Event] = []
         for window, embedding, found in zip(windows, embeddings, neighbors, strict=True):
@@ -194,7 +191,7 @@ class Recognizer:
             if similar is not None:
                 events.append(similar)
         matched = time.perf_counter()
-        if self.keep_timings:
+        if self.config.keep_timings:
             per_window = 1000.0 / len(windows)
             self.timing.encoder_ms.append((encoded - started) * per_window)
             self.timing.search_ms.append((searched - encoded) * per_window)

@@ -126,9 +126,9 @@ async def measure(
         await run_live(
             engine=engine,
             source=source,
-            sinks=[],
-            server=server,
+            sinks=[server.broadcaster.publish],
             config=LiveConfig(max_seconds=seconds, early_windows=early),
+            clients=server.broadcaster.client_count,
         )
         await asyncio.sleep(0.2)
         reader.cancel()

@@ -58,7 +58,7 @@ from synesthete.constants import (
     SOUNDS_LIKE_DISTANCES,
     WINDOW_S,
 )
-from synesthete.index.matcher import MatcherConfig
+from synesthete.index.config import MatcherConfig
 from synesthete.index.similar import DISTANCES, TrackSummaries
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,9 +31,8 @@ from provenance import git_commit
 
 from synesthete.clients.app import open_engine
 from synesthete.index.builder import build_index
-from synesthete.index.config import IndexConfig
+from synesthete.index.config import Calibration, IndexConfig
 from synesthete.index.decode import load_mono
-from synesthete.index.matcher import Calibration
 from synesthete.inference.augment import CONDITIONS, Materials, source_seconds_needed
 from synesthete.inference.config import EncoderConfig
 from synesthete.inference.torchscript import TorchScriptEncoder

@@ -24,6 +24,7 @@ from synesthete.clients.app import Engine, open_engine
 from synesthete.clients.live import LiveConfig, run_live
 from synesthete.errors import DeviceError
 from synesthete.events import Event, NowPlaying, Status, Unknown
+from synesthete.stream.config import CaptureConfig
 from synesthete.stream.sources import AudioCallback, FileSource, ReopenableSource
 from synesthete.stream.watchdog import ReconnectPolicy
 
@@ -275,7 +276,7 @@ def test_a_nan_burst_is_zeroed_and_flagged_and_recognition_goes_on(
     path: Path = demo_library.excerpt(n, start_s=0.0, seconds=30.0)
     source = NanBurstFile(FileSource(path=path), nan_s=(10.0, 10.5), clip_s=(20.0, 21.0))
     # A virtual FileSource delivers the whole file at start: the ring must hold it all.
-    events, error = _run(engine, source, LiveConfig(ring_seconds=40.0))
+    events, error = _run(engine, source, LiveConfig(capture=CaptureConfig(ring_seconds=40.0)))
     assert error is None
     status = next(e for e in events if isinstance(e, Status) and e.t > 25.0)
     assert status.nonfinite_samples == source.nonfinite_samples == int(0.5 * source.sample_rate_hz)
@@ -312,7 +313,7 @@ def test_overflows_are_counted_and_flagged(engine: Engine, demo_library: DemoLib
 
     source = Overflowing(file_source, nan_s=(0.0, 0.0), clip_s=(0.0, 0.0))
     # The virtual file arrives all at once; a 5 s ring keeps only its last 5 s.
-    events, error = _run(engine, source, LiveConfig(ring_seconds=5.0))
+    events, error = _run(engine, source, LiveConfig(capture=CaptureConfig(ring_seconds=5.0)))
     assert error is None
     status = next(e for e in events if isinstance(e, Status))
     assert status.xruns == 3

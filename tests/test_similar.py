@@ -276,7 +276,7 @@ def fake_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("distance", SOUNDS_LIKE_DISTANCES)
 def test_live_sounds_like_uses_the_chosen_distance(fake_library: Path, distance: str) -> None:
-    from synesthete.index.matcher import MatcherConfig
+    from synesthete.index.config import MatcherConfig, RecognizerConfig
     from synesthete.index.recognizer import Recognizer
     from synesthete.index.store import Library
 
@@ -289,9 +289,8 @@ def test_live_sounds_like_uses_the_chosen_distance(fake_library: Path, distance:
             encoder=FakeEncoder(),
             candidates=library.brute_force(),
             library=library,
-            config=config,
+            config=RecognizerConfig(matcher=config, sounds_like_distance=distance),
             summaries=summaries,
-            sounds_like_distance=distance,
         )
         audio = make_tone_track(seed=3, duration_s=16.0)
         seen = 0
@@ -316,21 +315,11 @@ def test_live_sounds_like_uses_the_chosen_distance(fake_library: Path, distance:
         assert seen >= 2
 
 
-def test_recognizer_refuses_an_unknown_distance(fake_library: Path) -> None:
-    from synesthete.index.matcher import MatcherConfig
-    from synesthete.index.recognizer import Recognizer
-    from synesthete.index.store import Library
+def test_recognizer_refuses_an_unknown_distance() -> None:
+    from synesthete.index.config import RecognizerConfig
 
-    with Library.open(fake_library / "index") as library, pytest.raises(ConfigError):
-        Recognizer(
-            stream="test",
-            input_rate_hz=SAMPLE_RATE_HZ,
-            encoder=FakeEncoder(),
-            candidates=library.brute_force(),
-            library=library,
-            config=MatcherConfig(index_hop_s=library.index_hop_s),
-            sounds_like_distance="nearest",
-        )
+    with pytest.raises(ConfigError):
+        RecognizerConfig(sounds_like_distance="nearest")
 
 
 # -- the CLI: `synesthete similar` and the --sounds-like flag ---------------------
