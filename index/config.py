@@ -26,8 +26,6 @@ from synesthete.constants import (
 )
 from synesthete.errors import ConfigError
 
-from .frechet import step_range
-
 FrechetMode = Literal["horizon", "ema"]
 
 _HOP_SLACK_S = 1e-9
@@ -316,6 +314,9 @@ class MatcherConfig:
     @property
     def step_range(self) -> tuple[int, int]:
         """``(s_lo, s_hi)``: track windows one live window may advance, see :func:`step_range`."""
+        # Imported here: the CLI reads this module before --help, and the kernels need numpy.
+        from .frechet import step_range
+
         return step_range(
             live_hop_s=self.live_hop_s,
             index_hop_s=self.index_hop_s,
