@@ -403,7 +403,7 @@ def build_valset(
     )
 
 
-def embed_all(model: EncoderNet, windows: FloatArray, device: torch.device) -> torch.Tensor:
+def embed_all(model: torch.nn.Module, windows: FloatArray, device: torch.device) -> torch.Tensor:
     out = []
     with torch.inference_mode():
         for start in range(0, windows.shape[0], 256):
@@ -412,8 +412,8 @@ def embed_all(model: EncoderNet, windows: FloatArray, device: torch.device) -> t
     return torch.cat(out)
 
 
-def evaluate(model: EncoderNet, valset: ValSet, device: torch.device) -> dict[str, Any]:
-    """Per condition: ``track``, ``hit1`` and ``hit05`` rates; ``mean`` is the mean ``hit1``."""
+def evaluate(model: torch.nn.Module, valset: ValSet, device: torch.device) -> dict[str, Any]:
+    """Any waveform → unit vector module (training's or a model file's). Per condition: ``track``, ``hit1`` and ``hit05`` rates; ``mean`` is the mean ``hit1``."""
     was_training = model.training
     model.eval()
     db = torch.cat([embed_all(model, w, device) for w in valset.library_windows()])
