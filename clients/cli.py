@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time music recognizer: what is playing, where, and what it sounds like.",
     )
     parser.add_argument("--version", action="version", version=f"synesthete {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default $XDG_CONFIG_HOME/synesthete/config.toml, ~/.config when unset)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     index = commands.add_parser(
@@ -399,13 +404,67 @@ def build_parser() -> argparse.ArgumentParser:
         help="no live view: JSONL events on stdout, progress and the tracklist on stderr",
     )
     demo.add_argument("--fast", action="store_true", help="replay as fast as possible")
+
+    config = commands.add_parser(
+        "config",
+        help="show the effective settings of a command",
+        description="Settings come from the built-in defaults, then the config file"
+        " ($XDG_CONFIG_HOME/synesthete/config.toml, or --config PATH; keys are the long option"
+        " names with dashes turned into underscores, a [command] table overrides the top level),"
+        " then the flags.",
+    )
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_show = config_commands.add_parser(
+        "show",
+        help="print each option of COMMAND, its value and where it came from",
+        description="Print each option of COMMAND (e.g. `listen`, `index build`), its effective"
+        " value and where it came from: default, file (path:line) or flag.",
+    )
+    config_show.add_argument(
+        "words", nargs=argparse.REMAINDER, metavar="COMMAND [FLAGS]", help="the command"
+    )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv`` over the config file's values (``--config`` or the XDG default)."""
+    from synesthete.clients import config_file
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    flag = config_file.config_flag(argv)
+    path = Path(flag).expanduser() if flag is not None else config_file.default_path()
+    config = config_file.load(path, required=flag is not None)
+    config_file.check(config, parser)
+    words, _ = config_file.command_path(parser, argv)
+    if words == ["config", "show"]:
+        rest = argv[argv.index("show") + 1 :]
+        target = build_parser()
+        target_words, command = config_file.command_path(target, rest)
+        if not target_words or target_words[0] == "config":
+            raise ConfigError("config show needs a command, e.g. `synesthete config show listen`")
+        _, settings = config_file.apply(config, target, rest)
+        config_file.relax_positionals(command)
+        shown = target.parse_args(rest)
+        source = f"# config file: {config.path}\n" if config.path else "# no config file\n"
+        sys.stdout.write(source + config_file.show(shown, settings, words=target_words))
+        return argparse.Namespace(command="config", config_command="show", shown=True)
+    config_file.apply(config, parser, argv)
+    return parser.parse_args(argv)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parse(argv)
+    except SynestheteError as err:
+        print(f"synesthete: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "config": _cmd_config,
         "index": _cmd_index,
         "identify": _cmd_identify,
         "listen": _cmd_listen,

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,9 @@ def cli_env(**extra: str) -> dict[str, str]:
     """The environment for CLI subprocesses: unbuffered, few threads."""
     env = dict(os.environ)
     env.update(
+        # Never the user's config file; the session fixture ``no_user_config`` sets an empty
+        # one, and a test that wants a file passes XDG_CONFIG_HOME or --config itself.
+        XDG_CONFIG_HOME=os.environ.get("XDG_CONFIG_HOME", "/nonexistent-synesthete-config"),
         PYTHONUNBUFFERED="1",
         OMP_NUM_THREADS=CLI_THREADS,
         MKL_NUM_THREADS=CLI_THREADS,
@@ -114,6 +118,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_user_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Neither in-process ``main()`` calls nor CLI subprocesses (``cli_env`` copies
+    ``os.environ``) read the developer's ``~/.config/synesthete/config.toml``: the config
+    home is an empty temporary folder for the whole session. Autouse and session-scoped,
+    so it is in place before the session fixtures run the CLI."""
+    home = tmp_path_factory.mktemp("xdg-config")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(scope="session")
