@@ -108,10 +108,6 @@ class Recognizer:
             return self._windower.latency_samples
         return self._windower.latency_samples + self._resampler.latency_samples
 
-    @property
-    def nonfinite_samples(self) -> int:
-        return self.guard.nonfinite_samples
-
     def push(self, chunk: npt.NDArray[np.float32]) -> list[Event]:
         """Sanitise, resample, window, embed, look up, match: the events ``chunk`` completes."""
         samples = self._resampler.push(self.guard.push(chunk))
