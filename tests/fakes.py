@@ -240,3 +240,21 @@ def write_bad_files(folder: Path) -> dict[str, Path]:
     )
     bad["short"] = write_tone_file(folder / "short.flac", seed=99, duration_s=2.0)
     return bad
+
+
+def build_tone_index(root: Path, *, tracks: int, duration_s: float) -> Path:
+    """``root/index``: an index of ``tracks`` mono tone tracks (seeds 1..tracks, at 16 kHz,
+    in ``root/music``) embedded by the ``FakeEncoder``."""
+    from synesthete.index.builder import build_index
+    from synesthete.index.config import IndexConfig
+
+    for seed in range(1, tracks + 1):
+        write_tone_file(
+            root / "music" / f"{seed}.wav",
+            seed=seed,
+            duration_s=duration_s,
+            sample_rate_hz=SAMPLE_RATE_HZ,
+            channels=1,
+        )
+    build_index(root / "index", [root / "music"], encoder=FakeEncoder(), config=IndexConfig())
+    return root / "index"

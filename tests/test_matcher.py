@@ -21,6 +21,7 @@ import pytest
 
 from synesthete.errors import ConfigError, LibraryError, ModelError
 from synesthete.events import Candidates, CandidateScore, Event, NowPlaying, TrackInfo, Unknown
+from synesthete.index.config import Calibration, MatcherConfig
 from synesthete.index.frechet import (
     FrechetResult,
     classical_discrete_frechet,
@@ -31,7 +32,7 @@ from synesthete.index.frechet import (
     step_range,
     subsequence_frechet,
 )
-from synesthete.index.matcher import Calibration, Matcher, MatcherConfig
+from synesthete.index.matcher import Matcher
 from synesthete.index.protocols import Neighbor
 
 DIM = 32

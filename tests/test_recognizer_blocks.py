@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from fakes import FakeEncoder, make_tone_track, write_tone_file
+from fakes import FakeEncoder, build_tone_index, make_tone_track
 
-from synesthete.constants import SAMPLE_RATE_HZ
 from synesthete.events import Candidates, Event, NowPlaying
-from synesthete.index.builder import build_index
-from synesthete.index.config import IndexConfig, MatcherConfig, RecognizerConfig
+from synesthete.index.config import MatcherConfig, RecognizerConfig
 from synesthete.index.recognizer import Recognizer
 from synesthete.index.store import Library
 
@@ -30,17 +28,7 @@ SEED = 3
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("blocks")
-    for seed in range(1, 5):
-        write_tone_file(
-            root / "music" / f"{seed}.wav",
-            seed=seed,
-            duration_s=12.0,
-            sample_rate_hz=SAMPLE_RATE_HZ,
-            channels=1,
-        )
-    build_index(root / "index", [root / "music"], encoder=FakeEncoder(), config=IndexConfig())
-    return root / "index"
+    return build_tone_index(tmp_path_factory.mktemp("blocks"), tracks=4, duration_s=12.0)
 
 
 def _events(library: Library, audio: npt.NDArray[np.float32], block: int | None) -> list[Event]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import DemoLibrary, cli_command, cli_env
-from fakes import FakeEncoder, make_tone_track, write_tone_file
+from fakes import FakeEncoder, build_tone_index, make_tone_track
 
 from synesthete.constants import (
     DEFAULT_SOUNDS_LIKE_DISTANCE,
@@ -19,8 +19,6 @@ from synesthete.constants import (
 )
 from synesthete.errors import ConfigError
 from synesthete.events import SoundsLike
-from synesthete.index.builder import build_index
-from synesthete.index.config import IndexConfig
 from synesthete.index.frechet import subsequence_frechet_many
 from synesthete.index.similar import (
     DISTANCES,
@@ -262,15 +260,7 @@ def test_bad_queries_are_config_errors() -> None:
 @pytest.fixture(scope="module")
 def fake_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("similar-live")
-    for seed in range(1, 7):
-        write_tone_file(
-            root / "music" / f"{seed}.wav",
-            seed=seed,
-            duration_s=16.0,
-            sample_rate_hz=SAMPLE_RATE_HZ,
-            channels=1,
-        )
-    build_index(root / "index", [root / "music"], encoder=FakeEncoder(), config=IndexConfig())
+    build_tone_index(root, tracks=6, duration_s=16.0)
     return root
 
 
