@@ -413,7 +413,11 @@ def embed_all(model: torch.nn.Module, windows: FloatArray, device: torch.device)
 
 
 def evaluate(model: torch.nn.Module, valset: ValSet, device: torch.device) -> dict[str, Any]:
-    """Any waveform → unit vector module (training's or a model file's). Per condition: ``track``, ``hit1`` and ``hit05`` rates; ``mean`` is the mean ``hit1``."""
+    """Scores any waveform → unit-vector module (training's, or a loaded model file).
+
+    Per condition: ``track``, ``hit1`` and ``hit05`` rates; ``mean`` is the
+    mean ``hit1`` over conditions, ``mean_track`` the mean ``track``.
+    """
     was_training = model.training
     model.eval()
     db = torch.cat([embed_all(model, w, device) for w in valset.library_windows()])
