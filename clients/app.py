@@ -77,11 +77,16 @@ def open_engine(
             f" but the model is {encoder.name!r} (dim {encoder.dim}); rebuild the index or pass"
             " the matching --model"
         )
-    calibration = encoder.calibration
+    # A model's calibration may carry its own max_frechet: the guard is a distance,
+    # and every encoder has its own distance scale.
+    fitted = dict(encoder.calibration or {})
+    guard = fitted.pop("max_frechet", None)
     config = MatcherConfig(
         index_hop_s=library.index_hop_s,
-        calibration=Calibration.from_dict(calibration) if calibration else Calibration(),
+        calibration=Calibration.from_dict(fitted) if fitted else Calibration(),
     )
+    if guard is not None:
+        config = replace(config, max_frechet=float(guard))
     if live_hop_s is not None:
         config = replace(config, live_hop_s=live_hop_s)
     if on_threshold is not None:

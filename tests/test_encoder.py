@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DemoLibrary
 
 from synesthete.constants import WINDOW_SAMPLES
 from synesthete.errors import AudioFormatError, ConfigError, ModelError
@@ -167,3 +168,29 @@ def test_model_loads_without_torchaudio_in_a_fresh_process(model: Path) -> None:
     shape, dim = out.stdout.strip().rsplit(" ", 1)
     assert shape == f"(1, {dim})"
     assert model.stat().st_size < 5_000_000
+
+
+def test_a_models_calibration_may_set_its_own_max_frechet(
+    tmp_path: Path, demo_library: DemoLibrary
+) -> None:
+    """The new-identification guard is a distance, and distances are the encoder's own."""
+    from synesthete.clients.app import open_engine
+    from synesthete.index.config import MatcherConfig
+
+    fitted = read_metadata(BASELINE)["calibration"]
+    for guard in (None, 0.77):
+        calibration = dict(fitted) if guard is None else {**fitted, "max_frechet": guard}
+        path = tmp_path / str(guard) / "baseline-v1.pt"
+        save_scripted(
+            BaselineEncoder(), path, metadata={"name": "baseline-v1", "dim": 128,
+                                               "calibration": calibration},
+        )  # fmt: skip
+        engine = open_engine(
+            index_dir=demo_library.index, encoder_config=EncoderConfig(model_path=path)
+        )
+        try:
+            expected = MatcherConfig().max_frechet if guard is None else guard
+            assert engine.matcher_config.max_frechet == expected
+            assert engine.matcher_config.calibration.bias == fitted["bias"]
+        finally:
+            engine.library.close()
