@@ -26,7 +26,7 @@ from synesthete.inference import augment
 from synesthete.inference.config import EncoderConfig
 from synesthete.inference.frontend import LogMel
 from synesthete.inference.mel_augment import AugmentConfig, MelAugmenter, MelStream, power_to_db
-from synesthete.inference.mel_cache import room_kernel
+from synesthete.inference.mel_cache import room_kernel, stream_of
 from synesthete.inference.model import EncoderNet, ModelConfig, mel_centres_hz
 from synesthete.inference.torchscript import TorchScriptEncoder
 from synesthete.inference.training import neighbours, nt_xent
@@ -54,12 +54,6 @@ def _mel_db(audio: np.ndarray) -> torch.Tensor:
     with torch.inference_mode():
         log_power = _front()(torch.from_numpy(audio.astype(np.float32)))
     return (log_power * (10.0 / np.log(10.0))).t().contiguous().half()
-
-
-def _stream(pieces: list[torch.Tensor]) -> MelStream:
-    lengths = np.array([p.shape[0] for p in pieces], dtype=np.int64)
-    ends = np.cumsum(lengths)
-    return MelStream(db=torch.cat(pieces), starts=ends - lengths, ends=ends)
 
 
 def test_nt_xent_rewards_matching_pairs() -> None:
@@ -99,11 +93,11 @@ def test_mel_stream_interpolates_and_never_crosses_a_recording() -> None:
 
 
 def _augmenter(tracks: int = 4, **overrides: float) -> MelAugmenter:
-    music = _stream(
+    music = stream_of(
         [_mel_db(synth_track(seed=40 + k, duration_s=20.0, sample_rate_hz=SAMPLE_RATE_HZ))
          for k in range(tracks)]
     )  # fmt: skip
-    pink = _stream([_mel_db(pink_noise(seconds=10.0, sample_rate_hz=SAMPLE_RATE_HZ, seed=3))])
+    pink = stream_of([_mel_db(pink_noise(seconds=10.0, sample_rate_hz=SAMPLE_RATE_HZ, seed=3))])
     rooms = torch.stack(
         [room_kernel(augment.room_impulse_response(sample_rate_hz=SAMPLE_RATE_HZ, rng=k), CONFIG)
          for k in range(2)]
