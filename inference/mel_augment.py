@@ -38,11 +38,9 @@ import numpy.typing as npt
 import torch
 
 from synesthete.errors import ConfigError
+from synesthete.inference import augment
 
 LN10_OVER_10 = math.log(10.0) / 10.0
-PHONE_BAND_HZ = (300.0, 3400.0)
-LAPTOP_BAND_HZ = (100.0, 8000.0)
-BAND_ORDER = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -345,12 +343,14 @@ class MelAugmenter:
         for row in np.flatnonzero(rng.random(b) < self.config.band_p):
             kind = rng.random()
             if kind < 0.35:
-                band = PHONE_BAND_HZ
+                band = augment.PHONE_BAND_HZ
             elif kind < 0.8:
-                band = LAPTOP_BAND_HZ
+                band = augment.LAPTOP_BAND_HZ
             else:
                 band = (20.0, float(rng.uniform(2500.0, 7000.0)))
-            gain[row] *= butterworth_power(self.centres_hz, band)
+            # The benchmark's own device filters, as power gains at the band centres.
+            response = augment.butterworth_gain(self.centres_hz.numpy(), band, augment.BAND_ORDER)
+            gain[row] *= torch.from_numpy(response**2)
         return power * gain.float()[:, :, None]
 
     def _masks(self, db: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -369,10 +369,3 @@ class MelAugmenter:
 
 def _unit_power(power: torch.Tensor) -> torch.Tensor:
     return power / power.mean(dim=(1, 2), keepdim=True).clamp(min=1e-10)
-
-
-def butterworth_power(freqs_hz: torch.Tensor, band_hz: tuple[float, float]) -> torch.Tensor:
-    """Power gain of a Butterworth high-pass at band[0] times a low-pass at band[1]."""
-    low, high = band_hz
-    f = freqs_hz.clamp(min=1e-9)
-    return 1.0 / (1.0 + (low / f) ** (2 * BAND_ORDER)) / (1.0 + (f / high) ** (2 * BAND_ORDER))
