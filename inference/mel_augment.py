@@ -66,6 +66,8 @@ class AugmentConfig:
     time_mask_p: float = 0.3
     band_mask_p: float = 0.2
     same_track_fraction: float = 0.25
+    babble_weight: int = 2
+    """How many lots babble of talkers gets among the interference kinds (one each)."""
     same_track_gap_frames: tuple[int, int] = (100, 500)
     """Same-track pairs 2-10 s apart: each other's hardest negatives (position)."""
 
@@ -278,7 +280,8 @@ class MelAugmenter:
 
     def _interference(self, rng: np.random.Generator, n: int, frames: int) -> torch.Tensor:
         """``n`` crops of one random kind of interference each, unit mean power."""
-        kinds = [*self.noises, "music"] + (["babble"] * 2 if self.speech is not None else [])
+        talkers = ["babble"] * self.config.babble_weight if self.speech is not None else []
+        kinds = [*self.noises, "music", *talkers]
         out = torch.empty(n, self.music.n_mels, frames)
         choice = rng.integers(len(kinds), size=n)
         for k, kind in enumerate(kinds):

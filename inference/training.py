@@ -80,6 +80,8 @@ class TrainConfig:
     talker_seconds: float = 90.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    init: str | None = None
+    """A run checkpoint (``RUN/best.pt``) whose weights start this run (fine-tuning)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 2:
@@ -478,6 +480,21 @@ def _checkpoint(
     }
 
 
+def _read_init(config: TrainConfig) -> dict[str, Any]:
+    """Another run's weights to start from; its network must have this run's shape."""
+    path = Path(str(config.init))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as err:
+        raise ConfigError(f"cannot read the starting checkpoint {path}: {err}") from err
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"{path} is not a training checkpoint (RUN/best.pt or RUN/last.pt)")
+    if ModelConfig.from_dict(state["model_config"]) != config.model:
+        raise ConfigError(f"{path} holds a network of another shape than this run's")
+    weights: dict[str, Any] = state["model"]
+    return weights
+
+
 def _save(checkpoint: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(checkpoint, tmp)
@@ -505,6 +522,7 @@ def train(
         state = torch.load(last_path, map_location="cpu", weights_only=False)
         saved = TrainConfig.from_dict(state["train_config"])
         config = replace(saved, time_budget_s=config.time_budget_s, out_dir=config.out_dir)
+    init_weights = _read_init(config) if state is None and config.init is not None else None
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     if config.threads is not None:
@@ -554,6 +572,9 @@ def train(
         train_seconds = float(state["elapsed_s"])
         log(f"train: resuming at step {step}/{config.steps} ({train_seconds / 60:.1f} min so far)")
     else:
+        if init_weights is not None:
+            model.load_state_dict(init_weights)
+            log(f"train: starting from the weights of {config.init}")
         log_path.write_text("")
 
     def save(val: dict[str, Any] | None) -> dict[str, Any]:

@@ -3,6 +3,8 @@
     python scripts/train_encoder.py --corpus corpus --out runs/encoder-v2 \
         --steps 20000 --time-budget-min 140          # one chunk of a run
     python scripts/train_encoder.py --out runs/encoder-v2 --resume --time-budget-min 140
+    python scripts/train_encoder.py --corpus corpus --out runs/encoder-v3 \
+        --init runs/encoder-v2/best.pt --lr 1e-3 --steps 9000      # fine-tune another run
     python scripts/train_encoder.py --synthetic --steps 3 --out /tmp/smoke   # CI smoke run
 
 A run is resumable: every evaluation writes RUN/last.pt with the weights, the
@@ -64,6 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         default=AugmentConfig.same_track_fraction,
         help="share of the batch drawn in same-track pairs 2-10 s apart (hard negatives)",
     )
+    parser.add_argument(
+        "--babble-weight",
+        type=int,
+        default=AugmentConfig.babble_weight,
+        help="lots for babble of talkers among the interference kinds (each other kind has one)",
+    )
+    parser.add_argument("--room-p", type=float, default=AugmentConfig.room_p)
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start from this run checkpoint's weights"
+    )
     args = parser.parse_args(argv)
     budget_s = None if args.time_budget_min is None else args.time_budget_min * 60.0
     try:
@@ -88,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             synthetic_tracks=args.synthetic_tracks,
             rooms=args.rooms,
             talkers=args.talkers,
-            augment=AugmentConfig(same_track_fraction=args.same_track_fraction),
+            augment=AugmentConfig(
+                same_track_fraction=args.same_track_fraction,
+                babble_weight=args.babble_weight,
+                room_p=args.room_p,
+            ),
+            init=None if args.init is None else str(args.init),
             model=ModelConfig(dim=args.dim, widths=args.widths, strides=args.strides),
         )
     except (SynestheteError, ValueError) as err:

@@ -241,6 +241,27 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
     assert set(log[-1]["val"]) >= {"clean", "babble0", "speed+6", "pitch-1", "mean"}
     assert log[-1]["views_per_s"] > 0 and log[-1]["model_ms"] > 0
 
+    # Fine-tuning starts from another run's weights, if the network has the same shape.
+    def tune(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(python), str(ROOT / "scripts" / "train_encoder.py"), "--synthetic",
+                "--steps", "1", "--batch", "8", "--eval-every", "1", "--eval-per-condition", "1",
+                "--synthetic-tracks", "4", "--rooms", "2", "--talkers", "0",
+                "--out", str(tmp_path / name), "--init", str(run / "best.pt"), *extra,
+            ],
+            env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+
+    tuned = tune("tuned", "--babble-weight", "3")
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    assert f"starting from the weights of {run / 'best.pt'}" in tuned.stdout
+    saved = torch.load(tmp_path / "tuned" / "last.pt", map_location="cpu", weights_only=False)
+    assert saved["train_config"]["augment"]["babble_weight"] == 3
+    other = tune("other", "--widths", "64,64", "--strides", "2,2")
+    assert other.returncode == 2 and "another shape" in other.stderr
+    assert "Traceback" not in other.stderr and not (tmp_path / "other" / "last.pt").exists()
+
     model = tmp_path / "encoder-smoke.pt"
     export = subprocess.run(
         [
