@@ -85,6 +85,9 @@ class DecisionFeatures:
     frechet: float
     margin: float
     n_windows: int
+    min_p2p: float = math.inf
+    """Mean over the live windows of their nearest window anywhere in the track (no path)."""
+    tempo_ratio: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -482,7 +485,12 @@ class Matcher:
             margin = second - own if math.isfinite(own) else -math.inf
             self._features.append(
                 DecisionFeatures(
-                    track_id=cand.track_id, frechet=own, margin=margin, n_windows=n_windows
+                    track_id=cand.track_id,
+                    frechet=own,
+                    margin=margin,
+                    n_windows=n_windows,
+                    min_p2p=cand.score.min_p2p,
+                    tempo_ratio=cand.score.tempo_ratio,
                 )
             )
             conf = cfg.calibration.confidence(
