@@ -138,6 +138,7 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
                 host=host, port=port, token=options.token, allowed_origins=options.allowed_origins
             ),
             report_threshold=engine.matcher_config.on_threshold,
+            art=engine.library.art,
         )
         await server.start()
         warning = exposure_warning(host=host, port=server.port, token=options.token)

@@ -4,7 +4,8 @@ Each client gets a bounded queue and a relay task (the python-websockets
 broadcast recipe). A client that cannot keep up loses its oldest messages and
 is flagged ``slow``; it never delays the others or the recognizer, because
 ``publish`` only appends to deques. The same server answers plain HTTP GETs
-for the browser overlay at ``/overlay``.
+for the browser overlay at ``/overlay`` and for tracks' cover art at
+``/art/<track id>``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import asyncio
 import errno
 import hmac
 import http
+import re
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -37,11 +40,18 @@ from synesthete.clients.protocol import (
     envelope,
     parse_command,
 )
-from synesthete.errors import ConfigError, ProtocolError
+from synesthete.errors import ConfigError, ProtocolError, SynestheteError
 from synesthete.events import Event, current_answer
+
+if TYPE_CHECKING:
+    from synesthete.index.art import CoverArt
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 STATIC_FILES = {"/overlay": ("overlay.html", "text/html; charset=utf-8")}
+ART_PATH = re.compile(r"^/art/(\d{1,18})$")
+
+ArtSource = Callable[[int], "CoverArt | None"]
+"""Track id -> its cover art or ``None`` (``Library.art``); ``LibraryError`` for an unknown id."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,8 +247,10 @@ class WebsocketServer:
         config: ServerConfig,
         broadcaster: Broadcaster | None = None,
         report_threshold: float | None = None,
+        art: ArtSource | None = None,
     ) -> None:
         self.config = config
+        self._art = art
         self.broadcaster = (
             broadcaster
             if broadcaster is not None
@@ -323,6 +335,9 @@ class WebsocketServer:
                 ]
             )
             return Response(http.HTTPStatus.OK.value, "OK", headers, body)
+        art_path = ART_PATH.match(path)
+        if art_path is not None and "Upgrade" not in request.headers:
+            return self._art_response(connection, request, int(art_path.group(1)))
         if path != "/":
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         if not self._origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
@@ -332,6 +347,41 @@ class WebsocketServer:
         if len(self.broadcaster.clients) >= self.config.max_clients:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
         return None
+
+    def _art_response(
+        self, connection: ServerConnection, request: Request, track_id: int
+    ) -> Response:
+        """A track's cover art; ``404`` for a track without art or not in the index.
+
+        The token guards it like the events (a cover tells what is in the
+        library). ``Cross-Origin-Resource-Policy`` keeps other sites' pages
+        from embedding it; the overlay this server serves is same-origin. The
+        picture of a track id changes only when the index is rebuilt, so
+        browsers revalidate it by its sha256 (``ETag``) instead of keeping it.
+        """
+        if not self._token_ok(request):
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or bad token\n")
+        try:
+            # One indexed sqlite row: cheap enough for the event loop.
+            art = None if self._art is None else self._art(track_id)
+        except SynestheteError:
+            art = None
+        if art is None:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "no cover art for this track\n")
+        etag = f'"{art.sha256}"'
+        headers = Headers(
+            [
+                ("Cache-Control", "no-cache"),
+                ("ETag", etag),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Cross-Origin-Resource-Policy", "same-site"),
+            ]
+        )
+        if request.headers.get("If-None-Match") == etag:
+            return Response(http.HTTPStatus.NOT_MODIFIED.value, "Not Modified", headers, b"")
+        headers["Content-Type"] = art.mime
+        headers["Content-Length"] = str(len(art.data))
+        return Response(http.HTTPStatus.OK.value, "OK", headers, art.data)
 
     async def _handle(self, connection: ServerConnection) -> None:
         client = Client(

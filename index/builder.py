@@ -37,6 +37,7 @@ from synesthete.errors import AudioFormatError, LibraryError, ModelError
 from synesthete.inference.encoder import Encoder
 from synesthete.stream.windowing import Windower
 
+from .art import CoverArt, read_cover_art
 from .config import IndexConfig
 from .decode import decode_mono_16k_speeds
 from .scan import iter_audio_files
@@ -51,7 +52,9 @@ from .store import (
 from .tags import read_tags
 
 FileStatus = Literal["indexed", "updated", "unchanged", "skipped"]
-_Embedded = tuple[TrackRecord, npt.NDArray[np.float32], list[npt.NDArray[np.float32]]]
+_Embedded = tuple[
+    TrackRecord, npt.NDArray[np.float32], list[npt.NDArray[np.float32]], CoverArt | None
+]
 _UNIT_NORM_TOLERANCE = 1e-3
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # Meta keys the writer sets itself; everything else is carried from generation to generation.
@@ -308,11 +311,16 @@ def add_to_index(
 
         for record in sorted(lib.records(), key=lambda r: r.window_start):
             if record.path in updated:
-                new_record, windows, variants = updated[record.path]
-                placed = writer.add_track(new_record, windows, variants)
+                new_record, windows, variants, art = updated[record.path]
+                placed = writer.add_track(new_record, windows, variants, art=art)
                 _count(report, placed, status="updated")
             else:
-                writer.add_track(record, lib.curve(record.id), lib.variant_curves(record.id))
+                writer.add_track(
+                    record,
+                    lib.curve(record.id),
+                    lib.variant_curves(record.id),
+                    art=lib.art(record.id),
+                )
 
         # Ids of removed tracks are never handed out again (the store keeps the high-water mark).
         next_id = max([lib.last_track_id, *(r.id for r in existing.values())]) + 1
@@ -392,7 +400,12 @@ def remove_from_index(
                 if record.id in doomed:
                     report.removed.append({"id": record.id, "path": record.path})
                 else:
-                    writer.add_track(record, lib.curve(record.id), lib.variant_curves(record.id))
+                    writer.add_track(
+                        record,
+                        lib.curve(record.id),
+                        lib.variant_curves(record.id),
+                        art=lib.art(record.id),
+                    )
             report.removed.sort(key=lambda item: int(item["id"]))
             meta = _carried_meta(lib)
             n_trees, seed = lib.n_trees, lib.seed
@@ -414,6 +427,7 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
     with Library.open(root, verify=True if verify else None) as lib:
         records = lib.records()
         disk_bytes = sum(p.stat().st_size for p in lib.generation_dir.iterdir() if p.is_file())
+        with_art = [r.art for r in records if r.art is not None]
         total_s = sum(r.duration_s for r in records)
         return {
             "index_dir": str(root),
@@ -433,6 +447,8 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
             "artists": len({r.artist for r in records if r.artist}),
             "albums": len({r.album for r in records if r.album}),
             "disk_mb": round(disk_bytes / 1e6, 2),
+            "tracks_with_art": len(with_art),
+            "pictures": len(set(with_art)),
             "versions": [
                 f"{lib.info(p.track_a).path} = {lib.info(p.track_b).path}"
                 for p in lib.version_pairs
@@ -556,8 +572,8 @@ def _add_new_file(
     if isinstance(result, str):
         report.skipped.append((str(path), result))
         return "skipped"
-    record, windows, variants = result
-    placed = writer.add_track(record, windows, variants)
+    record, windows, variants, art = result
+    placed = writer.add_track(record, windows, variants, art=art)
     by_hash[content_hash] = str(path)
     _count(report, placed, status="added")
     return "indexed"
@@ -573,8 +589,8 @@ def _embed_track(
     config: IndexConfig,
     progress: ProgressCallback | None,
 ) -> _Embedded | str:
-    """Decode and embed one file: (record, ``[M, D]`` windows, speed-variant curves), or the
-    reason it was skipped."""
+    """Decode and embed one file: (record, ``[M, D]`` windows, speed-variant curves, cover
+    art), or the reason it was skipped."""
     try:
         curves, duration_s = _embed_curves(path, encoder=encoder, config=config, progress=progress)
     except AudioFormatError as err:
@@ -595,7 +611,7 @@ def _embed_track(
         window_count=int(windows.shape[0]),
         added=added,
     )
-    return record, windows, variants
+    return record, windows, variants, read_cover_art(path)
 
 
 class _CurveEmbedder:

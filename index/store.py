@@ -4,7 +4,8 @@ Layout of an index folder::
 
     DIR/CURRENT                      name of the live generation (one line)
     DIR/.lock                        flock'ed by writers (build/add/remove)
-    DIR/gen-000003/library.sqlite    meta(key, value); tracks(...); variants(...)
+    DIR/gen-000003/library.sqlite    meta(key, value); tracks(...); variants(...);
+                                     versions(...); art(sha256, mime, data); track_art(...)
     DIR/gen-000003/windows.npy       [N, D] float32, every curve's windows, row order
     DIR/gen-000003/windows.ann       Annoy (angular), item i == row i of windows.npy
     DIR/gen-000003/manifest.json     sha256 and size of the three files above, counts
@@ -39,6 +40,12 @@ window_start, window_count)``, stored right after the track's own windows.
 Variant 0 is the track as recorded (the ``tracks`` row). Annoy indexes every
 curve, so a live window played 8 % fast finds the 1.06 copy's windows.
 Format 1 indexes (before variants) open as indexes without variants.
+
+Cover art
+---------
+``art`` holds each distinct picture once (key: its sha256), ``track_art``
+names each track's; ``Library.art`` reads one. Generations written before
+cover art lack both tables and read as tracks without art.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from synesthete.errors import LibraryError
 from synesthete.events import TrackInfo
 
 from .annoy_index import AnnoyCandidates, BruteForceCandidates, RowMap, build_annoy
+from .art import CoverArt
 from .config import DEFAULT_SEARCH_K_FACTOR, check_speed_variants, parse_speed_variants
 from .similar import TrackSummaries
 from .tags import displayable
@@ -124,6 +132,11 @@ CREATE TABLE versions (
     PRIMARY KEY (track_a, track_b),
     CHECK (track_a < track_b)
 );
+CREATE TABLE art (sha256 TEXT PRIMARY KEY, mime TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE track_art (
+    track_id INTEGER PRIMARY KEY REFERENCES tracks (id),
+    sha256 TEXT NOT NULL REFERENCES art (sha256)
+);
 """
 _TRACK_COLUMNS = (
     "id, path, title, artist, album, duration_s, content_hash, window_start, window_count, added"
@@ -159,6 +172,8 @@ class TrackRecord:
     added: str
     variant_slices: tuple[tuple[int, int], ...] = ()
     """(window_start, window_count) of speed variants 1..V, in the index's variant order."""
+    art: str | None = None
+    """sha256 of the track's cover art in the ``art`` table, or ``None`` without art."""
 
     @property
     def slices(self) -> tuple[tuple[int, int], ...]:
@@ -179,6 +194,7 @@ class TrackRecord:
             artist=self.artist,
             album=self.album,
             duration_s=self.duration_s,
+            has_art=self.art is not None,
         )
 
 
@@ -335,6 +351,32 @@ class Library:
 
     def info(self, track_id: int) -> TrackInfo:
         return self.record(track_id).to_info()
+
+    def art(self, track_id: int) -> CoverArt | None:
+        """The track's cover art (``index/art.py``), or ``None`` when it has none.
+
+        Read from the generation's sqlite on each call (one row; the bytes are
+        checked against their sha256, so a damaged picture reads as none).
+        ``LibraryError`` for an unknown id or an unreadable database.
+        """
+        key = self.record(track_id).art
+        if key is None:
+            return None
+        uri = f"{(self.generation_dir / SQLITE_NAME).absolute().as_uri()}?mode=ro&immutable=1"
+        try:
+            connection = sqlite3.connect(uri, uri=True)
+            try:
+                row = connection.execute(
+                    "SELECT mime, data FROM art WHERE sha256 = ?", (key,)
+                ).fetchone()
+            finally:
+                connection.close()
+        except sqlite3.Error as err:
+            raise LibraryError(f"{self.generation_dir / SQLITE_NAME}: unreadable: {err}") from err
+        if row is None:
+            return None
+        art = CoverArt(mime=str(row[0]), data=bytes(row[1]))
+        return art if art.sha256 == key else None
 
     def versions(self, track_id: int) -> frozenset[int]:
         """The other tracks holding the same music as ``track_id`` (see ``versions.py``)."""
@@ -582,6 +624,13 @@ def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord], list[Ve
                 "SELECT track_a, track_b, coverage_a, coverage_b FROM versions "
                 "ORDER BY track_a, track_b",
             )
+            # Generations written before cover art have no track_art table: no art.
+            art_keys = {
+                int(track_id): str(key)
+                for track_id, key in _rows_if_table(
+                    connection, "track_art", "SELECT track_id, sha256 FROM track_art"
+                )
+            }
         finally:
             connection.close()
     except sqlite3.Error as err:
@@ -614,6 +663,7 @@ def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord], list[Ve
             window_count=int(row[8]),
             added=str(row[9]),
             variant_slices=tuple(slices.get(int(row[0]), ())),
+            art=art_keys.get(int(row[0])),
         )
         for row in rows
     ]
@@ -728,6 +778,10 @@ class GenerationWriter:
             self.tmp_dir.chmod(0o755)
             self._raw_path = self.tmp_dir / "windows.f32.part"
             self._raw: BinaryIO | None = self._raw_path.open("wb")
+            # Pictures wait here, one file per distinct picture, until commit puts them
+            # in the sqlite file: memory holds one picture at a time, whatever the library.
+            self._art_dir = self.tmp_dir / "art.part"
+            self._art_dir.mkdir()
         except BaseException:
             self._lock.release()
             raise
@@ -735,6 +789,7 @@ class GenerationWriter:
         self._paths: set[str] = set()
         self._ids: set[int] = set()
         self._n_rows = 0
+        self._art_mime: dict[str, str] = {}
 
     @property
     def n_rows(self) -> int:
@@ -749,9 +804,12 @@ class GenerationWriter:
         record: TrackRecord,
         windows: npt.NDArray[np.float32],
         variants: Sequence[npt.NDArray[np.float32]] = (),
+        *,
+        art: CoverArt | None = None,
     ) -> TrackRecord:
         """Append one track's ``[M, D]`` windows, then its speed variants' ``[M_k, D]``
-        (one per ``speed_variants``, in order); returns the record with its row slices set."""
+        (one per ``speed_variants``, in order), and its cover ``art``; returns the record
+        with its row slices and art key set (``record.art`` itself is not read)."""
         if self._raw is None:
             raise LibraryError("generation writer is closed")
         if len(variants) != len(self.speed_variants):
@@ -772,11 +830,19 @@ class GenerationWriter:
             window_start=slices[0][0],
             window_count=slices[0][1],
             variant_slices=tuple(slices[1:]),
+            art=None if art is None else self._keep_art(art),
         )
         self._records.append(placed)
         self._paths.add(placed.path)
         self._ids.add(placed.id)
         return placed
+
+    def _keep_art(self, art: CoverArt) -> str:
+        key = art.sha256
+        if key not in self._art_mime:
+            (self._art_dir / key).write_bytes(art.data)
+            self._art_mime[key] = art.mime
+        return key
 
     def _append_rows(self, curve: npt.NDArray[np.float32]) -> tuple[int, int]:
         assert self._raw is not None
@@ -821,6 +887,7 @@ class GenerationWriter:
                 "created": utc_now_iso(),
             }
             self._write_sqlite(self.tmp_dir / SQLITE_NAME, full_meta, pairs)
+            shutil.rmtree(self._art_dir)
             self._write_manifest(full_meta)
             for name in (*CHECKSUMMED_FILES, MANIFEST_NAME):
                 _fsync_path(self.tmp_dir / name)
@@ -936,6 +1003,15 @@ class GenerationWriter:
                     "INSERT INTO versions (track_a, track_b, coverage_a, coverage_b) "
                     "VALUES (?, ?, ?, ?)",
                     [(p.track_a, p.track_b, p.coverage_a, p.coverage_b) for p in pairs],
+                )
+                for key, mime in sorted(self._art_mime.items()):
+                    connection.execute(
+                        "INSERT INTO art (sha256, mime, data) VALUES (?, ?, ?)",
+                        (key, mime, (self._art_dir / key).read_bytes()),
+                    )
+                connection.executemany(
+                    "INSERT INTO track_art (track_id, sha256) VALUES (?, ?)",
+                    [(r.id, r.art) for r in self._records if r.art is not None],
                 )
             # Fold the WAL into the main file so the published folder is one file.
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")

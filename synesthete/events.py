@@ -41,6 +41,8 @@ class TrackInfo:
     artist: str | None = None
     album: str | None = None
     duration_s: float | None = None
+    has_art: bool = False
+    """The index holds cover art for it (a server with ``--serve`` gives it at ``/art/<id>``)."""
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,7 @@ class TrackInfo:
             "artist": self.artist,
             "album": self.album,
             "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+            "has_art": self.has_art,
         }
 
 

@@ -8,7 +8,10 @@ index and matcher tests need.
 
 from __future__ import annotations
 
+import base64
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +261,63 @@ def build_tone_index(root: Path, *, tracks: int, duration_s: float) -> Path:
         )
     build_index(root / "index", [root / "music"], encoder=FakeEncoder(), config=IndexConfig())
     return root / "index"
+
+
+# -- cover art -----------------------------------------------------------------------
+
+
+def png_bytes(width: int, height: int, *, seed: int) -> bytes:
+    """A real RGB PNG of ``width`` x ``height``: a gradient whose colours follow ``seed``."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=3)
+    y, x = np.mgrid[0:height, 0:width]
+    red = (base[0] + 255 * x // max(1, width)) % 256
+    green = (base[1] + 255 * y // max(1, height)) % 256
+    pixels = np.stack([red, green, np.full_like(x, base[2])], axis=-1).astype(np.uint8)
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels)  # filter 0 on every row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def embed_picture(path: Path, data: bytes, *, mime: str, kind: int = 3) -> None:
+    """Add a picture of type ``kind`` (3: front cover) to an audio file's tags, as taggers
+    do: an ID3 APIC frame (MP3), a FLAC picture block, a ``METADATA_BLOCK_PICTURE``
+    comment (Ogg Vorbis, Opus)."""
+    import mutagen
+    from mutagen.flac import FLAC, Picture
+    from mutagen.id3 import APIC, ID3, ID3NoHeaderError
+
+    suffix = path.suffix.lower()
+    if suffix == ".mp3":
+        try:
+            tags = ID3(path)
+        except ID3NoHeaderError:
+            tags = ID3()
+        tags.add(APIC(encoding=3, mime=mime, type=kind, desc=f"picture {kind}", data=data))
+        tags.save(path)
+        return
+    picture = Picture()
+    picture.type = kind
+    picture.mime = mime
+    picture.data = data
+    if suffix == ".flac":
+        flac = FLAC(path)
+        flac.add_picture(picture)
+        flac.save()
+        return
+    audio = mutagen.File(path)
+    pictures = list(audio.get("metadata_block_picture", []))
+    pictures.append(base64.b64encode(picture.write()).decode("ascii"))
+    audio["metadata_block_picture"] = pictures
+    audio.save()
