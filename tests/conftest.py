@@ -7,6 +7,7 @@ replay excerpts of these tracks through ``synesthete listen`` subprocesses.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +31,13 @@ DEMO_ARTIST = "Test Ensemble"
 DEMO_ALBUM = "Synesthete Tests"
 # Torch threads per CLI subprocess: the machines these tests run on are small and shared.
 CLI_THREADS = "1"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-dev-shm-usage",
+]
 
 
 @dataclass(frozen=True)
@@ -158,3 +167,31 @@ def demo_library(tmp_path_factory: pytest.TempPathFactory) -> DemoLibrary:
         timeout=600,
     )
     return DemoLibrary(root=root, index=index, titles=tuple(titles), rate_hz=DEMO_RATE_HZ)
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium (or ``$SYNESTHETE_CHROMIUM``), driven by playwright through
+    ``executable_path``; ``playwright install`` is never needed."""
+    candidates = [os.environ.get("SYNESTHETE_CHROMIUM"), "/usr/bin/chromium"]
+    candidates.append(shutil.which("chromium"))
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for the overlay tests; skipped without playwright or chromium."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip: the [dev] extra)"
+    )
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("chromium is not installed (apt: chromium)")
+    with sync_api.sync_playwright() as playwright:
+        # headless=True makes playwright pass --headless to the Debian binary.
+        chromium = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -28,13 +28,6 @@ import pytest
 from conftest import DemoLibrary, cli_command, cli_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-dev-shm-usage",
-]
 TIMEOUT_MS = 60_000
 EXCERPT_S = 30.0
 CHECKERBOARD_CSS = """
@@ -46,35 +39,11 @@ html { background-color: #2b2f36;
 """
 
 
-def _chromium_path() -> str | None:
-    candidates = [os.environ.get("SYNESTHETE_CHROMIUM"), "/usr/bin/chromium"]
-    candidates.append(shutil.which("chromium"))
-    return next((c for c in candidates if c and Path(c).is_file()), None)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip: the [dev] extra)"
-    )
-    executable = _chromium_path()
-    if executable is None:
-        pytest.skip("chromium is not installed (apt: chromium)")
-    with sync_api.sync_playwright() as playwright:
-        # headless=True makes playwright pass --headless to the Debian binary.
-        chromium = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 class Listener:
     """``synesthete listen --input FILE --realtime --serve 127.0.0.1:PORT --no-tui``."""
 
-    def __init__(self, library: DemoLibrary, excerpt: Path, port: int, logs: Path) -> None:
+    def __init__(self, library: DemoLibrary | Path, excerpt: Path, port: int, logs: Path) -> None:
+        index = library if isinstance(library, Path) else library.index
         self.port = port
         self.stdout = logs / f"listen-{port}-{excerpt.stem}.out"
         self.stderr = self.stdout.with_suffix(".err")
@@ -83,7 +52,7 @@ class Listener:
                 cli_command(
                     "listen",
                     "--index",
-                    str(library.index),
+                    str(index),
                     "--input",
                     str(excerpt),
                     "--realtime",
