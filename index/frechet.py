@@ -103,6 +103,7 @@ _FRECHET_PACE = 2.0
 __all__ = [
     "FrechetResult",
     "as_curve",
+    "averaged_path_step",
     "backtrack",
     "best_end",
     "classical_discrete_frechet",
@@ -342,7 +343,13 @@ def classical_discrete_frechet(query: npt.ArrayLike, track: npt.ArrayLike) -> fl
 
 
 def refined_tempo_ratio(
-    rows: FloatArray, path: tuple[int, ...], *, live_hop_s: float, index_hop_s: float
+    rows: FloatArray,
+    path: tuple[int, ...],
+    *,
+    live_hop_s: float,
+    index_hop_s: float,
+    max_distance: float = math.inf,
+    min_points: int = 3,
 ) -> float:
     """Tempo from a coupling path, refined below the index hop.
 
@@ -353,24 +360,64 @@ def refined_tempo_ratio(
     and the ratio is the least-squares slope of position against live time.
     Raw path steps are multiples of the index hop, so without this a 0.5 s
     index hop against a 2 s live hop quantises tempo in steps of 25 %.
-    Fewer than 3 points give 1.0.
+
+    Only the coupled pairs within ``max_distance`` are fitted. A path has to
+    couple every stored live window, also those from before the track came in
+    (the previous track, a crossfade): there it is any chain of allowed steps,
+    and its slope anywhere in the step range (``3..5`` windows per live
+    window is ±25 %). Fewer than ``min_points`` fitted points give 1.0 (no
+    evidence of a tempo change).
     """
-    n_points = len(path)
-    if n_points < 3:
-        return 1.0
-    offset = rows.shape[0] - n_points
-    positions = np.empty(n_points)
+    offset = rows.shape[0] - len(path)
+    live: list[float] = []
+    positions: list[float] = []
     for i, j in enumerate(path):
         row = rows[offset + i]
-        positions[i] = j
+        mid = float(row[j])
+        if not mid <= max_distance:
+            continue
+        position = float(j)
         if 0 < j < row.shape[0] - 1:
-            left, mid, right = float(row[j - 1]), float(row[j]), float(row[j + 1])
+            left, right = float(row[j - 1]), float(row[j + 1])
             curvature = left - 2.0 * mid + right
             if curvature > 1e-9:
-                positions[i] = j + float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
-    steps = np.arange(n_points, dtype=np.float64)
-    slope = float(np.polyfit(steps, positions, 1)[0])
+                position += float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+        live.append(float(i))
+        positions.append(position)
+    if len(positions) < max(2, min_points):
+        return 1.0
+    slope = float(np.polyfit(np.array(live), np.array(positions), 1)[0])
     return slope * index_hop_s / live_hop_s
+
+
+def averaged_path_step(
+    previous: FloatArray,
+    row: FloatArray,
+    *,
+    s_lo: int,
+    s_hi: int,
+    decay: float,
+    entry: FloatArray | float | None = None,
+) -> tuple[FloatArray, IntArray]:
+    """One live window of the averaged-cost path: ``(F_t [M], step [M])``.
+
+    ``F_t[j] = (1 - decay) * row[j] + decay * min_s F_{t-1}[j - s]`` over
+    ``s in [s_lo, s_hi]``, so ``F_t[j]`` is an exponentially weighted mean of
+    the coupled distances along the best path ending at track window ``j``.
+    A predecessor before the start of the track stands for "the path enters
+    the track here" and costs ``entry`` (a scalar or ``[M]``; ``row``, the
+    default, makes the entry free of history). ``step[j]`` is the step taken
+    into ``j``, or -1 where the path enters. Ties go to the smaller step.
+    """
+    m = row.shape[0]
+    fill = row if entry is None else entry
+    cand_f = shifted(np.empty((s_hi - s_lo + 1, m)), previous, s_lo=s_lo, fill=fill)
+    k = cand_f.argmin(axis=0)
+    cols = np.arange(m)
+    step = s_lo + k
+    values: FloatArray = (1.0 - decay) * row + decay * cand_f[k, cols]
+    steps: IntArray = np.where(cols - step >= 0, step, -1)
+    return values, steps
 
 
 def estimate_tempo_ratio(
