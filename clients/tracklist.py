@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, replace
+from pathlib import PurePath
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from synesthete.constants import WINDOW_S
 from synesthete.errors import ConfigError
@@ -341,10 +343,32 @@ class TracklistWriter:
             self._out.write(f"    INDEX 01 {cue_index(segment.start_s)}\n")
 
 
+_CUE_FILE_TYPES = {
+    ".mp3": "MP3",
+    ".mp2": "MP3",
+    ".mpga": "MP3",
+    ".aif": "AIFF",
+    ".aiff": "AIFF",
+    ".aifc": "AIFF",
+    ".bin": "BINARY",
+    ".raw": "BINARY",
+    ".pcm": "BINARY",
+}
+
+
 def _cue_file_type(source: str) -> str:
-    """The CUE file type: ``MP3`` for MPEG audio, ``WAVE`` for everything else, as players
-    read it (AIFF and the binary types do not apply to what identify reads)."""
-    return "MP3" if source.lower().endswith(".mp3") else "WAVE"
+    """The CUE sheet's file type for ``source``, by its extension (case-insensitive).
+
+    The CUE format names five types: ``WAVE``, ``MP3``, ``AIFF``, ``BINARY``
+    (raw little-endian PCM) and ``MOTOROLA`` (raw big-endian PCM). MPEG audio
+    is ``MP3`` and AIFF is ``AIFF``. It has no type for FLAC, Ogg or Opus:
+    ``WAVE`` is what rippers and players (EAC, foobar2000, CUETools) write and
+    read for those, meaning "a decodable audio file", so they, WAV, standard
+    input (``-``) and unknown extensions get ``WAVE``. A URL's query is not
+    part of its extension.
+    """
+    path = urlsplit(source).path if "://" in source else source
+    return _CUE_FILE_TYPES.get(PurePath(path).suffix.lower(), "WAVE")
 
 
 def write_tracklist(tracklist: Tracklist, out: TextIO, *, fmt: str) -> None:

@@ -21,7 +21,9 @@ from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_S
 from synesthete.errors import AudioFormatError, ConfigError
 from synesthete.stream.resample import Downmix, StreamResampler
 from synesthete.stream.sources import (
+    codec_name,
     decoder_chatter_filtered,
+    describe_damaged_data,
     describe_decode_error,
     soundfile_name,
 )
@@ -98,11 +100,13 @@ def decode_mono_16k_speeds(
     peak = 0.0
     frames_read = 0
     header_s: float | None = None
+    codec = ""
     try:
         with decoder_chatter_filtered():
             source = sf.SoundFile(soundfile_name(where))
         with source:
             header_s = source.frames / source.samplerate
+            codec = codec_name(source.format, source.subtype)
             downmix = Downmix()
             resampler = StreamResampler(in_rate_hz=source.samplerate, out_rate_hz=SAMPLE_RATE_HZ)
             played = [
@@ -129,13 +133,13 @@ def decode_mono_16k_speeds(
     except AudioFormatError:
         raise
     except _DECODE_ERRORS as err:
-        reason = describe_decode_error(err, where)
-        if header_s is not None:
+        if header_s is None:
+            reason = describe_decode_error(err, where)
+        else:
             # The header parsed, so the data stops or breaks part-way (blocks are
-            # read whole, so where exactly is not known).
-            reason = (
-                f"truncated or corrupt audio data (the header says {header_s:.1f} s; "
-                f"{reason.removeprefix('cannot decode: ')})"
+            # read whole, so only the block it broke in is known).
+            reason = describe_damaged_data(
+                err, codec=codec, header_s=header_s, decoded_s=frames_read / source.samplerate
             )
         raise AudioFormatError(f"{where}: {reason}") from err
     if tail.size:

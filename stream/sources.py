@@ -138,6 +138,33 @@ def describe_decode_error(err: BaseException, where: str) -> str:
 
 
 UNRECOGNISED_AUDIO = "not a recognised audio format (or corrupt header)"
+# libsndfile's words when mpg123 (or another codec library) fails without saying why.
+_VAGUE_DECODER_REASONS = frozenset({"", "Unspecified internal error"})
+_CODEC_NAMES = {"OGG": {"VORBIS": "Vorbis", "OPUS": "Opus"}}
+
+
+def codec_name(format_name: str, subtype: str) -> str:
+    """A file's codec for people, from libsndfile's format and subtype (``MP3``, ``FLAC``,
+    ``Vorbis``, ``Opus``, ``WAV``...)."""
+    return _CODEC_NAMES.get(format_name, {}).get(subtype, format_name)
+
+
+def describe_damaged_data(
+    err: BaseException, *, codec: str, header_s: float, decoded_s: float
+) -> str:
+    """One line for audio data that the decoder gives up on part-way (its header was fine).
+
+    Says what the header promised, which decoder stopped, and how far it got
+    (``decoded_s``: the audio read before the failing block, so the damage is
+    at or after it). libsndfile's own reason is added only when it says
+    something: for a damaged MP3 it is "Unspecified internal error".
+    """
+    reason = _sf_reason(err).removeprefix("Error : ").rstrip(".")
+    detail = "" if reason in _VAGUE_DECODER_REASONS else f": {reason}"
+    return (
+        f"truncated or corrupt audio data (the header says {header_s:.1f} s; "
+        f"the {codec} decoder gave up after {decoded_s:.1f} s{detail})"
+    )
 
 
 def _import_soundfile() -> ModuleType:
@@ -821,9 +848,13 @@ class FileSource:
                     with decoder_chatter_filtered():
                         block = handle.read(self._block_frames, dtype="float32", always_2d=True)
                 except (sf.SoundFileError, RuntimeError) as err:
-                    raise AudioFormatError(
-                        f"{self._name}: decode error at frame {position_frames}: {_sf_reason(err)}"
-                    ) from err
+                    damage = describe_damaged_data(
+                        err,
+                        codec=codec_name(handle.format, handle.subtype),
+                        header_s=handle.frames / handle.samplerate,
+                        decoded_s=position_frames / handle.samplerate,
+                    )
+                    raise AudioFormatError(f"{self._name}: {damage}") from err
                 if block.shape[0] == 0:
                     if not self._loop:
                         return
