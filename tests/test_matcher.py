@@ -28,7 +28,6 @@ from synesthete.index.frechet import (
     distance_matrix,
     estimate_tempo_ratio,
     min_point_distance,
-    refined_tempo_ratio,
     step_range,
     subsequence_frechet,
 )
@@ -389,9 +388,8 @@ def test_incremental_horizon_frechet_equals_oracle(seed: int) -> None:
                 min_point_distance(recent, library.curve(track_id)), abs=1e-12
             )
         current, ema_current = matcher.current(), ema.current()
-        if current is not None and ema_current is not None:
-            if current.track.id == ema_current.track.id:
-                assert current.tempo_ratio == ema_current.tempo_ratio
+        if current is not None and ema_current is not None and current.track == ema_current.track:
+            assert current.tempo_ratio == ema_current.tempo_ratio
 
 
 # --------------------------------------------------------------------------- identification
