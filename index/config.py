@@ -144,12 +144,28 @@ class IndexConfig:
             raise ConfigError(f"silence_dbfs must be below 0 dBFS, got {self.silence_dbfs}")
 
 
+def _log1pexp(x: float) -> float:
+    """``log(1 + exp(x))`` without overflow."""
+    return x + math.log1p(math.exp(-x)) if x > 0.0 else math.log1p(math.exp(x))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Calibration:
     """Logistic confidence model over the matcher's scores.
 
-    ``confidence = sigmoid(bias + w_frechet * frechet + w_margin * clip(margin)
-    + w_windows * min(n, H) / H)``, with the margin clipped to ``±margin_cap``.
+    ``confidence = sigmoid(logit(p_known * p_gate) - shift)``, where
+    ``p_known = sigmoid(bias + w_frechet * frechet + w_margin * clip(margin)
+    + w_windows * min(n, H) / H)`` says how well the audio fits the track,
+    and, when ``gate_margin > 0``, ``p_gate = sigmoid(gate_bias + gate_margin
+    * clip(margin))`` says how clearly it beats the runner-up track (else 1).
+    The margin is clipped to ``±margin_cap``.
+
+    In the gated form (what ``scripts/calibrate.py`` fits) a clear margin can
+    only confirm a close fit: it cannot lift a distant one over the threshold.
+    A small library leaves an unknown piece with no runner-up near it, so an
+    additive margin term (the older form, ``gate_margin = 0``) named such a
+    piece with high confidence. ``shift`` puts the fitted operating point at
+    0.5.
 
     The defaults are hand-set for unit-vector distances (true matches score
     a Fréchet distance of about 0.05-0.3, unrelated audio 0.6-1.2): with a full
@@ -163,9 +179,12 @@ class Calibration:
     w_margin: float = 3.0
     w_windows: float = 1.0
     margin_cap: float = 0.3
+    gate_bias: float = 0.0
+    gate_margin: float = 0.0
+    shift: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("bias", "w_frechet", "w_margin", "w_windows", "margin_cap"):
+        for name in self._keys():
             require_real(f"calibration.{name}", getattr(self, name))
         # The matcher ranks candidates by confidence and relies on it falling
         # as the distance grows and rising with the runner-up gap.
@@ -173,8 +192,17 @@ class Calibration:
             raise ConfigError(f"calibration.w_frechet must be < 0, got {self.w_frechet}")
         if self.w_margin < 0.0:
             raise ConfigError(f"calibration.w_margin must be >= 0, got {self.w_margin}")
+        if self.gate_margin < 0.0:
+            raise ConfigError(f"calibration.gate_margin must be >= 0, got {self.gate_margin}")
         if self.margin_cap < 0.0:
             raise ConfigError(f"calibration.margin_cap must be >= 0, got {self.margin_cap}")
+
+    @staticmethod
+    def _keys() -> tuple[str, ...]:
+        return (
+            "bias", "w_frechet", "w_margin", "w_windows", "margin_cap",
+            "gate_bias", "gate_margin", "shift",
+        )  # fmt: skip
 
     def confidence(
         self, *, frechet: float, margin: float, n_windows: int, horizon_windows: int
@@ -190,19 +218,20 @@ class Calibration:
             + self.w_margin * clipped_margin
             + self.w_windows * window_fraction
         )
+        if self.gate_margin > 0.0:
+            # log(p_known * p_gate) - log(1 - p_known * p_gate), computed stably.
+            log_p = -_log1pexp(-z) - _log1pexp(
+                -(self.gate_bias + self.gate_margin * clipped_margin)
+            )
+            z = log_p - math.log(-math.expm1(log_p)) if log_p < 0.0 else 30.0
+        z -= self.shift
         if z >= 0.0:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)
         return e / (1.0 + e)
 
     def to_dict(self) -> dict[str, float]:
-        return {
-            "bias": self.bias,
-            "w_frechet": self.w_frechet,
-            "w_margin": self.w_margin,
-            "w_windows": self.w_windows,
-            "margin_cap": self.margin_cap,
-        }
+        return {key: float(getattr(self, key)) for key in self._keys()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Calibration:

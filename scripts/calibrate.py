@@ -1,16 +1,25 @@
 """Fit the matcher's confidence calibration for an encoder, on the corpus's VAL split.
 
-    python scripts/calibrate.py [--corpus DIR] [--model PT] [--out JSON]
+    python scripts/calibrate.py [--corpus DIR] [--model PT] [--out JSON] [--max-frechet D]
+    python scripts/calibrate.py --from-dump ROWS.npz --model PT ...   # refit, no replay
 
 Known audio: excerpts of val-split tracks under a spread of degradations,
 against an index of the val split. Unknown audio: excerpts of train-split
-tracks (not indexed), speech and noise. Every live window contributes the
-best candidate's features (Fréchet distance, margin to the runner-up,
-windows seen) with label 1 when it is the true track and 0 otherwise; a
-logistic regression (Newton's method, small L2) gives the weights. The
-bench split is never read. Writes the calibration JSON (default: next to the
-packaged model, which ``scripts/export_baseline.py`` embeds) and a report
-under ``bench/``.
+tracks (not indexed) heard as the known ones are (clean, noisy, through
+chatter, in a room, through a codec), speech and noise. Every live window
+contributes the best candidate's features (Fréchet distance, margin to the
+runner-up, windows seen) with label 1 when it is the true track and 0
+otherwise.
+
+The gated form (the default) fits two logistic regressions (Newton's method,
+small L2): how well the audio fits (distance, windows; true windows against
+unknown audio) times how clearly it beats the runner-up (margin; on known
+audio). Then the operating point is the lowest threshold at which at most
+``--max-fp`` of the unknown queries fire within the ``--max-frechet`` guard,
+and ``shift`` moves it to 0.5, where the matcher decides. The bench split is
+never read. Writes the calibration JSON (default: next to the model;
+``scripts/export_baseline.py`` embeds the baseline's) and a report under
+``bench/``.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +41,7 @@ from provenance import git_commit
 
 from synesthete.clients.app import open_engine
 from synesthete.index.builder import build_index
-from synesthete.index.config import Calibration, IndexConfig
+from synesthete.index.config import Calibration, IndexConfig, MatcherConfig
 from synesthete.index.decode import load_mono
 from synesthete.inference.augment import CONDITIONS, Materials, source_seconds_needed
 from synesthete.inference.config import EncoderConfig
@@ -54,6 +64,7 @@ CONDITION_MIX = (
     "pitch+1",
     "codec64",
 )
+NEGATIVE_MIX = ("clean", "pink5", "babble0", "room", "codec64")
 
 
 def read_mono(path: str, start_s: float, seconds: float) -> np.ndarray:
@@ -81,16 +92,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=ROOT / "corpus")
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--dump", type=Path, default=None, help="save the feature rows (.npz)")
+    parser.add_argument("--from-dump", type=Path, default=None, help="refit saved rows")
     parser.add_argument("--queries", type=int, default=300, help="known queries")
-    parser.add_argument("--negatives", type=int, default=150, help="unknown queries")
+    parser.add_argument("--negatives", type=int, default=350, help="unknown queries")
     parser.add_argument(
         "--max-fp",
         type=float,
-        default=0.04,
+        default=0.01,
         help="largest share of unknown queries allowed to fire at the operating point",
     )
+    parser.add_argument(
+        "--max-frechet",
+        type=float,
+        default=None,
+        help="the model's guard distance (written to the JSON; default: the matcher's)",
+    )
+    parser.add_argument("--form", choices=("gated", "additive"), default="gated")
     args = parser.parse_args(argv)
     began = time.perf_counter()
+    encoder = TorchScriptEncoder(config=EncoderConfig(model_path=args.model))
+    if args.from_dump is not None:
+        saved = np.load(args.from_dump)
+        data, kinds, known_queries = saved["data"], saved["kinds"], int(saved["known_queries"])
+    else:
+        data, kinds, known_queries = collect(args, encoder)
+        if args.dump is not None:
+            np.savez(args.dump, data=data, kinds=kinds, known_queries=known_queries)
+    guard = args.max_frechet if args.max_frechet is not None else MatcherConfig().max_frechet
+    calibration, report = fit(
+        data, kinds, known_queries, form=args.form, max_frechet=guard, max_fp=args.max_fp
+    )
+    report["runtime_s"] = round(time.perf_counter() - began, 1)
+    commit, _ = git_commit()
+    report["commit"] = commit
+    report["model"] = encoder.name
+    out = args.out or ROOT / "inference" / "models" / f"{encoder.name}.calibration.json"
+    written: dict[str, float] = calibration.to_dict()
+    if args.max_frechet is not None:
+        written["max_frechet"] = args.max_frechet
+    out.write_text(json.dumps(written, indent=2) + "\n")
+    (ROOT / "bench").mkdir(exist_ok=True)
+    (ROOT / "bench" / f"calibration-{encoder.name}.json").write_text(
+        json.dumps(report, indent=2) + "\n"
+    )
+    print(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def collect(
+    args: argparse.Namespace, encoder: TorchScriptEncoder
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Replay known and unknown queries; rows of (frechet, margin, window fraction,
+    min_p2p, |log tempo|, label, query), each row's kind, and the number of known queries."""
     manifest = [
         json.loads(x)
         for x in (args.corpus / "manifest.jsonl").read_text().splitlines()
@@ -100,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     train = [e for e in manifest if e["split"] == "train" and e["duration_s"] >= 20]
     if not val or not train:
         sys.exit("calibrate: the corpus needs val and train tracks")
-    encoder = TorchScriptEncoder(config=EncoderConfig(model_path=args.model))
     work = Path(tempfile.mkdtemp(prefix="synesthete-calib-"))
     build_index(
         work / "index", [Path(e["path"]) for e in val], encoder=encoder, config=IndexConfig()
@@ -119,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     materials = Materials(sample_rate_hz=RATE_HZ, speech=tuple(speech))
     rng = np.random.default_rng(SEED)
-    rows: list[tuple[float, float, float, int, int]] = []  # frechet, margin, frac, label, query
+    rows: list[tuple[float, ...]] = []
+    kinds: list[str] = []
 
-    def run(audio: np.ndarray, truth_id: int | None, query: int) -> None:
+    def run(audio: np.ndarray, truth_id: int | None, query: int, kind: str) -> None:
         recognizer = engine.recognizer(stream="calibration", input_rate_hz=RATE_HZ)
         horizon = recognizer.matcher.config.horizon_windows
         for start in range(0, audio.shape[0], RATE_HZ // 2):
@@ -134,7 +189,18 @@ def main(argv: list[str] | None = None) -> int:
             best = min(feats, key=lambda f: (f.frechet, f.track_id))
             label = int(truth_id is not None and best.track_id == truth_id)
             frac = min(best.n_windows, horizon) / horizon
-            rows.append((best.frechet, float(np.clip(best.margin, -0.3, 0.3)), frac, label, query))
+            rows.append(
+                (
+                    best.frechet,
+                    float(np.clip(best.margin, -0.3, 0.3)),
+                    frac,
+                    best.min_p2p,
+                    abs(float(np.log(max(best.tempo_ratio, 1e-3)))),
+                    label,
+                    query,
+                )
+            )
+            kinds.append(kind)
 
     query = 0
     for n in range(args.queries):
@@ -148,104 +214,146 @@ def main(argv: list[str] | None = None) -> int:
         if float(np.sqrt(np.mean(audio**2))) < 1e-3:
             continue
         audio = CONDITIONS[name](audio, sample_rate_hz=RATE_HZ, rng=rng, materials=materials)
-        run(audio[: int(QUERY_S * RATE_HZ)], path_to_id.get(entry["path"]), query)
+        run(audio[: int(QUERY_S * RATE_HZ)], path_to_id.get(entry["path"]), query, name)
         query += 1
     known_queries = query
     for n in range(args.negatives):
-        if n % 3 == 2:
+        # Most unknown audio a user meets is music that is not in the library,
+        # heard as the library's music is: clean, through a phone, in a room.
+        if n % 7 == 5:
             audio = 0.3 * pink_noise(seconds=QUERY_S, sample_rate_hz=RATE_HZ, seed=n)
-        elif n % 3 == 1 and speech:
+            kind = "negative:noise"
+        elif n % 7 == 6 and speech:
             audio = np.concatenate([speech[int(k)] for k in rng.integers(len(speech), size=4)])
             audio = 0.5 * audio[: int(QUERY_S * RATE_HZ)] / max(1e-6, float(np.abs(audio).max()))
+            kind = "negative:speech"
         else:
+            name = NEGATIVE_MIX[n % len(NEGATIVE_MIX)]
+            need = source_seconds_needed(name, QUERY_S)
             entry = train[int(rng.integers(len(train)))]
-            start = float(rng.uniform(0, entry["duration_s"] - QUERY_S - 0.5))
-            audio = read_mono(entry["path"], start, QUERY_S)
-            if n % 2:
-                audio = CONDITIONS["pink5"](audio, sample_rate_hz=RATE_HZ, rng=rng)
-        run(audio.astype(np.float32), None, query)
+            if entry["duration_s"] < need + 1:
+                continue
+            start = float(rng.uniform(0, entry["duration_s"] - need - 0.5))
+            audio = read_mono(entry["path"], start, need)
+            if float(np.sqrt(np.mean(audio**2))) < 1e-3:
+                continue
+            audio = CONDITIONS[name](audio, sample_rate_hz=RATE_HZ, rng=rng, materials=materials)
+            audio = audio[: int(QUERY_S * RATE_HZ)]
+            kind = f"negative:music-{name}"
+        run(audio.astype(np.float32), None, query, kind)
         query += 1
-
     shutil.rmtree(work, ignore_errors=True)
-    data = np.array(rows)
-    x = np.column_stack([np.ones(len(data)), data[:, 0], data[:, 1], data[:, 2]])
-    y = data[:, 3]
-    w = fit_logistic(x, y)
-    calibration = Calibration(
-        bias=float(w[0]),
-        w_frechet=float(min(w[1], -1e-3)),
-        w_margin=float(max(w[2], 0.0)),
-        w_windows=float(w[3]),
-        margin_cap=0.3,
-    )
-    probs = 1.0 / (
-        1.0
-        + np.exp(
-            -(
-                x
-                @ np.array(
-                    [
-                        calibration.bias,
-                        calibration.w_frechet,
-                        calibration.w_margin,
-                        calibration.w_windows,
-                    ]
-                )
-            )
+    return np.array(rows), np.array(kinds), known_queries
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0))))
+
+
+def fit(
+    data: np.ndarray,
+    kinds: np.ndarray,
+    known_queries: int,
+    *,
+    form: str,
+    max_frechet: float,
+    max_fp: float,
+) -> tuple[Calibration, dict[str, Any]]:
+    """The calibration and a report of its operating point (see the module's docstring)."""
+    frechet, margin, fraction = data[:, 0], data[:, 1], data[:, 2]
+    label, queries = data[:, 5], data[:, 6].astype(int)
+    negative = queries >= known_queries
+    ones = np.ones(len(data))
+    if form == "gated":
+        # How well it fits: true windows against unknown audio (a known query's
+        # windows on a wrong track say nothing about fit).
+        fits = (label == 1) | negative
+        x_fit = np.column_stack([ones, frechet, fraction])
+        w_fit = fit_logistic(x_fit[fits], label[fits])
+        x_gate = np.column_stack([ones, margin])
+        w_gate = fit_logistic(x_gate[~negative], label[~negative])
+        fitted = Calibration(
+            bias=float(w_fit[0]),
+            w_frechet=float(min(w_fit[1], -1e-3)),
+            w_margin=0.0,
+            w_windows=float(w_fit[2]),
+            gate_bias=float(w_gate[0]),
+            gate_margin=float(max(w_gate[1], 1e-3)),
         )
+    else:
+        x = np.column_stack([ones, frechet, margin, fraction])
+        w = fit_logistic(x, label)
+        fitted = Calibration(
+            bias=float(w[0]),
+            w_frechet=float(min(w[1], -1e-3)),
+            w_margin=float(max(w[2], 0.0)),
+            w_windows=float(w[3]),
+        )
+    horizon = MatcherConfig().horizon_windows
+    probs = np.array(
+        [
+            fitted.confidence(
+                frechet=f, margin=m, n_windows=round(r * horizon), horizon_windows=horizon
+            )
+            for f, m, r in zip(frechet, margin, fraction, strict=True)
+        ]
     )
-    queries = data[:, 4].astype(int)
-    negative_queries = queries >= known_queries
-    fitted = calibration.to_dict()
+    guarded = frechet <= max_frechet
+    n_unknown = len(set(queries[negative]))
     report: dict[str, Any] = {
         "windows": len(data),
         "known_queries": known_queries,
-        "unknown_queries": query - known_queries,
-        "calibration": calibration.to_dict(),
+        "unknown_queries": n_unknown,
+        "form": form,
+        "max_frechet": max_frechet,
+        "max_fp": max_fp,
         "thresholds": {},
     }
     operating: float | None = None
-    for threshold in np.round(np.arange(0.5, 0.96, 0.05), 2):
-        fires = probs >= threshold
-        fp_queries = len(set(queries[fires & negative_queries]))
-        wrong = len(set(queries[fires & (y == 0) & ~negative_queries]))
-        fp_rate = fp_queries / max(1, query - known_queries)
-        if operating is None and fp_rate <= args.max_fp:
+    for threshold in np.round(np.arange(0.30, 0.996, 0.005), 3):
+        fires = (probs >= threshold) & guarded
+        fp_rate = len(set(queries[fires & negative])) / max(1, n_unknown)
+        if operating is None and fp_rate <= max_fp:
             operating = float(threshold)
-        report["thresholds"][str(threshold)] = {
-            "window_precision": round(float(y[fires].mean()), 4) if fires.any() else None,
-            "window_recall": round(float(fires[y == 1].mean()), 4),
-            "negative_queries_fp_rate": round(fp_queries / max(1, query - known_queries), 4),
-            "known_queries_with_wrong_window": round(wrong / max(1, known_queries), 4),
-        }
-    # The contract is a threshold that separates known from unknown audio: move
-    # the chosen operating point to 0.5, where the matcher decides.
-    operating = operating if operating is not None else 0.95
-    shift = float(np.log(operating / (1.0 - operating)))
-    calibration = Calibration(
-        bias=calibration.bias - shift,
-        w_frechet=calibration.w_frechet,
-        w_margin=calibration.w_margin,
-        w_windows=calibration.w_windows,
-        margin_cap=calibration.margin_cap,
-    )
-    report["fitted_probability_model"] = fitted
+        if operating == float(threshold) or round(threshold * 20) == threshold * 20:
+            report["thresholds"][str(threshold)] = _operating_report(
+                fires, label, queries, kinds, negative, known_queries, n_unknown
+            )
+    operating = operating if operating is not None else 0.995
+    calibration = replace(fitted, shift=float(np.log(operating / (1.0 - operating))))
+    report["fitted_probability_model"] = fitted.to_dict()
     report["operating_threshold"] = operating
-    report["max_fp"] = args.max_fp
+    report["at_operating_point"] = report["thresholds"].get(str(operating))
     report["calibration"] = calibration.to_dict()
-    report["runtime_s"] = round(time.perf_counter() - began, 1)
-    commit, _ = git_commit()
-    report["commit"] = commit
-    report["model"] = encoder.name
-    out = args.out or ROOT / "inference" / "models" / f"{encoder.name}.calibration.json"
-    out.write_text(json.dumps(calibration.to_dict(), indent=2) + "\n")
-    (ROOT / "bench").mkdir(exist_ok=True)
-    (ROOT / "bench" / f"calibration-{encoder.name}.json").write_text(
-        json.dumps(report, indent=2) + "\n"
-    )
-    print(json.dumps(report, indent=2))
-    print(f"wrote {out}")
-    return 0
+    return calibration, report
+
+
+def _operating_report(
+    fires: np.ndarray,
+    label: np.ndarray,
+    queries: np.ndarray,
+    kinds: np.ndarray,
+    negative: np.ndarray,
+    known_queries: int,
+    n_unknown: int,
+) -> dict[str, Any]:
+    """Per query: known ones found (a true window fires) by condition, unknown ones firing."""
+    found = set(queries[fires & (label == 1)])
+    wrong = set(queries[fires & (label == 0) & ~negative])
+    by_kind: dict[str, float] = {}
+    for kind in sorted(set(kinds.tolist())):
+        asked = set(queries[kinds == kind])
+        hits = asked & (set(queries[fires]) if kind.startswith("negative") else found)
+        by_kind[kind] = round(len(hits) / max(1, len(asked)), 4)
+    return {
+        "window_precision": round(float(label[fires].mean()), 4) if fires.any() else None,
+        "window_recall": round(float(fires[label == 1].mean()), 4),
+        "negative_queries_fp_rate": round(
+            len(set(queries[fires & negative])) / max(1, n_unknown), 4
+        ),
+        "known_queries_with_wrong_window": round(len(wrong) / max(1, known_queries), 4),
+        "by_kind": by_kind,
+    }
 
 
 if __name__ == "__main__":

@@ -334,6 +334,26 @@ def test_demo_without_the_live_view_keeps_stdout_jsonl(tmp_path: Path) -> None:
     assert "demo: indexed 24/24 tracks" in done.stderr
     assert "Tracklist (" in done.stderr and "What was really played:" in done.stderr
 
+    # 1. The closing piece is not in the library, and must stay unknown: once the
+    # live window (4 s) holds only it, past the 3 s crossfade and one more hop,
+    # nothing is named, and the tracklist names nothing that starts in it.
+    truth = json.loads((tmp_path / "demo" / "set-truth.json").read_text())
+    stranger = next(item for item in truth if item["title"] is None)
+    settled_s = float(stranger["set_start_s"]) + 3.0 + 4.0 + 2.0
+    named = [
+        (e["t"], e["track"]["title"], e["confidence"])
+        for e in events
+        if e["type"] == "now_playing" and e["t"] >= settled_s
+    ]
+    assert not named, f"the piece outside the library was named: {named}"
+    assert events[-1]["type"] == "unknown"
+    listed = (tmp_path / "demo" / "set-tracklist.txt").read_text().splitlines()
+    starts = [line for line in listed if line[:2].isdigit()]
+    assert len(starts) == len(truth) - 1, listed
+    # And the four library pieces are named, in order.
+    for line, item in zip(starts, truth[:-1], strict=True):
+        assert str(item["title"]) in line
+
 
 # ----------------------------------------------------------------- stdin: -
 

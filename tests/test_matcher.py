@@ -768,6 +768,38 @@ def test_calibration_validation_and_round_trip() -> None:
     ) == default.confidence(frechet=0.5, margin=0.3, n_windows=8, horizon_windows=8)
 
 
+def test_gated_calibration_lets_the_margin_confirm_but_never_lift_a_distant_fit() -> None:
+    """Item 1 of issue 16: a small library leaves an unknown piece with no runner-up near
+    it. An additive margin term named it; the gate only multiplies the fit's probability."""
+    gated = Calibration(
+        bias=10.0, w_frechet=-20.0, w_margin=0.0, w_windows=0.0, gate_bias=-1.0,
+        gate_margin=30.0,
+    )  # fmt: skip
+
+    def conf(cal: Calibration, frechet: float, margin: float) -> float:
+        return cal.confidence(frechet=frechet, margin=margin, n_windows=8, horizon_windows=8)
+
+    p_fit = 1.0 / (1.0 + math.exp(-(10.0 - 20.0 * 0.6)))  # 0.12 at 0.6
+    assert conf(gated, 0.6, 0.3) <= p_fit + 1e-9  # the widest margin cannot lift it
+    assert conf(gated, 0.2, 0.3) > 0.99  # a close fit with a clear margin is sure
+    assert conf(gated, 0.2, 0.0) < 0.5  # a close fit that a rival matches as well is not
+    additive = Calibration(bias=10.0, w_frechet=-20.0, w_margin=25.0, w_windows=0.0)
+    assert conf(additive, 0.6, 0.3) > 0.99  # what the additive form did
+    # shift moves the operating point to 0.5, exactly.
+    shifted = replace(gated, shift=math.log(0.8 / 0.2))
+    for f in (0.2, 0.3, 0.45, 0.6):
+        odds = 1.0 / conf(gated, f, 0.2) - 1.0
+        assert math.isclose(conf(shifted, f, 0.2), 1.0 / (1.0 + 4.0 * odds), rel_tol=1e-9)
+    # Files written before the gate load unchanged, and a round trip keeps the gate.
+    old = Calibration.from_dict(
+        {"bias": 3.5, "w_frechet": -10.0, "w_margin": 3.0, "w_windows": 1.0, "margin_cap": 0.3}
+    )
+    assert old == Calibration()
+    assert Calibration.from_dict(shifted.to_dict()) == shifted
+    with pytest.raises(ConfigError):
+        Calibration(gate_margin=-1.0)
+
+
 def test_library_hop_must_match_config() -> None:
     library = DictLibrary({1: index_curve(smooth_track(1), 20)}, index_hop_s=1.0)
     with pytest.raises(ConfigError):
