@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         data, kinds, known_queries, form=args.form, max_frechet=guard, max_fp=args.max_fp
     )
     report["runtime_s"] = round(time.perf_counter() - began, 1)
+    if args.from_dump is not None:
+        report["rows_from"] = str(args.from_dump)
     commit, _ = git_commit()
     report["commit"] = commit
     report["model"] = encoder.name
@@ -310,7 +312,7 @@ def fit(
         "thresholds": {},
     }
     operating: float | None = None
-    for threshold in np.round(np.arange(0.30, 0.996, 0.005), 3):
+    for threshold in np.round(np.arange(0.05, 0.996, 0.005), 3):
         fires = (probs >= threshold) & guarded
         fp_rate = len(set(queries[fires & negative])) / max(1, n_unknown)
         if operating is None and fp_rate <= max_fp:
