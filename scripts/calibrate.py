@@ -110,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the model's guard distance (written to the JSON; default: the matcher's)",
     )
     parser.add_argument("--form", choices=("gated", "additive"), default="gated")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="use this operating threshold instead of the --max-fp one (reported either way)",
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
     encoder = TorchScriptEncoder(config=EncoderConfig(model_path=args.model))
@@ -122,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
             np.savez(args.dump, data=data, kinds=kinds, known_queries=known_queries)
     guard = args.max_frechet if args.max_frechet is not None else MatcherConfig().max_frechet
     calibration, report = fit(
-        data, kinds, known_queries, form=args.form, max_frechet=guard, max_fp=args.max_fp
+        data,
+        kinds,
+        known_queries,
+        form=args.form,
+        max_frechet=guard,
+        max_fp=args.max_fp,
+        threshold=args.threshold,
     )
     report["runtime_s"] = round(time.perf_counter() - began, 1)
     if args.from_dump is not None:
@@ -261,6 +273,7 @@ def fit(
     form: str,
     max_frechet: float,
     max_fp: float,
+    threshold: float | None = None,
 ) -> tuple[Calibration, dict[str, Any]]:
     """The calibration and a report of its operating point (see the module's docstring)."""
     frechet, margin, fraction = data[:, 0], data[:, 1], data[:, 2]
@@ -313,16 +326,22 @@ def fit(
         "thresholds": {},
     }
     operating: float | None = None
-    for threshold in np.round(np.arange(0.05, 0.996, 0.005), 3):
-        fires = (probs >= threshold) & guarded
+    for candidate in np.round(np.arange(0.05, 0.996, 0.005), 3):
+        fires = (probs >= candidate) & guarded
         fp_rate = len(set(queries[fires & negative])) / max(1, n_unknown)
         if operating is None and fp_rate <= max_fp:
-            operating = float(threshold)
-        if operating == float(threshold) or round(threshold * 20) == threshold * 20:
-            report["thresholds"][str(threshold)] = _operating_report(
+            operating = float(candidate)
+        if operating == float(candidate) or round(candidate * 20) == candidate * 20:
+            report["thresholds"][str(candidate)] = _operating_report(
                 fires, label, queries, kinds, negative, known_queries, n_unknown
             )
     operating = operating if operating is not None else 0.995
+    if threshold is not None:
+        fires = (probs >= threshold) & guarded
+        report["thresholds"][str(threshold)] = _operating_report(
+            fires, label, queries, kinds, negative, known_queries, n_unknown
+        )
+        operating = float(threshold)
     calibration = replace(fitted, shift=float(np.log(operating / (1.0 - operating))))
     report["fitted_probability_model"] = fitted.to_dict()
     report["operating_threshold"] = operating
