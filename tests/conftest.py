@@ -12,6 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +125,17 @@ def sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def build_index_cli(index: Path, music: Path) -> None:
+    """``synesthete index build --index INDEX MUSIC --quiet``, as a user runs it."""
+    subprocess.run(
+        cli_command("index", "build", "--index", str(index), str(music), "--quiet"),
+        env=cli_env(),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+
+
 def free_port() -> int:
     """A localhost TCP port that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -159,13 +173,7 @@ def demo_library(tmp_path_factory: pytest.TempPathFactory) -> DemoLibrary:
         )
         titles.append(title)
     index = root / "index"
-    subprocess.run(
-        cli_command("index", "build", "--index", str(index), str(music), "--quiet"),
-        env=cli_env(),
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    build_index_cli(index, music)
     return DemoLibrary(root=root, index=index, titles=tuple(titles), rate_hz=DEMO_RATE_HZ)
 
 
@@ -195,3 +203,64 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+
+
+class Listener:
+    """``synesthete listen --input FILE --realtime --serve 127.0.0.1:PORT --no-tui`` (the
+    overlay tests drive these; ``listeners`` kills the ones a test started)."""
+
+    def __init__(self, library: DemoLibrary | Path, excerpt: Path, port: int, logs: Path) -> None:
+        index = library if isinstance(library, Path) else library.index
+        self.port = port
+        self.stdout = logs / f"listen-{port}-{excerpt.stem}.out"
+        self.stderr = self.stdout.with_suffix(".err")
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            self.process = subprocess.Popen(
+                cli_command(
+                    "listen",
+                    "--index",
+                    str(index),
+                    "--input",
+                    str(excerpt),
+                    "--realtime",
+                    "--serve",
+                    f"127.0.0.1:{port}",
+                    "--no-tui",
+                    "--threads",
+                    "1",
+                ),
+                env=cli_env(),
+                stdout=out,
+                stderr=err,
+            )
+
+    @property
+    def overlay(self) -> str:
+        return f"http://127.0.0.1:{self.port}/overlay"
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"listen exited early: {self.stderr.read_text()}")
+            try:
+                with urllib.request.urlopen(self.overlay, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"listen did not serve {self.overlay} in {timeout_s:g} s")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[Listener]]:
+    started: list[Listener] = []
+    yield started
+    for listener in started:
+        listener.kill()

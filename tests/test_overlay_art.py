@@ -11,19 +11,17 @@ without art.
 from __future__ import annotations
 
 import base64
-import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import soundfile as sf
-from conftest import cli_command, cli_env, free_port
+from conftest import Listener, build_index_cli, free_port
 from fakes import embed_picture, png_bytes
-from test_overlay_chromium import TIMEOUT_MS, Listener
+from test_overlay_chromium import TIMEOUT_MS
 
 from synesthete.index.store import Library
 from synesthete.stream.synth import synth_track, synth_track_title
@@ -107,24 +105,10 @@ def art_library(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> ArtLi
         if name.startswith("png"):
             embed_picture(path, png_bytes(96, 96, seed=seed), mime="image/png")
     index = root / "index"
-    subprocess.run(
-        cli_command("index", "build", "--index", str(index), str(music), "--quiet"),
-        env=cli_env(),
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    build_index_cli(index, music)
     with Library.open(index) as lib:
         ids = {Path(r.path).stem: r.id for r in lib.records()}
     return ArtLibrary(root=root, index=index, jpeg=jpeg, titles=titles, ids=ids)
-
-
-@pytest.fixture
-def listeners() -> Iterator[list[Listener]]:
-    started: list[Listener] = []
-    yield started
-    for listener in started:
-        listener.kill()
 
 
 def _http_get(url: str) -> tuple[int, str, bytes]:

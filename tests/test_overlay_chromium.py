@@ -16,16 +16,10 @@ import base64
 import os
 import re
 import shutil
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import DemoLibrary, cli_command, cli_env, free_port
+from conftest import DemoLibrary, Listener, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_MS = 60_000
@@ -37,66 +31,6 @@ html { background-color: #2b2f36;
       #3a3f48 75%);
   background-size: 16px 16px; background-position: 0 0, 8px 8px; }
 """
-
-
-class Listener:
-    """``synesthete listen --input FILE --realtime --serve 127.0.0.1:PORT --no-tui``."""
-
-    def __init__(self, library: DemoLibrary | Path, excerpt: Path, port: int, logs: Path) -> None:
-        index = library if isinstance(library, Path) else library.index
-        self.port = port
-        self.stdout = logs / f"listen-{port}-{excerpt.stem}.out"
-        self.stderr = self.stdout.with_suffix(".err")
-        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
-            self.process = subprocess.Popen(
-                cli_command(
-                    "listen",
-                    "--index",
-                    str(index),
-                    "--input",
-                    str(excerpt),
-                    "--realtime",
-                    "--serve",
-                    f"127.0.0.1:{port}",
-                    "--no-tui",
-                    "--threads",
-                    "1",
-                ),
-                env=cli_env(),
-                stdout=out,
-                stderr=err,
-            )
-
-    @property
-    def overlay(self) -> str:
-        return f"http://127.0.0.1:{self.port}/overlay"
-
-    def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"listen exited early: {self.stderr.read_text()}")
-            try:
-                with urllib.request.urlopen(self.overlay, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"listen did not serve {self.overlay} in {timeout_s:g} s")
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=30)
-
-
-@pytest.fixture
-def listeners() -> Iterator[list[Listener]]:
-    started: list[Listener] = []
-    yield started
-    for listener in started:
-        listener.kill()
 
 
 def _save_artifact(data: bytes, name: str, tmp_path: Path) -> Path:
