@@ -71,6 +71,22 @@ def read_mono(path: str, start_s: float, seconds: float) -> np.ndarray:
     return load_mono(path, sample_rate_hz=RATE_HZ, start_s=start_s, duration_s=seconds)
 
 
+def degraded_excerpt(
+    entry: dict[str, Any], condition: str, rng: np.random.Generator, materials: Materials
+) -> np.ndarray | None:
+    """A random ``QUERY_S`` query from a manifest track under ``condition``; None when the
+    track is too short for it or the excerpt is silent."""
+    need = source_seconds_needed(condition, QUERY_S)
+    if entry["duration_s"] < need + 1:
+        return None
+    start = float(rng.uniform(0, entry["duration_s"] - need - 0.5))
+    audio = read_mono(entry["path"], start, need)
+    if float(np.sqrt(np.mean(audio**2))) < 1e-3:
+        return None
+    audio = CONDITIONS[condition](audio, sample_rate_hz=RATE_HZ, rng=rng, materials=materials)
+    return audio[: int(QUERY_S * RATE_HZ)]
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-3, iters: int = 50) -> np.ndarray:
     """Weights w of p = sigmoid(x @ w) by Newton's method; ``x`` includes a bias column."""
     w = np.zeros(x.shape[1])
@@ -221,15 +237,10 @@ def collect(
     for n in range(args.queries):
         entry = val[int(rng.integers(len(val)))]
         name = CONDITION_MIX[n % len(CONDITION_MIX)]
-        need = source_seconds_needed(name, QUERY_S)
-        if entry["duration_s"] < need + 1:
+        excerpt = degraded_excerpt(entry, name, rng, materials)
+        if excerpt is None:
             continue
-        start = float(rng.uniform(0, entry["duration_s"] - need - 0.5))
-        audio = read_mono(entry["path"], start, need)
-        if float(np.sqrt(np.mean(audio**2))) < 1e-3:
-            continue
-        audio = CONDITIONS[name](audio, sample_rate_hz=RATE_HZ, rng=rng, materials=materials)
-        run(audio[: int(QUERY_S * RATE_HZ)], path_to_id.get(entry["path"]), query, name)
+        run(excerpt, path_to_id.get(entry["path"]), query, name)
         query += 1
     known_queries = query
     for n in range(args.negatives):
@@ -244,16 +255,11 @@ def collect(
             kind = "negative:speech"
         else:
             name = NEGATIVE_MIX[n % len(NEGATIVE_MIX)]
-            need = source_seconds_needed(name, QUERY_S)
             entry = train[int(rng.integers(len(train)))]
-            if entry["duration_s"] < need + 1:
+            excerpt = degraded_excerpt(entry, name, rng, materials)
+            if excerpt is None:
                 continue
-            start = float(rng.uniform(0, entry["duration_s"] - need - 0.5))
-            audio = read_mono(entry["path"], start, need)
-            if float(np.sqrt(np.mean(audio**2))) < 1e-3:
-                continue
-            audio = CONDITIONS[name](audio, sample_rate_hz=RATE_HZ, rng=rng, materials=materials)
-            audio = audio[: int(QUERY_S * RATE_HZ)]
+            audio = excerpt
             kind = f"negative:music-{name}"
         run(audio.astype(np.float32), None, query, kind)
         query += 1
