@@ -177,7 +177,7 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _fft_convolve(audio: FloatArray, kernel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def fft_convolve(audio: FloatArray, kernel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Full linear convolution ``[n + k - 1]`` by FFT."""
     full = audio.shape[0] + kernel.shape[0] - 1
     size = _next_pow2(full)
@@ -591,7 +591,7 @@ def room(
     if kernel.ndim != 1 or kernel.shape[0] == 0 or not np.all(np.isfinite(kernel)):
         raise AudioFormatError("impulse_response must be a finite, non-empty [k] array")
     n = audio.shape[0]
-    wet = _fft_convolve(audio, kernel)[:n]
+    wet = fft_convolve(audio, kernel)[:n]
     wet_rms = math.sqrt(_power(wet))
     if wet_rms > 0:
         wet *= math.sqrt(_power(audio)) / wet_rms

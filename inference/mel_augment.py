@@ -59,6 +59,10 @@ class AugmentConfig:
     pitch_p: float = 0.25
     pitch_semitones: float = 1.2
     room_p: float = 0.4
+    real_room_share: float = 0.5
+    """Of the views put in a room, the share read from a reverberant copy of the
+    split (waveform rooms) rather than convolved with a per-band kernel; only
+    when the augmenter has such copies."""
     noise_p: float = 0.85
     snr_db_range: tuple[float, float] = (-5.0, 15.0)
     eq_p: float = 0.6
@@ -74,6 +78,9 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if self.frames < 8 or self.pre_roll_frames < 1:
             raise ConfigError("augment frames and pre-roll must be positive")
+        for name in ("room_p", "real_room_share", "noise_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass
@@ -156,7 +163,8 @@ class MelAugmenter:
     ``noises`` maps a kind (``pink``, ``babble``, ``samples``, ...) to a
     stream of interference; ``speech`` is a stream of single talkers that
     babble is built from (several crops summed); ``room_kernels`` is
-    ``[k, n_mels, lags]`` per-band energy over frame lags.
+    ``[k, n_mels, lags]`` per-band energy over frame lags; ``reverberant``
+    are copies of ``music`` played in rooms (frame-aligned with it).
     """
 
     def __init__(
@@ -168,8 +176,10 @@ class MelAugmenter:
         room_kernels: torch.Tensor | None,
         centres_hz: Sequence[float],
         config: AugmentConfig,
+        reverberant: Sequence[MelStream] = (),
     ) -> None:
         self.music = music
+        self.reverberant = list(reverberant)
         self.noises = noises
         self.speech = speech
         self.rooms = room_kernels
@@ -180,6 +190,9 @@ class MelAugmenter:
             raise ConfigError("one centre frequency per mel band is needed")
         if room_kernels is not None and room_kernels.shape[1] != music.n_mels:
             raise ConfigError("room kernels must have one row per mel band")
+        for copy in self.reverberant:
+            if copy.db.shape != music.db.shape or not np.array_equal(copy.starts, music.starts):
+                raise ConfigError("a reverberant copy must be frame-aligned with the music")
 
     # -- the batch ------------------------------------------------------------------------
 
@@ -232,9 +245,18 @@ class MelAugmenter:
         steps = torch.arange(-pre, cfg.frames, dtype=torch.float64)
         centre = torch.from_numpy(frame + mid + offset)[:, None]
         positions = centre + (steps[None, :] - mid) * torch.from_numpy(rate)[:, None]
+        roomed = rng.random(b) < cfg.room_p
+        real = np.zeros(b, dtype=bool)
+        if self.reverberant:
+            real = np.logical_and(roomed, rng.random(b) < cfg.real_room_share)
         power = self.music.read(track, positions)  # [b, n_mels, pre + frames]
+        copy = rng.integers(max(1, len(self.reverberant)), size=b)
+        for j, stream in enumerate(self.reverberant):
+            rows = torch.from_numpy(np.flatnonzero(real & (copy == j)))
+            if rows.numel():
+                power[rows] = stream.read(track[rows.numpy()], positions[rows])
         power = self._warp(power, torch.from_numpy(warp).float())
-        power = self._room(power, rng)[:, :, pre:]
+        power = self._room(power, np.flatnonzero(roomed & ~real), rng)[:, :, pre:]
         power = self._noise(power, rng)
         return self._device(power, rng)
 
@@ -257,12 +279,13 @@ class MelAugmenter:
         outside = (source < self._log_centres[0]) | (source > self._log_centres[-1])
         return warped.masked_fill(outside[:, :, None], 0.0)
 
-    def _room(self, power: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """Per-band convolution with a room's frame-lag kernel, for a random subset."""
+    def _room(
+        self, power: torch.Tensor, rows: npt.NDArray[np.int64], rng: np.random.Generator
+    ) -> torch.Tensor:
+        """Per-band convolution of ``rows`` with a random room's frame-lag kernel."""
         if self.rooms is None or self.rooms.shape[0] == 0:
             return power
-        b, n_mels, frames = power.shape
-        rows = np.flatnonzero(rng.random(b) < self.config.room_p)
+        _, n_mels, frames = power.shape
         if rows.size == 0:
             return power
         lags = self.rooms.shape[2]

@@ -10,7 +10,10 @@
   /usr/share/common-licenses in a dozen voices (the benchmark's own espeak
   clips and ambience loops stay out).
 - **Rooms:** pyroomacoustics impulse responses (RT60 0.2-1.0 s), each turned
-  into per-band energy over 20 ms frame lags (``room_kernel``).
+  into per-band energy over 20 ms frame lags (``room_kernel``); and whole
+  reverberant copies of the train split (``reverberant_stream``): every track
+  convolved as a waveform with a room of its own, then through the front end,
+  frame-aligned with the dry stream.
 
 Needs the ``[train]`` extra (torchaudio, pyroomacoustics).
 """
@@ -259,6 +262,35 @@ def room_kernel(impulse_response: npt.NDArray[np.float64], config: ModelConfig) 
     kernel = fbank @ spectrum.T  # [n_mels, lags]
     kernel /= max(1e-12, float(kernel.sum(axis=1).mean()))
     return torch.from_numpy(kernel.astype(np.float32))
+
+
+def reverberant_stream(
+    tracks: Sequence[tuple[str, FloatArray]],
+    front: Callable[[FloatArray], torch.Tensor],
+    *,
+    seed: int,
+) -> tuple[list[torch.Tensor], list[str]]:
+    """Each track played in a room of its own (waveform convolution), as mel dB.
+
+    The per-band kernels are an approximation (the convolutive transfer
+    function: energy per band and 20 ms lag, no phase). A copy of the whole
+    split reverberated in the waveform domain carries what they miss (comb
+    colouring inside a band, smearing inside a frame) at the cost of one more
+    cache: frame ``t`` of the copy is frame ``t`` of the dry track, so a view
+    reads it at exactly the dry positions. The tail past the track's end is
+    cut; the response has unit energy (levels are set by the views' SNR draws).
+    """
+    pieces: list[torch.Tensor] = []
+    names: list[str] = []
+    for k, (name, audio) in enumerate(tracks):
+        response = augment.room_impulse_response(
+            sample_rate_hz=SAMPLE_RATE_HZ, rng=seed + k, rt60_s=ROOM_RT60_S
+        )
+        response = response / max(1e-12, float(np.sqrt(np.sum(response**2))))
+        wet = augment.fft_convolve(audio, response)[: audio.shape[0]]
+        pieces.append(front(wet.astype(np.float32)))
+        names.append(name)
+    return pieces, names
 
 
 def room_kernels(count: int, *, seed: int, config: ModelConfig) -> torch.Tensor:

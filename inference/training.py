@@ -23,6 +23,7 @@ Needs the ``[train]`` extra (torchaudio, pyroomacoustics).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -76,6 +77,9 @@ class TrainConfig:
     threads: int | None = 2
     synthetic_tracks: int = 16
     rooms: int = 200
+    reverberant_copies: int = 0
+    """Copies of the train split played in waveform rooms (one room per track per
+    copy, ~400 MB each); ``augment.real_room_share`` of the roomed views read them."""
     talkers: int = 24
     talker_seconds: float = 90.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -88,6 +92,8 @@ class TrainConfig:
             raise ConfigError("training needs steps >= 1 and batch >= 2")
         if self.eval_every < 1:
             raise ConfigError("eval_every must be >= 1")
+        if self.reverberant_copies < 0:
+            raise ConfigError("reverberant_copies must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -267,6 +273,20 @@ def build_augmenter(
         if rooms_path is not None:
             torch.save(rooms, rooms_path)
         log(f"cache: {config.rooms} rooms ({time.perf_counter() - started:.0f} s)")
+    reverberant: list[MelStream] = []
+    for copy in range(config.reverberant_copies):
+        seed = config.seed + 100_000 * (copy + 1)
+        if cache_dir is None:
+            pieces, _ = mel_cache.reverberant_stream(pairs, front, seed=seed)
+            reverberant.append(mel_cache.stream_of(pieces))
+            continue
+        wet, _ = mel_cache.cached_stream(
+            cache_dir / f"train-{fingerprint[:10]}-room{seed}.npy",
+            functools.partial(mel_cache.reverberant_stream, pairs, front, seed=seed),
+            log=log,
+            what=f"train split in rooms (copy {copy + 1})",
+        )
+        reverberant.append(wet)
     return MelAugmenter(
         music=music,
         noises=noises,
@@ -274,6 +294,7 @@ def build_augmenter(
         room_kernels=rooms,
         centres_hz=mel_centres_hz(config.model).tolist(),
         config=config.augment,
+        reverberant=reverberant,
     )
 
 

@@ -74,6 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--room-p", type=float, default=AugmentConfig.room_p)
     parser.add_argument(
+        "--reverberant-copies",
+        type=int,
+        default=defaults.reverberant_copies,
+        help="copies of the train split reverberated as waveforms (cached, ~400 MB each)",
+    )
+    parser.add_argument(
+        "--real-room-share",
+        type=float,
+        default=AugmentConfig.real_room_share,
+        help="of the roomed views, the share read from those copies instead of a kernel",
+    )
+    parser.add_argument(
         "--init", type=Path, default=None, help="start from this run checkpoint's weights"
     )
     args = parser.parse_args(argv)
@@ -99,11 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             synthetic_tracks=args.synthetic_tracks,
             rooms=args.rooms,
+            reverberant_copies=args.reverberant_copies,
             talkers=args.talkers,
             augment=AugmentConfig(
                 same_track_fraction=args.same_track_fraction,
                 babble_weight=args.babble_weight,
                 room_p=args.room_p,
+                real_room_share=args.real_room_share,
             ),
             init=None if args.init is None else str(args.init),
             model=ModelConfig(dim=args.dim, widths=args.widths, strides=args.strides),

@@ -22,11 +22,23 @@ import torch
 from conftest import cli_command, cli_env
 
 from synesthete.constants import SAMPLE_RATE_HZ
+from synesthete.errors import ConfigError
 from synesthete.inference import augment
 from synesthete.inference.config import EncoderConfig
 from synesthete.inference.frontend import LogMel
-from synesthete.inference.mel_augment import AugmentConfig, MelAugmenter, MelStream, power_to_db
-from synesthete.inference.mel_cache import room_kernel, stream_of
+from synesthete.inference.mel_augment import (
+    AugmentConfig,
+    Batch,
+    MelAugmenter,
+    MelStream,
+    power_to_db,
+)
+from synesthete.inference.mel_cache import (
+    ROOM_RT60_S,
+    reverberant_stream,
+    room_kernel,
+    stream_of,
+)
 from synesthete.inference.model import EncoderNet, ModelConfig, mel_centres_hz
 from synesthete.inference.torchscript import TorchScriptEncoder
 from synesthete.inference.training import neighbours, nt_xent
@@ -145,6 +157,64 @@ def test_clean_query_views_differ_only_by_the_offset() -> None:
                band_p=0.0, time_mask_p=0.0, band_mask_p=0.0, max_offset_frames=0.0)  # fmt: skip
     batch = _augmenter(**off).draw(np.random.default_rng(3), 6)
     assert torch.allclose(batch.index_db, batch.query_db, atol=0.05)
+
+
+def test_reverberant_copies_are_waveform_rooms_that_query_views_read_in_step() -> None:
+    tracks = [
+        (f"t{k}", synth_track(seed=60 + k, duration_s=20.0, sample_rate_hz=SAMPLE_RATE_HZ))
+        for k in range(2)
+    ]
+    dry = stream_of([_mel_db(audio) for _, audio in tracks])
+    pieces, names = reverberant_stream(tracks, _mel_db, seed=5)
+    wet = stream_of(pieces)
+    assert names == ["t0", "t1"] and wet.db.shape == dry.db.shape
+    # Track k rings in room seed + k, convolved as a waveform (the tail cut at the end).
+    rir = augment.room_impulse_response(sample_rate_hz=SAMPLE_RATE_HZ, rng=6, rt60_s=ROOM_RT60_S)
+    room = augment.room(
+        tracks[1][1], sample_rate_hz=SAMPLE_RATE_HZ, rng=0, band_hz=None, snr_db=None,
+        impulse_response=rir,
+    )  # fmt: skip
+    got = wet.db[int(wet.starts[1]) : int(wet.ends[1])].float()[60:-10]
+    want = _mel_db(room).float()[60:-10]
+    dry_db = dry.db[int(dry.starts[1]) : int(dry.ends[1])].float()[60:-10]
+
+    def error_db(x: torch.Tensor) -> float:
+        return float(((x - x.mean()) - (want - want.mean())).abs().clamp(max=40.0).mean())
+
+    assert error_db(got) < 0.1 < 0.5 * error_db(dry_db)
+    off = dict(speed_p=0.0, tempo_p=0.0, pitch_p=0.0, noise_p=0.0, eq_p=0.0, band_p=0.0,
+               time_mask_p=0.0, band_mask_p=0.0, max_offset_frames=0.0, room_p=1.0)  # fmt: skip
+
+    def augmenter(share: float) -> MelAugmenter:
+        return MelAugmenter(
+            music=dry,
+            noises={},
+            speech=None,
+            room_kernels=torch.stack([room_kernel(rir, CONFIG)]),
+            centres_hz=mel_centres_hz(CONFIG).tolist(),
+            config=AugmentConfig(real_room_share=share, **off),  # type: ignore[arg-type]
+            reverberant=[wet],
+        )
+
+    def wet_at(batch: Batch) -> torch.Tensor:
+        steps = torch.arange(CONFIG.frames, dtype=torch.float64)
+        positions = torch.from_numpy(batch.frame).double()[:, None] + steps
+        return power_to_db(wet.read(batch.track, positions))
+
+    real = augmenter(1.0).draw(np.random.default_rng(4), 6)
+    assert torch.allclose(real.query_db, wet_at(real), atol=0.05)
+    kernel = augmenter(0.0).draw(np.random.default_rng(4), 6)
+    assert not torch.allclose(kernel.query_db, wet_at(kernel), atol=1.0)
+    assert not torch.allclose(kernel.query_db, kernel.index_db, atol=1.0)
+    shorter = stream_of([pieces[0]])
+    with pytest.raises(ConfigError, match="frame-aligned"):
+        MelAugmenter(
+            music=dry, noises={}, speech=None, room_kernels=None,
+            centres_hz=mel_centres_hz(CONFIG).tolist(), config=AugmentConfig(),
+            reverberant=[shorter],
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="real_room_share"):
+        AugmentConfig(real_room_share=1.5)
 
 
 def test_pitch_warp_moves_a_tone_up_the_mel_axis() -> None:
