@@ -25,6 +25,7 @@ from synesthete.stream.sources import (
     decoder_chatter_filtered,
     describe_damaged_data,
     describe_decode_error,
+    open_audio,
     soundfile_name,
 )
 
@@ -102,8 +103,7 @@ def decode_mono_16k_speeds(
     header_s: float | None = None
     codec = ""
     try:
-        with decoder_chatter_filtered():
-            source = sf.SoundFile(soundfile_name(where))
+        source = open_audio(soundfile_name(where), name=where)
         with source:
             header_s = source.frames / source.samplerate
             codec = codec_name(source.format, source.subtype)
@@ -199,14 +199,16 @@ def load_mono(
         raise ConfigError(f"duration_s must be >= 0, got {duration_s}")
     where = os.fspath(path)
     try:
-        with decoder_chatter_filtered():
-            source = sf.SoundFile(soundfile_name(where))
+        source = open_audio(soundfile_name(where), name=where)
         with source:
             start_frame = round(start_s * source.samplerate)
             if start_frame > 0:
-                if not source.seekable():
-                    raise AudioFormatError(f"{where}: cannot seek in this file")
-                source.seek(start_frame)
+                if source.seekable():
+                    source.seek(start_frame)
+                else:  # PyAV's files: decode up to the excerpt
+                    skipped = source.read(start_frame, dtype="float32", always_2d=True)
+                    if skipped.shape[0] < start_frame:
+                        raise AudioFormatError(f"{where}: shorter than {start_s:g} s")
             frames = -1 if duration_s is None else round(duration_s * source.samplerate)
             with decoder_chatter_filtered():
                 audio = source.read(frames=frames, dtype="float32", always_2d=True)

@@ -8,9 +8,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from synesthete.errors import LibraryError
+from synesthete.stream.avdecode import AV_ONLY_SUFFIXES
 
-AUDIO_EXTENSIONS: frozenset[str] = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3"})
-"""Suffixes picked up in folders, compared case-insensitively."""
+SOUNDFILE_EXTENSIONS: frozenset[str] = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}
+)
+"""Read with libsndfile (PyAV steps in for the odd file it refuses)."""
+AUDIO_EXTENSIONS: frozenset[str] = SOUNDFILE_EXTENSIONS | AV_ONLY_SUFFIXES
+"""Suffixes picked up in folders, compared case-insensitively: libsndfile's, and PyAV's
+(m4a/AAC/ALAC, WMA, the audio of video files)."""
 
 ProblemCallback = Callable[[Path, str], None]
 """Called with (path, reason) for a folder or file that cannot be scanned."""

@@ -16,6 +16,8 @@ APT_PACKAGES=(
   tmux                     # end-to-end test of the terminal view
   chromium                 # headless browser for the overlay test (driven by playwright)
   fonts-dejavu-core        # a font for chromium's screenshots
+  ffmpeg                   # feeds the Icecast and HLS stream tests (ffmpeg -re), writes m4a/video fixtures
+  icecast2                 # a real Icecast server for the network-stream tests
 )
 
 need_apt=()

@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from synesthete.errors import AudioFormatError, ConfigError, DeviceError
 
+from .avdecode import AvAudioFile
 from .config import CaptureConfig
 
 AudioCallback = Callable[[npt.NDArray[np.float32], int, Any, Any], None]
@@ -174,6 +175,45 @@ def _import_soundfile() -> ModuleType:
         raise AudioFormatError(f"soundfile/libsndfile is not available: {_one_line(err)}") from err
     module: ModuleType = soundfile
     return module
+
+
+def open_audio(target: str | bytes | io.BytesIO, *, name: str) -> Any:
+    """Open a file for block reads: soundfile where it can, PyAV (``AvAudioFile``) otherwise.
+
+    Suffixes that libsndfile cannot read at all (m4a, wma, video files...) go
+    straight to PyAV. For the rest PyAV is tried only once libsndfile has failed
+    to recognise the file (an MP3 with odd headers); if PyAV fails too, the
+    error is libsndfile's, so a damaged WAV or a text file named ``.mp3`` is
+    reported as before. Raises ``AudioFormatError("<name>: <reason>")``.
+    """
+    from .avdecode import AV_ONLY_SUFFIXES
+
+    if not isinstance(target, io.BytesIO):
+        path = Path(os.fsdecode(target))
+        if path.suffix.lower() in AV_ONLY_SUFFIXES:
+            if not path.exists():
+                raise AudioFormatError(f"{name}: no such file")
+            return AvAudioFile(target, name=name)
+    sf = _import_soundfile()
+    try:
+        with decoder_chatter_filtered():
+            return sf.SoundFile(target)
+    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as err:
+        first = err
+    if isinstance(target, io.BytesIO):
+        reason = _sf_reason(first)
+        unrecognised = "Format not recognised" in reason or "File does not exist" in reason
+        fallback: str | bytes | io.BytesIO = io.BytesIO(target.getvalue())
+    else:
+        reason = describe_decode_error(first, os.fsdecode(target))
+        unrecognised = reason == UNRECOGNISED_AUDIO or reason.startswith("cannot decode")
+        fallback = target
+    if unrecognised:
+        try:
+            return AvAudioFile(fallback, name=name)
+        except AudioFormatError:
+            pass
+    raise first
 
 
 class Source(Protocol):
@@ -764,15 +804,17 @@ class FileSource:
             raise AudioFormatError(f"{self._name}: no data (empty input)")
         sf = _import_soundfile()
         try:
-            with decoder_chatter_filtered(), sf.SoundFile(self._open_target()) as probe:
+            with open_audio(self._open_target(), name=self._name) as probe:
                 rate_hz, channels, frames = int(probe.samplerate), int(probe.channels), probe.frames
+                exact_frames = not isinstance(probe, AvAudioFile)
         except (sf.SoundFileError, RuntimeError) as err:
             raise AudioFormatError(f"{self._name}: {self._decode_error(err)}") from err
         if rate_hz <= 0 or channels <= 0:
             raise AudioFormatError(
                 f"{self._name}: invalid audio header ({rate_hz} Hz, {channels} ch)"
             )
-        if frames == 0:
+        if frames == 0 and exact_frames:
+            # libsndfile counts frames exactly; PyAV only estimates them (0: unknown).
             raise AudioFormatError(f"{self._name}: no audio frames")
         self._sample_rate_hz = rate_hz
         self._channels = channels
@@ -837,8 +879,7 @@ class FileSource:
         """
         sf = _import_soundfile()
         try:
-            with decoder_chatter_filtered():
-                handle = sf.SoundFile(self._open_target())
+            handle = open_audio(self._open_target(), name=self._name)
         except (sf.SoundFileError, RuntimeError) as err:
             raise AudioFormatError(f"{self._name}: {self._decode_error(err)}") from err
         with handle:

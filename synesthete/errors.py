@@ -33,3 +33,7 @@ class LibraryError(SynestheteError):
 
 class ProtocolError(SynestheteError, ValueError):
     """A malformed or unsupported client message."""
+
+
+class StreamError(SynestheteError):
+    """A network stream cannot be opened (bad URL, DNS, HTTP error, not audio) or was lost."""
