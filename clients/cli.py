@@ -48,6 +48,12 @@ input faults:
   --reconnect-timeout seconds of the loss (default {RECONNECT_TIMEOUT_S:g}), listen exits with
   status 2 and a one-line error.
 
+  A network stream (--input URL) is watched the same way: a dropped connection,
+  an HTTP error or a server that sends nothing for 5 s is "lost" with the
+  reason, and the URL is opened again on the same schedule until it answers
+  with audio or --reconnect-timeout has passed. A URL that never worked (bad
+  host, 404, not audio) is one error line and exit status 2.
+
   NaN and inf samples are replaced by 0 before resampling. They, clipped
   samples (|x| >= 0.999), device overflows (xruns) and ring buffer overruns
   are counted in status events and flagged ("flags") in the second they occur.
@@ -270,10 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--device", default=None, help="input device: index or name substring")
     source.add_argument(
         "--input",
-        type=Path,
         default=None,
-        help="replay a file as the input; - reads a whole audio file (WAV, FLAC, ...) from"
-        " standard input, e.g. piped from ffmpeg",
+        metavar="FILE|URL",
+        help="replay a file as the input (- reads a whole audio file from standard input), or"
+        " listen to a network stream: an Icecast/Shoutcast URL (MP3, AAC, Ogg), HLS (.m3u8),"
+        " a .pls/.m3u playlist, or any URL FFmpeg opens (rtsp, rtmp, srt...)",
+    )
+    source.add_argument(
+        "--system-audio",
+        action="store_true",
+        help="recognize what this computer plays: the monitor of the default PulseAudio/"
+        "PipeWire sink (for an OBS overlay of your own stream)",
     )
     listen.add_argument(
         "--realtime", action="store_true", help="with --input: pace the replay in real time"
@@ -321,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--jsonl", type=Path, default=None, help="also append events here")
     listen.add_argument(
         "--tracklist", type=Path, default=None, help="write the session's tracklist here on exit"
+    )
+    listen.add_argument(
+        "--plays",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append one line per finished play (UTC start and end, track, confidence, offsets"
+        " covered): JSONL, or CSV when FILE ends in .csv; flushed per line (broadcast monitoring)",
     )
     listen.add_argument("--seconds", type=float, default=None, help="stop after this much audio")
     listen.add_argument(
@@ -514,13 +535,35 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     devices = list_devices()
     if not devices:
         print("no audio input devices found")
-        return 0
     for device in devices:
         print(
             f"{device.index:3d}  {device.name}  ({device.hostapi}, "
             f"{device.max_input_channels} in, {device.default_sample_rate_hz:g} Hz)"
         )
+    _print_server_sources()
     return 0
+
+
+def _print_server_sources() -> None:
+    """The sound server's sources, monitors marked as such (``listen --system-audio``)."""
+    from synesthete.stream.pulse import server_sources
+
+    try:
+        sources = server_sources()
+    except SynestheteError:
+        return  # no PulseAudio/PipeWire here: PortAudio's list is all there is
+    if not sources:
+        return
+    print("sound server sources (PulseAudio/PipeWire):")
+    for source in sources:
+        if source.is_monitor:
+            what = f"monitor of sink {source.sink}: what the computer plays there"
+            if source.is_default_sink_monitor:
+                what += " (default sink: listen --system-audio records this)"
+        else:
+            what = "input"
+        spec = f", {source.spec}" if source.spec else ""
+        print(f"  -  {source.name}  ({what}{spec})")
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -723,22 +766,35 @@ def _cmd_identify(args: argparse.Namespace) -> int:
 
 
 def _cmd_listen(args: argparse.Namespace) -> int:
+    from synesthete.stream.network import is_url
+
+    url = args.input if args.input is not None and is_url(args.input) else None
     if (args.realtime or args.speed is not None or args.loop) and args.input is None:
         raise ConfigError("--realtime, --speed and --loop only apply with --input FILE")
+    if url is not None and (args.realtime or args.loop):
+        raise ConfigError(
+            "--realtime and --loop apply to files; a stream comes at its own pace (--speed lets"
+            " a stream that comes faster than real time through that much faster)"
+        )
     if args.speed is not None and not 0 < args.speed < float("inf"):
         raise ConfigError(f"--speed must be a finite number > 0, got {args.speed:g}")
+    if args.system_audio and (args.realtime or args.speed is not None or args.loop):
+        raise ConfigError("--realtime, --speed and --loop only apply with --input")
     if not args.reconnect_timeout >= 0:  # also refuses nan
         raise ConfigError(
             f"--reconnect-timeout must be >= 0 seconds (or inf), got {args.reconnect_timeout:g}"
         )
     from synesthete.clients.listen import ListenOptions, listen
 
-    stdin = _read_stdin() if args.input == Path(STDIN_NAME) else None
+    stdin = _read_stdin() if args.input == STDIN_NAME else None
     options = ListenOptions(
         device=args.device,
-        input_path=args.input,
+        input_path=Path(args.input) if args.input is not None and url is None else None,
+        input_url=url,
+        system_audio=args.system_audio,
+        plays_path=args.plays,
         input_data=stdin,
-        realtime=args.realtime or args.speed is not None or args.loop,
+        realtime=url is None and (args.realtime or args.speed is not None or args.loop),
         speed=1.0 if args.speed is None else args.speed,
         loop=args.loop,
         serve=args.serve,

@@ -14,6 +14,7 @@ from synesthete.clients.app import Engine
 from synesthete.clients.identify import identify_file
 from synesthete.clients.jsonl import JsonlWriter
 from synesthete.clients.live import EventSink, LiveConfig, run_live
+from synesthete.clients.plays import PlaysLog
 from synesthete.clients.server import ServerConfig, WebsocketServer, parse_hostport
 from synesthete.clients.tracklist import build_tracklist, write_tracklist
 from synesthete.clients.tui import LiveSnapshot, LiveView
@@ -28,6 +29,12 @@ from synesthete.stream.watchdog import ReconnectPolicy
 class ListenOptions:
     device: str | None = None
     input_path: Path | None = None
+    input_url: str | None = None
+    """A network stream (``--input URL``): Icecast, HLS, a playlist, any URL FFmpeg opens."""
+    system_audio: bool = False
+    """Record what this computer plays (the default sink's monitor)."""
+    plays_path: Path | None = None
+    """Append one line per finished play here (JSONL, or CSV for ``.csv``)."""
     input_data: bytes | None = None
     """The input file's content when it was read already (``--input -``: standard input)."""
     realtime: bool = False
@@ -129,7 +136,75 @@ def _device_spec(text: str | None) -> int | str | None:
     return int(text) if text.strip().isdigit() else text
 
 
+def source_label(options: ListenOptions) -> str:
+    """The input as events and the live view name it (a URL without its credentials)."""
+    if options.input_url is not None:
+        from synesthete.stream.network import redact_url
+
+        return redact_url(options.input_url)
+    if options.input_path is not None:
+        return str(options.input_path)
+    if options.system_audio:
+        return "system audio"
+    return options.device or "default"
+
+
+def open_live_source(options: ListenOptions, capture: CaptureConfig) -> Source:
+    """The real-time source ``options`` name: a stream, the system audio, a file or a device."""
+    if options.input_url is not None:
+        from synesthete.stream.network import NetworkSource, StreamConfig
+
+        return NetworkSource(url=options.input_url, config=StreamConfig(speed=options.speed))
+    if options.input_path is not None:
+        return FileSource(
+            path=options.input_path,
+            data=options.input_data,
+            realtime=True,
+            speed=options.speed,
+            loop=options.loop,
+        )
+    if options.system_audio:
+        from synesthete.stream.pulse import SystemAudioSource
+
+        return SystemAudioSource(config=capture)
+    return DeviceSource(config=capture)
+
+
+def reconnect_policy(options: ListenOptions) -> ReconnectPolicy:
+    """The device path's policy; a network stream gets the stream's own stall limit (a
+    server may pause longer than a sound card) and time for a connection to start."""
+    if options.input_url is None:
+        return ReconnectPolicy(timeout_s=options.reconnect_timeout_s)
+    from synesthete.stream.network import StreamConfig
+
+    stream = StreamConfig()
+    return ReconnectPolicy(
+        timeout_s=options.reconnect_timeout_s,
+        stall_timeout_s=stream.read_timeout_s,
+        start_timeout_s=stream.connect_timeout_s + stream.read_timeout_s,
+    )
+
+
 async def listen(*, engine: Engine, options: ListenOptions) -> int:
+    capture = CaptureConfig(
+        device=None
+        if options.input_path is not None or options.input_url is not None
+        else _device_spec(options.device)
+    )
+    live_source: Source | None = None
+    if options.input_url is not None:
+        # Connect first: a URL that never worked is one error line before anything starts.
+        live_source = open_live_source(options, capture)
+    try:
+        return await _listen(engine=engine, options=options, capture=capture, source=live_source)
+    finally:
+        if live_source is not None:
+            live_source.close()
+
+
+async def _listen(
+    *, engine: Engine, options: ListenOptions, capture: CaptureConfig, source: Source | None
+) -> int:
     server: WebsocketServer | None = None
     if options.serve is not None:
         host, port = parse_hostport(options.serve)
@@ -163,8 +238,13 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
             handle = stack.enter_context(options.jsonl_path.open("a", encoding="utf-8"))
             files.append(handle)
             sinks.append(JsonlWriter(handle).write)
+        if options.plays_path is not None:
+            paced = options.realtime or options.input_path is None
+            plays = PlaysLog(options.plays_path, speed=options.speed if paced else 1.0)
+            stack.callback(plays.close)
+            sinks.append(plays.write)
         if options.tui:
-            name = str(options.input_path) if options.input_path else (options.device or "default")
+            name = source_label(options)
             view = stack.enter_context(
                 LiveView(
                     snapshot=LiveSnapshot(
@@ -179,24 +259,12 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
         else:
             sinks.append(JsonlWriter(sys.stdout, types=event_types(options.events)).write)
             sinks.append(InputNotes(sys.stderr).write)
-        capture = CaptureConfig(
-            device=None if options.input_path is not None else _device_spec(options.device)
-        )
         try:
             if options.input_path is not None and not options.realtime:
                 await _replay_virtual(engine, options.input_path, sinks, data=options.input_data)
             else:
-                source: Source
-                if options.input_path is not None:
-                    source = FileSource(
-                        path=options.input_path,
-                        data=options.input_data,
-                        realtime=True,
-                        speed=options.speed,
-                        loop=options.loop,
-                    )
-                else:
-                    source = DeviceSource(config=capture)
+                if source is None:
+                    source = open_live_source(options, capture)
                 with source:
                     await run_live(
                         engine=engine,
@@ -205,7 +273,7 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
                         config=LiveConfig(
                             capture=capture,
                             max_seconds=options.max_seconds,
-                            reconnect=ReconnectPolicy(timeout_s=options.reconnect_timeout_s),
+                            reconnect=reconnect_policy(options),
                         ),
                         on_tick=None if view is None else view.draw,
                         clients=None if server is None else server.broadcaster.client_count,
@@ -218,7 +286,8 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
             if server is not None:
                 await server.close()
             if options.tracklist_path is not None:
-                name = str(options.input_path or options.device or "live")
+                named = options.input_path or options.input_url or options.system_audio
+                name = source_label(options) if named or options.device else "live"
                 with options.tracklist_path.open("w", encoding="utf-8") as out:
                     write_tracklist(
                         build_tracklist(history.events(), source=name), out, fmt="tracklist"

@@ -28,11 +28,12 @@ import numpy as np
 
 from synesthete.clients.app import Engine
 from synesthete.errors import DeviceError, SynestheteError
-from synesthete.events import Event, Status, Unknown
+from synesthete.events import Event, Status, StreamMetadata, Unknown
 from synesthete.index.recognizer import Recognizer
 from synesthete.stream.capture import Capture, peak_to_dbfs
 from synesthete.stream.config import CaptureConfig
 from synesthete.stream.guard import CLIPPING_FRACTION, InputGuard
+from synesthete.stream.network import StreamTags, TaggedSource
 from synesthete.stream.ringbuffer import RingBuffer
 from synesthete.stream.sources import AudioCallback, ReopenableSource, Source
 from synesthete.stream.watchdog import Change, InputState, InputWatchdog, ReconnectPolicy
@@ -106,6 +107,13 @@ async def run_live(
             # Read the flag before draining: then the drain holds the last block.
             finished = source.finished.is_set()
             t = await driver.step()
+            if isinstance(source, TaggedSource):
+                for tags in source.take_tags():
+                    driver.emit_tags(tags, t=t)
+            # A finite network stream (HLS VOD) that played to its end ends the session as
+            # a file does; `complete` is set only by sources that can tell.
+            if finished and getattr(source, "complete", False):
+                break
             if reconnect is not None:
                 gave_up = reconnect.supervise(ended=finished, t=t)
                 if gave_up is not None:
@@ -161,6 +169,7 @@ class _Driver:
         self.capture = self._new_capture()
         self.recognizer = self._new_recognizer()
         self._start_s = 0.0  # session stream time at which `recognizer` started
+        self._last_tags: StreamTags | None = None
 
     def notify(self) -> None:
         # A stream left closing in the background may call this after the loop
@@ -235,6 +244,22 @@ class _Driver:
         self.stats.events += 1
         for sink in self._sinks:
             sink(event)
+
+    def emit_tags(self, tags: StreamTags, *, t: float) -> None:
+        """A ``stream_metadata`` event when the stream's tags changed (ICY repeats them)."""
+        if tags == self._last_tags:
+            return
+        self._last_tags = tags
+        self.emit(
+            StreamMetadata(
+                file=self._source.name,
+                t=t,
+                title=tags.title,
+                artist=tags.artist,
+                origin=tags.origin,
+                fields=tags.fields,
+            )
+        )
 
     def emit_recognized(self, event: Event) -> None:
         if self._start_s:

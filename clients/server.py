@@ -199,6 +199,7 @@ class Broadcaster:
             "candidates": None,
             "sounds_like": None,
             "status": None,
+            "stream_metadata": None,
         }
 
     def next_seq(self) -> int:

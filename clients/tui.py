@@ -26,6 +26,7 @@ from synesthete.events import (
     NowPlaying,
     SoundsLike,
     Status,
+    StreamMetadata,
     TrackInfo,
     Unknown,
     now_playing_after,
@@ -45,6 +46,8 @@ class LiveSnapshot:
     """The latest ``status`` event, as sent (with the last known latency and note kept)."""
     server: str | None = None
     log: tuple[str, ...] = ()
+    stream_says: str | None = None
+    """What a network stream says it plays (ICY ``StreamTitle``, ID3, Vorbis comments)."""
 
     @property
     def health(self) -> Status:
@@ -243,6 +246,8 @@ def _status_panel(snapshot: LiveSnapshot, *, compact: bool) -> Panel:
         health.add_row("latency", _cut(f"{latency}  clients {status.clients}"))
         if snapshot.server:
             health.add_row("server", _cut(snapshot.server))
+        if snapshot.stream_says:
+            health.add_row("stream", _cut(f"♪ {snapshot.stream_says}", "magenta"))
         if status.message:
             health.add_row("note", _cut(status.message, "yellow"))
         return Panel(health, title="status", border_style="green")
@@ -259,6 +264,8 @@ def _status_panel(snapshot: LiveSnapshot, *, compact: bool) -> Panel:
     health.add_row("latency", latency, "clients", str(status.clients))
     if snapshot.server:
         health.add_row("server", snapshot.server, "", "")
+    if snapshot.stream_says:
+        health.add_row("stream", _cut(f"♪ {snapshot.stream_says}", "magenta"), "", "")
     if status.message:
         health.add_row("note", Text(status.message, style="yellow"), "", "")
     return Panel(health, title="status", border_style="green")
@@ -303,6 +310,12 @@ def apply_event(snapshot: LiveSnapshot, event: Event) -> LiveSnapshot:
         return replace(snapshot, t=event.t, candidates=event.candidates)
     if isinstance(event, SoundsLike):
         return replace(snapshot, t=event.t, sounds_like=event.tracks)
+    if isinstance(event, StreamMetadata):
+        said = " — ".join(part for part in (event.title, event.artist) if part) or None
+        log = snapshot.log
+        if said is not None:
+            log = (*log, f"{_fmt_time(event.t)}  ♪ stream says: {said}")[-20:]
+        return replace(snapshot, t=max(snapshot.t, event.t), stream_says=said, log=log)
     if isinstance(event, Status):
         last = snapshot.status
         if last is not None:

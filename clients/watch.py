@@ -52,7 +52,7 @@ DEFAULT_PORT = 8765
 ENVELOPE_KEYS = frozenset({"v", "seq", "ts", "dropped"})
 CONTROL_TYPES = frozenset({"pong", "subscribed"})
 # The order a snapshot's held events are written in: the answer comes last.
-SNAPSHOT_KEYS = ("status", "candidates", "sounds_like", "now_playing")
+SNAPSHOT_KEYS = ("status", "stream_metadata", "candidates", "sounds_like", "now_playing")
 
 
 class WatchError(SynestheteError):
@@ -188,6 +188,9 @@ def describe(payload: dict[str, Any]) -> str:
             if isinstance(s, dict)
         )
         return f"{stamp}  ≈ sounds like: {listed or '(none)'}"
+    if kind == "stream_metadata":
+        said = " — ".join(str(payload[k]) for k in ("title", "artist") if payload.get(k))
+        return f"{stamp}  ♪ stream says: {said or '(nothing)'} ({payload.get('origin')})"
     if kind == "status":
         level = payload.get("level_dbfs")
         latency = payload.get("latency_ms")

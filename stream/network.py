@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -135,6 +135,13 @@ class StreamTags:
     fields: tuple[tuple[str, str], ...] = ()
 
 
+@runtime_checkable
+class TaggedSource(Protocol):
+    """A source whose stream carries tags (``NetworkSource``)."""
+
+    def take_tags(self) -> list[StreamTags]: ...
+
+
 def is_url(text: str) -> bool:
     """``scheme://...``: a network input rather than a file name."""
     return bool(_URL.match(text))
@@ -214,7 +221,7 @@ def _id3_tags(data: bytes) -> StreamTags | None:
         return None
     values = {}
     for frame_id, name in (("TIT2", "title"), ("TPE1", "artist"), ("TALB", "album")):
-        frame = tag.get(frame_id)
+        frame = tag.get(frame_id)  # type: ignore[no-untyped-call]
         if frame is not None and frame.text:
             values[name] = str(frame.text[0])
     return _tags_from_dict("id3", values)

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-EventType = Literal["now_playing", "unknown", "candidates", "sounds_like", "status"]
+EventType = Literal[
+    "now_playing", "unknown", "candidates", "sounds_like", "status", "stream_metadata"
+]
 
 _Answer = TypeVar("_Answer")
 
@@ -235,6 +237,34 @@ class Status(Event):
             fields["message"] = self.message
         fields.update(self.extra)
         return fields
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamMetadata(Event):
+    """What a network stream says it plays: ICY ``StreamTitle`` (``origin`` ``icy``; often
+    ``"Artist - Title"`` in ``title``, ``artist`` then ``None``), ID3 in HLS (``id3``) or the
+    container's own tags, e.g. Ogg Vorbis comments (``tags``). Sent when it changes.
+
+    It is the broadcaster's word, not an identification: it never changes the
+    current answer (``now_playing`` / ``unknown``).
+    """
+
+    title: str | None
+    artist: str | None = None
+    origin: str = "icy"
+    fields: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def type(self) -> EventType:
+        return "stream_metadata"
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "artist": self.artist,
+            "origin": self.origin,
+            "fields": dict(self.fields),
+        }
 
 
 def now_playing_after(current: NowPlaying | None, event: Event) -> NowPlaying | None:
