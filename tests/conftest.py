@@ -125,13 +125,15 @@ def sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def build_index_cli(index: Path, music: Path) -> None:
-    """``synesthete index build --index INDEX MUSIC --quiet``, as a user runs it."""
-    subprocess.run(
-        cli_command("index", "build", "--index", str(index), str(music), "--quiet"),
+def build_index_cli(index: Path, music: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``synesthete index build --index INDEX MUSIC --quiet [EXTRA...]``, as a user runs it;
+    fails the test on a non-zero exit, else returns the run (its stderr names skipped files)."""
+    return subprocess.run(
+        cli_command("index", "build", "--index", str(index), str(music), "--quiet", *extra),
         env=cli_env(),
         check=True,
         capture_output=True,
+        text=True,
         timeout=600,
     )
 
