@@ -520,3 +520,65 @@ def test_listen_detects_a_stalled_device_recovers_and_gives_up_when_it_stays_fro
             assert len(errors) == 1 and "no audio for" in errors[0], errors
         finally:
             listen.close()
+
+
+# ---------------------------------------------------------------------------
+# The computer's own audio: the default sink's monitor (listen --system-audio)
+
+OTHER_SINK = "module-null-sink sink_name=other sink_properties=device.description=other"
+
+
+@pytest.mark.hardware
+def test_system_audio_records_the_default_sinks_monitor_and_devices_marks_monitors(
+    own_pulse: PulseServer, demo_library: DemoLibrary
+) -> None:
+    """The default *source* is another sink's silent monitor, so only the default sink's
+    monitor (what paplay plays) can name the track: --system-audio must pick that one."""
+    _require_pulse_device(own_pulse)
+    loaded = own_pulse.pactl("load-module", *OTHER_SINK.split())
+    assert loaded.returncode == 0, loaded.stderr
+    assert own_pulse.pactl("set-default-source", "other.monitor").returncode == 0
+    assert own_pulse.pactl("set-default-sink", "synth").returncode == 0
+
+    listed = _devices(own_pulse.client_env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[1]: line for line in listed.stdout.splitlines() if line.startswith("  -")}
+    assert "monitor of sink synth" in rows["synth.monitor"], listed.stdout
+    assert "listen --system-audio records this" in rows["synth.monitor"], listed.stdout
+    assert "monitor of sink other" in rows["other.monitor"], listed.stdout
+    assert "system-audio" not in rows["other.monitor"], listed.stdout
+
+    n, start_s, seconds = 7, 10.0, 24.0
+    excerpt = demo_library.excerpt(n, start_s=start_s, seconds=seconds)
+    with Player(excerpt, own_pulse.client_env):
+        result = subprocess.run(
+            cli_command(
+                *("listen", "--index", str(demo_library.index), "--system-audio", "--no-tui"),
+                *("--seconds", "14", "--threads", "1"),
+            ),
+            env=own_pulse.client_env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    playing = [e for e in events if e["type"] == "now_playing"]
+    assert playing, f"no now_playing from the monitor: {events} {result.stderr}"
+    assert {e["track"]["title"] for e in playing} == {demo_library.titles[n]}
+    assert {e["file"] for e in events} == {"system audio (synth.monitor)"}
+
+
+def test_system_audio_without_a_sound_server_is_one_line(demo_library: DemoLibrary) -> None:
+    env = cli_env(PULSE_SERVER="unix:/nonexistent/pulse/native", PULSE_CLIENTCONFIG="/dev/null")
+    result = subprocess.run(
+        cli_command("listen", "--index", str(demo_library.index), "--system-audio", "--no-tui"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("synesthete: error:"), lines
+    assert result.stdout == ""
