@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from synesthete import __version__
+from synesthete.checks import is_url
 from synesthete.constants import (
     DEFAULT_INDEX_HOP_S,
     DEFAULT_LIVE_HOP_S,
@@ -85,6 +86,11 @@ def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default: 1 for identify/listen, where windows come one at a"
         " time; all cores for index builds, which batch)",
     )
+
+
+def _input_arg(text: str) -> Path | str:
+    """``--input``: a URL stays text (a Path would fold its ``//``), anything else is a path."""
+    return text if is_url(text) else Path(text)
 
 
 def _speed_variants_arg(text: str) -> tuple[float, ...]:
@@ -276,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--device", default=None, help="input device: index or name substring")
     source.add_argument(
         "--input",
+        type=_input_arg,
         default=None,
         metavar="FILE|URL",
         help="replay a file as the input (- reads a whole audio file from standard input), or"
@@ -766,9 +773,7 @@ def _cmd_identify(args: argparse.Namespace) -> int:
 
 
 def _cmd_listen(args: argparse.Namespace) -> int:
-    from synesthete.stream.network import is_url
-
-    url = args.input if args.input is not None and is_url(args.input) else None
+    url = args.input if isinstance(args.input, str) else None
     if (args.realtime or args.speed is not None or args.loop) and args.input is None:
         raise ConfigError("--realtime, --speed and --loop only apply with --input FILE")
     if url is not None and (args.realtime or args.loop):
@@ -786,10 +791,10 @@ def _cmd_listen(args: argparse.Namespace) -> int:
         )
     from synesthete.clients.listen import ListenOptions, listen
 
-    stdin = _read_stdin() if args.input == STDIN_NAME else None
+    stdin = _read_stdin() if args.input == Path(STDIN_NAME) else None
     options = ListenOptions(
         device=args.device,
-        input_path=Path(args.input) if args.input is not None and url is None else None,
+        input_path=args.input if isinstance(args.input, Path) else None,
         input_url=url,
         system_audio=args.system_audio,
         plays_path=args.plays,

@@ -15,6 +15,8 @@ from typing import Any
 
 import mutagen
 
+from synesthete.stream.avdecode import AV_ONLY_SUFFIXES, import_av
+
 # mutagen wraps most parse failures in MutagenError, but some container
 # parsers leak the underlying struct/index/value errors on corrupt files.
 _TAG_ERRORS = (
@@ -60,10 +62,38 @@ def read_tags(path: str | os.PathLike[str]) -> tuple[str, str | None, str | None
     """
     where = Path(path)
     tags = _easy_tags(where)
+    if where.suffix.lower() in AV_ONLY_SUFFIXES and not all(
+        _first(tags, key) for key in ("title", "artist", "album")
+    ):
+        # mutagen has no easy keys for WMA (ASF) and does not read Matroska/WebM at all;
+        # FFmpeg reads the tags of every container it decodes.
+        tags = {**_av_tags(where), **{k: v for k, v in tags.items() if _first(tags, k)}}
     title = _first(tags, "title") or title_from_filename(where)
     artist = _first(tags, "artist")
     album = _first(tags, "album") or (displayable(where.parent.name) or None)
     return title, artist, album
+
+
+_AV_KEYS = {"title": "title", "artist": "artist", "author": "artist", "album": "album"}
+
+
+def _av_tags(path: Path) -> dict[str, str]:
+    """Title, artist and album as FFmpeg reads them (container, then first audio stream)."""
+    try:
+        av = import_av()
+        with av.open(os.fsdecode(path), mode="r") as container:
+            found = dict(container.metadata)
+            audio = [s for s in container.streams if s.type == "audio"]
+            if audio:
+                found = {**dict(audio[0].metadata), **found}
+    except Exception:  # tags are best effort: the decoder reports a bad file
+        return {}
+    tags: dict[str, str] = {}
+    for key, value in found.items():
+        name = _AV_KEYS.get(str(key).lower())
+        if name is not None and isinstance(value, str) and value.strip() and name not in tags:
+            tags[name] = value
+    return tags
 
 
 def _easy_tags(path: Path) -> Mapping[str, Any]:

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from synesthete import __version__
+from synesthete.checks import is_url
 from synesthete.errors import ConfigError, StreamError
 
 from .avdecode import av_reason, import_av
@@ -66,7 +67,6 @@ MAX_BAD_PACKETS = 64
 TAGS_CHECK_PACKETS = 32
 """How often (in packets) container and stream tags are looked at for changes."""
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SECRET_PARAMS = frozenset(
     {"password", "passwd", "pass", "pwd", "token", "key", "apikey", "api_key", "secret", "auth"}
 )
@@ -140,11 +140,6 @@ class TaggedSource(Protocol):
     """A source whose stream carries tags (``NetworkSource``)."""
 
     def take_tags(self) -> list[StreamTags]: ...
-
-
-def is_url(text: str) -> bool:
-    """``scheme://...``: a network input rather than a file name."""
-    return bool(_URL.match(text))
 
 
 def redact_url(url: str) -> str:

@@ -6,6 +6,7 @@ Raise ``ConfigError`` naming the setting; no I/O.
 from __future__ import annotations
 
 import math
+import re
 
 from synesthete.errors import ConfigError
 
@@ -27,3 +28,11 @@ def require_int(name: str, value: object, *, minimum: int) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(text: str) -> bool:
+    """``scheme://...``: a network input rather than a file name."""
+    return bool(_URL.match(text))
