@@ -216,6 +216,29 @@ def load_materials(corpus: Path) -> Materials:
     return Materials(sample_rate_hz=QUERY_RATE_HZ, speech=tuple(speech), ambience=tuple(ambience))
 
 
+def negative_record(path: Path, truth: QueryTruth, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """One negative query: where it came from, and what (if anything) it was taken for."""
+    sources_path = path.parent / "sources.json"
+    sources = json.loads(sources_path.read_text()) if sources_path.is_file() else {}
+    named = [
+        e for e in events if e.get("type") == "now_playing" and float(e.get("t", 0.0)) <= QUERY_S
+    ]
+    record: dict[str, Any] = {
+        "file": path.name,
+        "kind": truth.condition,
+        **sources.get(path.name, {}),
+        "fired": bool(named),
+    }
+    if named:
+        first = named[0]
+        record.update(
+            first_t_s=first.get("t"),
+            named=(first.get("track") or {}).get("path"),
+            confidence=max(float(e.get("confidence", 0.0)) for e in named),
+        )
+    return record
+
+
 def make_queries(
     library: list[Track],
     negatives: list[Track],
@@ -269,12 +292,15 @@ def make_queries(
     folder = out / "negatives"
     folder.mkdir(parents=True, exist_ok=True)
 
-    def add_negative(kind: str, audio: np.ndarray) -> None:
+    sources: dict[str, dict[str, Any]] = {}
+
+    def add_negative(kind: str, audio: np.ndarray, source: dict[str, Any] | None = None) -> None:
         path = folder / f"{kind}-{len(neg_items):04d}.wav"
         sf.write(path, audio[: int(QUERY_S * QUERY_RATE_HZ)], QUERY_RATE_HZ, subtype="FLOAT")
         neg_items.append(
             (path, QueryTruth(condition=f"negative:{kind}", track=None, duration_s=QUERY_S))
         )
+        sources[path.name] = source or {}
 
     for n in range(plan.negatives_per_kind * 2):
         track = negatives[n % len(negatives)]
@@ -284,11 +310,12 @@ def make_queries(
         audio, rate = read_mono(track.path, start_s=start_s, seconds=QUERY_S)
         if not audible(audio):
             continue
+        source = {"track": track.path, "start_s": round(start_s, 2)}
         if n % 2:
             audio = pink_noise_at_snr(audio, sample_rate_hz=rate, rng=rng, snr_db=5.0)
-            add_negative("music-noisy", audio)
+            add_negative("music-noisy", audio, source)
         else:
-            add_negative("music", audio)
+            add_negative("music", audio, source)
     for n in range(plan.negatives_per_kind):
         if materials.speech:
             clips = [materials.speech[int(k)] for k in rng.integers(len(materials.speech), size=4)]
@@ -298,6 +325,8 @@ def make_queries(
         noise = pink_noise(seconds=QUERY_S, sample_rate_hz=QUERY_RATE_HZ, seed=SEED + n)
         add_negative("noise", 0.3 * noise)
     sets["negatives"] = neg_items
+    # Where each negative came from, for the per-negative record in the results.
+    (folder / "sources.json").write_text(json.dumps(sources))
     return sets
 
 
@@ -554,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     identify_audio_s = 0.0
     identify_wall_s = 0.0
     identify_rss = 0
+    negative_details: list[dict[str, Any]] = []
     for name, items in sets.items():
         if not items:
             print(f"bench: {name:>12}: no queries (no library track long enough)")
@@ -570,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
         by_file = split_by_file(json.loads(x) for x in out.read_text().splitlines() if x)
         for path, truth in items:
             results.append(evaluate_query(by_file.get(str(path), []), truth, match_on="path"))
+            if truth.track is None:
+                negative_details.append(negative_record(path, truth, by_file.get(str(path), [])))
         print(f"bench: {name:>12}: {len(items)} queries in {wall:.1f} s")
     summary = summarize(results)
 
@@ -662,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
         "conditions": {k: v.to_dict() for k, v in summary.items()},
         "mixes": mix_summary,
         "mix_details": mix_details,
+        "negative_details": negative_details,
         "speed": {
             "identify_x_realtime": round(identify_audio_s / identify_wall_s, 1),
             "index_build_x_realtime": round(library_hours * 3600 / build_s, 1),
@@ -704,6 +737,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{partial_md}{table}\n{mix_table}{speed_md}"
     )
     print(markdown)
+    for record in negative_details:
+        if record["fired"]:
+            print(
+                f"bench: {record['kind']} {record['file']} ({record.get('track', '?')} at"
+                f" {record.get('start_s', 0.0)} s) was named {record['named']} at"
+                f" {record['first_t_s']} s, confidence {record['confidence']:.2f}"
+            )
     name = f"results-{tag}"
     (ROOT / "bench" / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     (ROOT / "bench" / f"{name}.md").write_text(markdown)
