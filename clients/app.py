@@ -12,7 +12,7 @@ from synesthete.index.config import Calibration, MatcherConfig, RecognizerConfig
 from synesthete.index.recognizer import Recognizer
 from synesthete.index.similar import check_distance
 from synesthete.index.store import Library
-from synesthete.inference.config import EncoderConfig
+from synesthete.inference.config import EncoderConfig, packaged_model_path
 from synesthete.inference.torchscript import TorchScriptEncoder
 
 
@@ -68,6 +68,12 @@ def open_engine(
     """
     distance = check_distance(sounds_like_distance)
     library = Library.open(index_dir)
+    encoder_config = encoder_config or EncoderConfig()
+    if encoder_config.model_path is None:
+        # No --model: the packaged model the index was built with, if still shipped.
+        packaged = packaged_model_path(library.encoder_name)
+        if packaged is not None:
+            encoder_config = replace(encoder_config, model_path=packaged)
     encoder = TorchScriptEncoder(config=encoder_config)
     encoder.warm_up()
     if library.encoder_name != encoder.name or library.dim != encoder.dim:

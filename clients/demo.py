@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import soundfile as sf
 from synesthete.clients.app import open_engine
 from synesthete.clients.listen import ListenOptions, listen
 from synesthete.clients.server import check_port_free, parse_hostport
+from synesthete.errors import SynestheteError
 from synesthete.stream.synth import synth_track, synth_track_title
 
 DEMO_RATE_HZ = 22_050
@@ -74,6 +76,12 @@ def prepare_demo(
     durations = rng.uniform(40.0, 80.0, size=n_tracks)
     tracks: list[tuple[str, npt.NDArray[np.float32]]] = []
     fresh = not (index / "CURRENT").exists()
+    encoder = TorchScriptEncoder()
+    if not fresh and _built_with(index) != encoder.name:
+        # An earlier version's demo: index it again with the model shipped now.
+        _note(notes, f"demo: {index} was built with another model; indexing again")
+        shutil.rmtree(index)
+        fresh = True
     if fresh:
         _note(notes, f"demo: synthesizing {n_tracks} tracks in {library} (first run only)")
     for n in range(n_tracks):
@@ -91,7 +99,6 @@ def prepare_demo(
         tracks.append((title, audio))
     if fresh:
         _note(notes, f"demo: indexing them into {index} (about a minute on 2 cores)")
-        encoder = TorchScriptEncoder()
         progress = None if quiet else RichProgress()
         if progress is not None:
             with progress:
@@ -110,6 +117,20 @@ def prepare_demo(
         _note(notes, f"demo: rendering the live set {set_path}")
         _render_set(tracks, rng, set_path, truth_path)
     return DemoFiles(library=library, index=index, set_path=set_path, truth_path=truth_path)
+
+
+def _built_with(index: Path) -> str | None:
+    """The encoder name an existing demo index records (None if it cannot be read)."""
+    from synesthete.index.store import Library
+
+    try:
+        library = Library.open(index)
+    except SynestheteError:
+        return None
+    try:
+        return library.encoder_name
+    finally:
+        library.close()
 
 
 def _note(out: TextIO | None, text: str) -> None:

@@ -7,12 +7,24 @@ from pathlib import Path
 
 from synesthete.errors import ConfigError
 
-DEFAULT_MODEL_NAME = "baseline-v1.pt"
+DEFAULT_MODEL_NAME = "encoder-v3.pt"
 
 
 def default_model_path() -> Path:
     """The model shipped inside the package."""
     return Path(__file__).resolve().parent / "models" / DEFAULT_MODEL_NAME
+
+
+def packaged_model_path(name: str) -> Path | None:
+    """The packaged model file called ``name`` (``baseline-v1``), if this version ships it.
+
+    An index remembers its encoder's name; one built with an earlier default
+    keeps working without ``--model`` while that model is still shipped.
+    """
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = Path(__file__).resolve().parent / "models" / f"{name}.pt"
+    return path if path.is_file() else None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,6 +25,7 @@ from conftest import DemoLibrary, cli_command, cli_env, free_port
 from synesthete.clients.cli import build_parser
 
 EXCERPT_S = 10.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(
@@ -353,11 +354,6 @@ def test_demo_without_the_live_view_keeps_stdout_jsonl(demo_run: DemoRun) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16 item 1 is open: the packaged baseline's additive calibration names the"
-    " closing piece; the gated form fixes it but cost speed and DJ figures (docs/dj.md)",
-)
 def test_demo_closing_piece_stays_unknown(demo_run: DemoRun) -> None:
     """Once the live window (4 s) holds only the piece outside the library, past the 3 s
     crossfade and one more hop, nothing is named, and the tracklist ends unknown."""
@@ -374,6 +370,60 @@ def test_demo_closing_piece_stays_unknown(demo_run: DemoRun) -> None:
     listed = (demo_run.directory / "set-tracklist.txt").read_text().splitlines()
     entries = [line for line in listed if line[:2].isdigit()]
     assert entries[-1].endswith("(unknown)"), listed
+
+
+# ------------------------------------------------- an index from an earlier version
+
+
+def test_an_index_built_with_an_earlier_packaged_model_opens_without_model(
+    demo_library: DemoLibrary, tmp_path: Path
+) -> None:
+    """The default model changed (baseline-v1 → a trained encoder): a library indexed
+    before still answers without --model, with the packaged model it was built with."""
+    music = tmp_path / "music"
+    music.mkdir()
+    for n in (1, 4):
+        (music / f"{n:02d}.flac").write_bytes(
+            (demo_library.root / "music" / f"{n:02d}.flac").read_bytes()
+        )
+    index = tmp_path / "index"
+    baseline = ROOT / "inference" / "models" / "baseline-v1.pt"
+    built = run("index", "build", "--index", index, music, "--model", baseline, "--quiet")
+    assert built.returncode == 0, built.stderr
+    excerpt = demo_library.excerpt(4, start_s=6.0, seconds=EXCERPT_S)
+    done = run("identify", "--index", index, "--format", "json", excerpt)
+    assert done.returncode == 0, done.stderr
+    segments = json.loads(done.stdout)[0]["segments"]
+    assert [s["track"]["title"] for s in segments if s["track"]] == [demo_library.titles[4]]
+    # Asking for another model on it is a one-line error, as before.
+    trained = ROOT / "inference" / "models" / "encoder-v3.pt"
+    wrong = run("identify", "--index", index, "--model", trained, excerpt)
+    assert wrong.returncode == 2
+    assert len(error_lines(wrong.stderr)) == 1 and "baseline-v1" in wrong.stderr
+
+
+def test_the_demo_indexes_again_when_the_packaged_model_changed(tmp_path: Path) -> None:
+    from synesthete.clients.demo import prepare_demo
+    from synesthete.index.store import Library
+    from synesthete.inference.torchscript import TorchScriptEncoder
+
+    directory = tmp_path / "demo"
+    files = prepare_demo(directory, n_tracks=6, quiet=True)
+    baseline = ROOT / "inference" / "models" / "baseline-v1.pt"
+    # What an earlier version left: the same library indexed with the old default.
+    files.index.rename(tmp_path / "new-index")
+    done = run(
+        "index", "build", "--index", files.index, files.library, "--model", baseline, "--quiet"
+    )
+    assert done.returncode == 0, done.stderr
+    notes = io.StringIO()
+    prepare_demo(directory, n_tracks=6, quiet=True, notes=notes)
+    library = Library.open(files.index)
+    try:
+        assert library.encoder_name == TorchScriptEncoder().name != "baseline-v1"
+    finally:
+        library.close()
+    assert "built with another model" in notes.getvalue()
 
 
 # ----------------------------------------------------------------- stdin: -
