@@ -11,9 +11,12 @@ progress.
 Times are wall-clock UTC, ISO 8601 with milliseconds (``2026-12-07T01:23:45.120Z``).
 ``start`` is when the audio of the first window identified as the track
 began (the event's time less one window, scaled by the input's pace);
-``end`` is when the last window identified as it ended. ``offset_start_s``
+``end`` is when the last window identified as it ended (a ``mixing`` event, the
+track held while its evidence fades, neither extends nor ends a play). ``offset_start_s``
 and ``offset_end_s`` are the positions in the library track that the play
-covered, and ``confidence`` the highest the matcher gave it.
+covered, and ``confidence`` the highest the matcher gave it. Both ends are
+good to about one window (4 s): a window that straddles a change of track is
+named after the track that fills most of it.
 """
 
 from __future__ import annotations
@@ -150,9 +153,12 @@ class PlaysLog:
                 self._finish(current)
             return
         if current is not None and current.first.track.id == event.track.id:
-            current.last = event
-            current.end_wall_s = now_s
-            current.confidence = max(current.confidence, event.confidence)
+            if event.state == "playing":
+                # A "mixing" event holds the fading track while the next one takes over:
+                # it keeps the play open but is not evidence that it still plays.
+                current.last = event
+                current.end_wall_s = now_s
+                current.confidence = max(current.confidence, event.confidence)
             return
         if current is not None:
             self._finish(current)

@@ -214,3 +214,23 @@ def test_a_160x45_terminal_gets_the_full_layout() -> None:
     candidate_rows = [line for line in lines if line.startswith("│") and "0:47 │" in line]
     assert len(candidate_rows) == 5
     assert sum("▶" in line or "■" in line for line in lines) == 6
+
+
+def test_what_a_stream_says_is_shown_apart_from_the_identification() -> None:
+    from synesthete.events import StreamMetadata
+
+    snap = LiveSnapshot(source="http://***@radio.example/live.mp3")
+    said = StreamMetadata(
+        file=snap.source, t=3.0, title="Some DJ - Live Mix", origin="icy", fields=()
+    )
+    snap = apply_event(snap, said)
+    for width, height in ((160, 45), (80, 24)):
+        text = text_of(snap, width=width, height=height)
+        assert "♪ Some DJ - Live Mix" in text, text
+        assert "listening… (no match)" in text  # the broadcaster's word is not an answer
+    assert snap.now_playing is None
+    assert any("stream says: Some DJ - Live Mix" in line for line in snap.log)
+    snap = apply_event(
+        snap, StreamMetadata(file=snap.source, t=9.0, title="Next", artist="Band", origin="id3")
+    )
+    assert "♪ Next — Band" in text_of(snap, width=160, height=45)
