@@ -24,6 +24,10 @@ another after a reconnect, still fits the pipeline built for the first.
 
 Tags (ICY ``StreamTitle``, ID3 in HLS, Vorbis comments of an Ogg stream) are
 queued as ``StreamTags`` for the loop to send as ``stream_metadata`` events.
+ICY metadata and timed ID3 packets (an MPEG-TS data stream) are read as they
+come, every change; container tags (Ogg comments, the ID3 of HLS packed-audio
+segments) only as PyAV reports them, which is once, when the stream opens:
+PyAV does not refresh a stream's metadata after that.
 
 Credentials in a URL (``user:pass@``) are sent as HTTP Basic auth (or left to
 FFmpeg) but never shown: ``name`` and every message use ``redact_url``.
@@ -641,7 +645,9 @@ class NetworkSource:
             delivered_frames = self._decode(opened, callback, stop_flag)
             if not stop_flag.is_set():
                 reader = opened.reader
-                finite = not opened.live or (reader is not None and reader.complete)
+                # Our HTTP client knows whether a response of known length was read to
+                # its end; FFmpeg's own inputs say so by having a duration.
+                finite = reader.complete if reader is not None else not opened.live
                 if finite:
                     self._complete = True
                 else:
@@ -716,6 +722,8 @@ class NetworkSource:
                     return False
             return True
 
+        # HLS carries its tags as ID3 (packed audio segments); other containers their own.
+        tags_origin = "id3" if "hls" in str(opened.container.format.name) else "tags"
         streams = [opened.audio, *opened.data_streams]
         for packet in opened.container.demux(*streams):
             if stop_flag.is_set():
@@ -730,7 +738,7 @@ class NetworkSource:
                 found = {**dict(opened.container.metadata), **dict(opened.audio.metadata)}
                 if found != last_tags:
                     last_tags = found
-                    tags = _tags_from_dict("tags", found)
+                    tags = _tags_from_dict(tags_origin, found)
                     if tags is not None:
                         self._queue_tags(tags)
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import io
 import json
 import os
 import shutil
@@ -501,3 +502,47 @@ def test_urls_that_never_worked_are_one_line_and_status_2(
             assert reason in lines[0], (url, lines)
             assert LISTENER_SECRET not in result.stderr + result.stdout
             assert result.stdout == ""
+
+
+@pytest.mark.slow
+def test_hls_packed_audio_with_id3_tags_passes_the_title_on(
+    demo_library: DemoLibrary, tmp_path: Path
+) -> None:
+    """Apple's packed audio: ADTS segments, each with an ID3 tag (a PRIV timestamp and the
+    title), as stations that send "now playing" in HLS write them."""
+    _need("ffmpeg")
+    import struct
+
+    from mutagen.id3 import ID3, PRIV, TIT2, TPE1
+
+    n = 5
+    excerpt = demo_library.excerpt(n, start_s=6.0, seconds=14.0)
+    hls = tmp_path / "packed"
+    hls.mkdir()
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(excerpt), "-c:a", "aac", "-f",
+         "segment", "-segment_time", "2", "-segment_format", "adts", str(hls / "s%03d.aac")],
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:3", "#EXT-X-MEDIA-SEQUENCE:0"]
+    for i, segment in enumerate(sorted(hls.glob("s*.aac"))):
+        tag = ID3()
+        stamp = struct.pack(">Q", round(i * 2.0 * 90_000))
+        tag.add(PRIV(owner="com.apple.streaming.transportStreamTimestamp", data=stamp))
+        tag.add(TIT2(encoding=3, text=[demo_library.titles[n]]))
+        tag.add(TPE1(encoding=3, text=[demo_library.artist(n)]))
+        buffer = io.BytesIO()
+        tag.save(buffer, v2_version=4)
+        segment.write_bytes(buffer.getvalue() + segment.read_bytes())
+        lines += ["#EXTINF:2.0,", segment.name]
+    (hls / "index.m3u8").write_text("\n".join([*lines, "#EXT-X-ENDLIST"]) + "\n")
+    with http_folder(hls) as base:
+        result = _run_listen(demo_library, f"{base}/index.m3u8", "--events", "all")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    said = [e for e in events if e["type"] == "stream_metadata"]
+    assert said and said[0]["origin"] == "id3", said
+    assert (said[0]["title"], said[0]["artist"]) == (demo_library.titles[n], demo_library.artist(n))
+    titles = {e["track"]["title"] for e in events if e["type"] == "now_playing"}
+    assert titles == {demo_library.titles[n]}, titles
