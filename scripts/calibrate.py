@@ -4,9 +4,13 @@
     python scripts/calibrate.py --from-dump ROWS.npz --model PT ...   # refit, no replay
 
 Known audio: excerpts of val-split tracks under a spread of degradations,
-against an index of the val split. Unknown audio: excerpts of train-split
-tracks (not indexed) heard as the known ones are (clean, noisy, through
-chatter, in a room, through a codec), speech and noise. Every live window
+against an index of the val split less a seeded ``--holdout`` share of its
+tracks. Unknown audio: excerpts of those held-out val tracks (music from the
+same packages as the library: the hardest unknown music, and what a user's
+"not in my library" mostly is) and of train-split tracks, heard as the known
+ones are (clean, noisy, through chatter, in a room, through a codec), speech
+and noise. The hold-out uses its own seed, not ``scripts/bench.py``'s, so
+the val benchmark's negatives are mostly other tracks. Every live window
 contributes the best candidate's features (Fréchet distance, margin to the
 runner-up, windows seen) with label 1 when it is the true track and 0
 otherwise.
@@ -52,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RATE_HZ = 22_050
 QUERY_S = 12.0
 SEED = 7_2026
+HOLDOUT_SEED = 5_2027
 CONDITION_MIX = (
     "clean",
     "clean",
@@ -112,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-dump", type=Path, default=None, help="refit saved rows")
     parser.add_argument("--queries", type=int, default=300, help="known queries")
     parser.add_argument("--negatives", type=int, default=350, help="unknown queries")
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=0.15,
+        help="share of val tracks left out of the index as unknown music (0: train music only)",
+    )
     parser.add_argument(
         "--max-fp",
         type=float,
@@ -186,6 +197,10 @@ def collect(
     train = [e for e in manifest if e["split"] == "train" and e["duration_s"] >= 20]
     if not val or not train:
         sys.exit("calibrate: the corpus needs val and train tracks")
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(len(val))
+    n_out = round(args.holdout * len(val))
+    held_out = [val[int(i)] for i in sorted(order[:n_out])]
+    val = [val[int(i)] for i in sorted(order[n_out:])]
     work = Path(tempfile.mkdtemp(prefix="synesthete-calib-"))
     build_index(
         work / "index", [Path(e["path"]) for e in val], encoder=encoder, config=IndexConfig()
@@ -255,12 +270,15 @@ def collect(
             kind = "negative:speech"
         else:
             name = NEGATIVE_MIX[n % len(NEGATIVE_MIX)]
-            entry = train[int(rng.integers(len(train)))]
+            # Alternately music of the library's own packages and of other packages.
+            same = bool(held_out) and (n // 7) % 2 == 0
+            pool = held_out if same else train
+            entry = pool[int(rng.integers(len(pool)))]
             excerpt = degraded_excerpt(entry, name, rng, materials)
             if excerpt is None:
                 continue
             audio = excerpt
-            kind = f"negative:music-{name}"
+            kind = f"negative:{'held-out' if same else 'music'}-{name}"
         run(audio.astype(np.float32), None, query, kind)
         query += 1
     shutil.rmtree(work, ignore_errors=True)
