@@ -61,8 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     model.load_state_dict(checkpoint["model"])
     model.eval()
     out = args.out if args.out is not None else MODELS / f"{args.name}.pt"
+    # Beside the output, else where scripts/calibrate.py writes it by default: a file
+    # exported to /tmp for a trial must not lose the calibration without a word.
     calibration_file = out.with_name(f"{args.name}.calibration.json")
+    if not calibration_file.is_file():
+        calibration_file = MODELS / f"{args.name}.calibration.json"
     calibration = json.loads(calibration_file.read_text()) if calibration_file.is_file() else None
+    if calibration is None:
+        print(
+            f"export_encoder: no {args.name}.calibration.json: the file gets the matcher's"
+            " default calibration; run scripts/calibrate.py and export again",
+            file=sys.stderr,
+        )
     command_file = args.run / "command.txt"
     train_config = checkpoint["train_config"]
     metadata = {
