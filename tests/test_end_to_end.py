@@ -277,20 +277,30 @@ def test_two_versions_of_a_track_each_identified_and_never_sounds_like_each_othe
         assert opened.n_tracks == 4
 
 
-def test_audio_outside_the_library_is_unknown(library: Library) -> None:
+STRANGER_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="issue 14: encoder-v3 (the default since 6916e35) names a synthetic piece outside"
+    " this synthetic library on its first window, at confidence up to 0.99: pieces of one"
+    " synthesizer at other tempi and keys are near neighbours for a tempo- and pitch-invariant"
+    " encoder. Its false-positive rate on the bench split is 2.5 % against the 1 % target.",
+)
+
+
+@pytest.mark.parametrize(
+    "kind", [pytest.param("stranger", marks=STRANGER_XFAIL), pytest.param("noise")]
+)
+def test_audio_outside_the_library_is_unknown(library: Library, kind: str) -> None:
     rate = 22_050
-    stranger = synth_track(seed=5_000, duration_s=EXCERPT_S, sample_rate_hz=rate)
-    noise = pink_noise(seconds=EXCERPT_S, sample_rate_hz=rate, seed=3)
-    files = []
-    for name, audio in (("stranger.wav", stranger), ("noise.wav", 0.3 * noise)):
-        path = library.root / name
-        sf.write(path, audio, rate)
-        files.append(path)
-    events = identify(library, files)
-    for path in files:
-        kinds = [e["type"] for e in events[str(path)]]
-        assert "now_playing" not in kinds, (path.name, events[str(path)])
-        assert kinds and kinds[0] == "unknown"
+    if kind == "stranger":
+        audio = synth_track(seed=5_000, duration_s=EXCERPT_S, sample_rate_hz=rate)
+    else:
+        audio = 0.3 * pink_noise(seconds=EXCERPT_S, sample_rate_hz=rate, seed=3)
+    path = library.root / f"{kind}.wav"
+    sf.write(path, audio, rate)
+    events = identify(library, [path])
+    kinds = [e["type"] for e in events[str(path)]]
+    assert "now_playing" not in kinds, (path.name, events[str(path)])
+    assert kinds and kinds[0] == "unknown"
 
 
 def test_too_short_and_broken_inputs(library: Library, capsys: pytest.CaptureFixture[str]) -> None:
