@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DemoLibrary
+from conftest import DemoLibrary, build_index_cli
 
 from synesthete.constants import WINDOW_SAMPLES
 from synesthete.errors import AudioFormatError, ConfigError, ModelError
@@ -178,6 +178,15 @@ def test_a_models_calibration_may_set_its_own_max_frechet(
     from synesthete.index.config import MatcherConfig
 
     fitted = read_metadata(BASELINE)["calibration"]
+    # An index of the baseline (the default model is another): two tracks are enough.
+    music = tmp_path / "music"
+    music.mkdir()
+    for n in (0, 1):
+        (music / f"{n:02d}.flac").write_bytes(
+            (demo_library.root / "music" / f"{n:02d}.flac").read_bytes()
+        )
+    index = tmp_path / "index"
+    build_index_cli(index, music, "--model", str(BASELINE))
     for guard in (None, 0.77):
         calibration = dict(fitted) if guard is None else {**fitted, "max_frechet": guard}
         path = tmp_path / str(guard) / "baseline-v1.pt"
@@ -185,9 +194,7 @@ def test_a_models_calibration_may_set_its_own_max_frechet(
             BaselineEncoder(), path, metadata={"name": "baseline-v1", "dim": 128,
                                                "calibration": calibration},
         )  # fmt: skip
-        engine = open_engine(
-            index_dir=demo_library.index, encoder_config=EncoderConfig(model_path=path)
-        )
+        engine = open_engine(index_dir=index, encoder_config=EncoderConfig(model_path=path))
         try:
             expected = MatcherConfig().max_frechet if guard is None else guard
             assert engine.matcher_config.max_frechet == expected
