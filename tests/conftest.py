@@ -6,6 +6,7 @@ replay excerpts of these tracks through ``synesthete listen`` subprocesses.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,68 @@ def build_index_cli(index: Path, music: Path, *extra: str) -> subprocess.Complet
         text=True,
         timeout=600,
     )
+
+
+class ListenProcess:
+    """``synesthete listen --no-tui --jsonl EVENTS --threads 1 ARGS`` in the background, its
+    events read back from the file. stdout and stderr go to files beside it, never to a pipe
+    nobody reads (PortAudio's ALSA messages could fill one)."""
+
+    def __init__(
+        self, library: DemoLibrary, events: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.events_path = events
+        self.stderr_path = events.with_suffix(".stderr")
+        self.stdout_path = events.with_suffix(".stdout")
+        with self.stderr_path.open("wb") as err, self.stdout_path.open("wb") as out:
+            self.process = subprocess.Popen(
+                cli_command(
+                    "listen", "--index", str(library.index), "--no-tui", "--jsonl", str(events),
+                    "--threads", "1", *args,
+                ),
+                env=cli_env() if env is None else env,
+                stdout=out,
+                stderr=err,
+            )  # fmt: skip
+
+    def events(self) -> list[dict[str, object]]:
+        if not self.events_path.exists():
+            return []
+        lines = self.events_path.read_text(encoding="utf-8").splitlines()
+        # The last line may be half written.
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def wait_for(
+        self,
+        what: str,
+        predicate: Callable[[dict[str, object]], bool],
+        *,
+        after: int = 0,
+        timeout_s: float,
+    ) -> int:
+        """Index of the first event from ``after`` on that matches; fails on timeout or exit."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            events = self.events()
+            for i in range(after, len(events)):
+                if predicate(events[i]):
+                    return i
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"listen exited ({self.process.returncode}) before {what}: "
+                    f"{self.stderr_tail()} | events: {events[after:][-5:]}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} within {timeout_s:g} s; events: {events[after:][-5:]}")
+            time.sleep(0.1)
+
+    def stderr_tail(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-2000:]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
 
 
 def free_port() -> int:

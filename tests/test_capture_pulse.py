@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import DemoLibrary, cli_command, cli_env
+from conftest import DemoLibrary, ListenProcess, cli_command, cli_env
 
 SINK_RATE_HZ = 44_100
 START_TIMEOUT_S = 20.0
@@ -289,74 +289,6 @@ def test_listen_with_a_missing_device_is_one_line_under_pulse(
 # Input faults: the device goes away under a running `listen`
 
 
-class ListenProcess:
-    """``synesthete listen --device pulse`` in the background, its events read from --jsonl."""
-
-    def __init__(self, library: DemoLibrary, server: PulseServer, events: Path, *args: str) -> None:
-        self.events_path = events
-        # A file, not a pipe: PortAudio's ALSA messages must never fill a pipe nobody reads.
-        self.stderr_path = events.with_suffix(".stderr")
-        self._stderr = self.stderr_path.open("w")
-        self.process = subprocess.Popen(
-            cli_command(
-                "listen",
-                "--index",
-                str(library.index),
-                "--device",
-                "pulse",
-                "--no-tui",
-                "--jsonl",
-                str(events),
-                "--threads",
-                "1",
-                *args,
-            ),
-            env=server.client_env,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-        )
-
-    def events(self) -> list[dict[str, object]]:
-        if not self.events_path.exists():
-            return []
-        lines = self.events_path.read_text(encoding="utf-8").splitlines()
-        # The last line may be half written.
-        return [json.loads(line) for line in lines if line.endswith("}")]
-
-    def wait_for(
-        self,
-        what: str,
-        predicate: Callable[[dict[str, object]], bool],
-        *,
-        after: int = 0,
-        timeout_s: float,
-    ) -> int:
-        """Index of the first event from ``after`` on that matches; fails on timeout or exit."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            events = self.events()
-            for i in range(after, len(events)):
-                if predicate(events[i]):
-                    return i
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"listen exited ({self.process.returncode}) before {what}: "
-                    f"{self.stderr_tail()} | events: {events[after:][-5:]}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(f"no {what} within {timeout_s:g} s; events: {events[after:][-5:]}")
-            time.sleep(0.2)
-
-    def stderr_tail(self) -> str:
-        return self.stderr_path.read_text(errors="replace")[-2000:]
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=30)
-        self._stderr.close()
-
-
 def _is(kind: str, **fields: object) -> Callable[[dict[str, object]], bool]:
     return lambda e: e["type"] == kind and all(e.get(k) == v for k, v in fields.items())
 
@@ -386,10 +318,12 @@ def test_listen_reports_a_vanished_device_reopens_it_and_gives_up_when_it_stays_
     with Player(excerpt, own_pulse.client_env):
         listen = ListenProcess(
             demo_library,
-            own_pulse,
             tmp_path / "events.jsonl",
+            "--device",
+            "pulse",
             "--reconnect-timeout",
             f"{reconnect_timeout_s:g}",
+            env=own_pulse.client_env,
         )
         try:
             title = demo_library.titles[n]
@@ -469,10 +403,12 @@ def test_listen_detects_a_stalled_device_recovers_and_gives_up_when_it_stays_fro
     with Player(excerpt, own_pulse.client_env):
         listen = ListenProcess(
             demo_library,
-            own_pulse,
             tmp_path / "events.jsonl",
+            "--device",
+            "pulse",
             "--reconnect-timeout",
             f"{reconnect_timeout_s:g}",
+            env=own_pulse.client_env,
         )
         try:
             first = listen.wait_for(

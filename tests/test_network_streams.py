@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import DemoLibrary, cli_command, cli_env, free_port
+from conftest import DemoLibrary, ListenProcess, cli_command, cli_env, free_port
 
 SOURCE_PASSWORD = "source-secret"
 ADMIN_PASSWORD = "admin-secret"
@@ -186,65 +186,11 @@ class SourceClient:
         self.kill()
 
 
-class ListenProcess:
-    """``synesthete listen --input URL --no-tui`` in the background; events from --jsonl."""
-
-    def __init__(self, library: DemoLibrary, url: str, tmp: Path, *args: str) -> None:
-        self.events_path = tmp / "events.jsonl"
-        self.plays_path = tmp / "plays.jsonl"
-        self.stderr_path = tmp / "listen.stderr"
-        self.stdout_path = tmp / "listen.stdout"
-        with self.stderr_path.open("wb") as err, self.stdout_path.open("wb") as out:
-            self.process = subprocess.Popen(
-                cli_command(
-                    "listen",
-                    "--index",
-                    str(library.index),
-                    "--input",
-                    url,
-                    "--no-tui",
-                    "--jsonl",
-                    str(self.events_path),
-                    "--plays",
-                    str(self.plays_path),
-                    "--threads",
-                    "1",
-                    *args,
-                ),
-                env=cli_env(),
-                stdout=out,
-                stderr=err,
-            )
-
-    def events(self) -> list[dict[str, object]]:
-        if not self.events_path.exists():
-            return []
-        lines = self.events_path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.endswith("}")]
-
-    def wait_for(
-        self, what: str, predicate: Callable[[dict[str, object]], bool], *, after: int = 0,
-        timeout_s: float,
-    ) -> int:  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        while True:
-            events = self.events()
-            for i in range(after, len(events)):
-                if predicate(events[i]):
-                    return i
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"listen exited ({self.process.returncode}) before {what}: "
-                    f"{self.stderr_path.read_text()[-1500:]} | {events[after:][-4:]}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(f"no {what} within {timeout_s:g} s; events: {events[after:][-4:]}")
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=30)
+def _listen_to(library: DemoLibrary, url: str, tmp: Path, *args: str) -> ListenProcess:
+    """``listen --input URL`` with a plays log (``tmp/plays.jsonl``), events in ``tmp``."""
+    return ListenProcess(
+        library, tmp / "events.jsonl", "--input", url, "--plays", str(tmp / "plays.jsonl"), *args
+    )
 
 
 def _playing(title: str) -> Callable[[dict[str, object]], bool]:
@@ -277,7 +223,7 @@ def test_icecast_mp3_names_the_track_reports_the_drop_and_names_it_again_after_t
     with source:
         icecast.set_song("/radio.mp3", f"{demo_library.artist(n)} - {title}")
         url = icecast.url("/radio.mp3", credentials=True)
-        listen = ListenProcess(
+        listen = _listen_to(
             demo_library, url, tmp_path, "--serve", f"127.0.0.1:{ws_port}", "--reconnect-timeout",
             "60",
         )  # fmt: skip
@@ -312,7 +258,8 @@ def test_icecast_mp3_names_the_track_reports_the_drop_and_names_it_again_after_t
             )  # fmt: skip
             assert "HTTP 404" in str(listen.events()[failed]["message"])
             # The play ended with the input: its line is in the log while listen still runs.
-            plays = [json.loads(line) for line in listen.plays_path.read_text().splitlines()]
+            log = (tmp_path / "plays.jsonl").read_text()
+            plays = [json.loads(line) for line in log.splitlines()]
             assert [p["track"]["title"] for p in plays] == [title], plays
             play = plays[0]
             assert play["start"].endswith("Z") and play["start"] < play["end"]
@@ -335,7 +282,7 @@ def test_icecast_mp3_names_the_track_reports_the_drop_and_names_it_again_after_t
         listen.events_path.read_text()
         + listen.stderr_path.read_text()
         + listen.stdout_path.read_text()
-        + listen.plays_path.read_text()
+        + (tmp_path / "plays.jsonl").read_text()
     )
     assert LISTENER_SECRET not in everything
     assert "Traceback" not in listen.stderr_path.read_text()
@@ -350,7 +297,7 @@ def test_icecast_ogg_vorbis_names_the_track_and_passes_its_comments_on(
     excerpt = demo_library.excerpt(n, start_s=5.0, seconds=30.0)
     tags = ("-metadata", f"title={title}", "-metadata", f"artist={demo_library.artist(n)}")
     with SourceClient(icecast, "/radio.ogg", excerpt, *tags):
-        listen = ListenProcess(demo_library, icecast.url("/radio.ogg"), tmp_path)
+        listen = _listen_to(demo_library, icecast.url("/radio.ogg"), tmp_path)
         try:
             listen.wait_for("now_playing", _playing(title), timeout_s=90)
             said = [e for e in listen.events() if e["type"] == "stream_metadata"]
