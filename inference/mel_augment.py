@@ -250,11 +250,12 @@ class MelAugmenter:
         if self.reverberant:
             real = np.logical_and(roomed, rng.random(b) < cfg.real_room_share)
         power = self.music.read(track, positions)  # [b, n_mels, pre + frames]
-        copy = rng.integers(max(1, len(self.reverberant)), size=b)
-        for j, stream in enumerate(self.reverberant):
-            rows = torch.from_numpy(np.flatnonzero(real & (copy == j)))
-            if rows.numel():
-                power[rows] = stream.read(track[rows.numpy()], positions[rows])
+        if self.reverberant:
+            copy = rng.integers(len(self.reverberant), size=b)
+            for j, stream in enumerate(self.reverberant):
+                rows = torch.from_numpy(np.flatnonzero(real & (copy == j)))
+                if rows.numel():
+                    power[rows] = stream.read(track[rows.numpy()], positions[rows])
         power = self._warp(power, torch.from_numpy(warp).float())
         power = self._room(power, np.flatnonzero(roomed & ~real), rng)[:, :, pre:]
         power = self._noise(power, rng)

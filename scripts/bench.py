@@ -216,10 +216,11 @@ def load_materials(corpus: Path) -> Materials:
     return Materials(sample_rate_hz=QUERY_RATE_HZ, speech=tuple(speech), ambience=tuple(ambience))
 
 
-def negative_record(path: Path, truth: QueryTruth, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """One negative query: where it came from, and what (if anything) it was taken for."""
-    sources_path = path.parent / "sources.json"
-    sources = json.loads(sources_path.read_text()) if sources_path.is_file() else {}
+def negative_record(
+    path: Path, truth: QueryTruth, events: list[dict[str, Any]], sources: dict[str, Any]
+) -> dict[str, Any]:
+    """One negative query: where it came from (``sources``, by file name), and what (if
+    anything) it was taken for."""
     named = [
         e for e in events if e.get("type") == "now_playing" and float(e.get("t", 0.0)) <= QUERY_S
     ]
@@ -598,10 +599,14 @@ def main(argv: list[str] | None = None) -> int:
         identify_audio_s += QUERY_S * len(items)
         identify_rss = max(identify_rss, rss)
         by_file = split_by_file(json.loads(x) for x in out.read_text().splitlines() if x)
+        sources_path = items[0][0].parent / "sources.json"
+        sources = json.loads(sources_path.read_text()) if sources_path.is_file() else {}
         for path, truth in items:
             results.append(evaluate_query(by_file.get(str(path), []), truth, match_on="path"))
             if truth.track is None:
-                negative_details.append(negative_record(path, truth, by_file.get(str(path), [])))
+                negative_details.append(
+                    negative_record(path, truth, by_file.get(str(path), []), sources)
+                )
         print(f"bench: {name:>12}: {len(items)} queries in {wall:.1f} s")
     summary = summarize(results)
 
