@@ -374,7 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument(
         "target",
         metavar="TRACK_OR_FILE",
+        nargs="?",
         help="a track id, an indexed track's path, or any audio file",
+    )
+    similar.add_argument(
+        "--after",
+        nargs="+",
+        metavar="TRACK",
+        default=None,
+        help="up next instead: tracks (ids or indexed paths) already played, oldest first;"
+        " lists tracks to play after them",
     )
     similar.add_argument("--k", type=int, default=10, help="how many tracks (default 10)")
     _add_sounds_like_arg(similar, flag="--distance")
@@ -825,6 +834,15 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
+    if (args.target is None) == (args.after is None):
+        raise ConfigError("similar needs TRACK_OR_FILE or --after TRACK ..., not both")
+    if args.after is not None:
+        from synesthete.clients.similar import up_next_tracks, write_up_next
+
+        with Library.open(args.index) as library:
+            history, following = up_next_tracks(library, args.after, k=args.k)
+            write_up_next(history, following, sys.stdout, fmt=args.format)
+        return 0
     with Library.open(args.index) as library:
         query = resolve_query(
             library, args.target, encoder_config=_encoder_config(args, default_threads=1)

@@ -198,6 +198,7 @@ class Broadcaster:
             "now_playing": None,
             "candidates": None,
             "sounds_like": None,
+            "up_next": None,
             "status": None,
             "stream_metadata": None,
         }

@@ -165,6 +165,59 @@ def write_similar(
         out.write("  (no other tracks in the index)\n")
 
 
+def up_next_tracks(
+    library: Library, played: list[str], *, k: int
+) -> tuple[list[TrackInfo], list[tuple[TrackInfo, float]]]:
+    """The played tracks (ids or indexed paths, oldest first) and up to ``k`` to play next.
+
+    ``LibraryError`` (one line) for a track the index lacks.
+    """
+    from synesthete.index.upnext import up_next
+
+    if k < 1:
+        raise ConfigError(f"--k must be >= 1, got {k}")
+    history: list[TrackInfo] = []
+    for target in played:
+        record: TrackRecord | None = None
+        if target.strip().isdigit():
+            try:
+                record = library.record(int(target))
+            except LibraryError:
+                record = None
+        if record is None:
+            record = _indexed_by_path(library, target)
+        if record is None:
+            raise LibraryError(f"{target}: not a track id or indexed path of {library.index_dir}")
+        history.append(record.to_info())
+    ranked = up_next(library.summaries(), [info.id for info in history], k=k)
+    return history, [(library.info(track_id), dist) for track_id, dist in ranked]
+
+
+def write_up_next(
+    history: list[TrackInfo],
+    results: list[tuple[TrackInfo, float]],
+    out: TextIO,
+    *,
+    fmt: str,
+) -> None:
+    """``txt``: what was played, then one line per track; ``json``: one object."""
+    if fmt == "json":
+        doc = {
+            "after": [info.to_payload() for info in history],
+            "tracks": [
+                {"rank": rank, "distance": round(dist, 5), "track": info.to_payload()}
+                for rank, (info, dist) in enumerate(results, start=1)
+            ],
+        }
+        out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        return
+    out.write(f"up next after {' > '.join(_describe(info) for info in history)}:\n")
+    for rank, (info, dist) in enumerate(results, start=1):
+        out.write(f"{rank:3d}  {dist:8.4f}  {info.id:>5}  {_describe(info)}  {info.path}\n")
+    if not results:
+        out.write("  (no other tracks in the index)\n")
+
+
 def _describe(info: TrackInfo) -> str:
     who = f"{info.artist} - " if info.artist else ""
     album = f" [{info.album}]" if info.album else ""

@@ -29,6 +29,7 @@ from synesthete.events import (
     StreamMetadata,
     TrackInfo,
     Unknown,
+    UpNext,
     now_playing_after,
 )
 
@@ -42,6 +43,8 @@ class LiveSnapshot:
     now_playing: NowPlaying | None = None
     candidates: tuple[CandidateScore, ...] = ()
     sounds_like: tuple[tuple[TrackInfo, float], ...] = ()
+    up_next: tuple[tuple[TrackInfo, float], ...] = ()
+    """The latest ``up_next`` suggestions (after the last track change)."""
     status: Status | None = None
     """The latest ``status`` event, as sent (with the last known latency and note kept)."""
     server: str | None = None
@@ -283,6 +286,13 @@ def _full_panels(snapshot: LiveSnapshot) -> list[RenderableType]:
         for info, distance in snapshot.sounds_like[:5]:
             similar.add_row(_track_line(info), Text(f"{distance:.3f}", style="dim"))
         panels.append(Panel(similar, title="sounds like", border_style="magenta"))
+    if snapshot.up_next:
+        following = Table.grid(padding=(0, 1), expand=True)
+        following.add_column(no_wrap=True)
+        following.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        for rank, (info, _) in enumerate(snapshot.up_next[:5], start=1):
+            following.add_row(Text(f"{rank}.", style="dim"), _track_line(info))
+        panels.append(Panel(following, title="up next", border_style="cyan"))
     panels.append(_status_panel(snapshot, compact=False))
     return panels
 
@@ -310,6 +320,8 @@ def apply_event(snapshot: LiveSnapshot, event: Event) -> LiveSnapshot:
         return replace(snapshot, t=event.t, candidates=event.candidates)
     if isinstance(event, SoundsLike):
         return replace(snapshot, t=event.t, sounds_like=event.tracks)
+    if isinstance(event, UpNext):
+        return replace(snapshot, t=event.t, up_next=event.tracks)
     if isinstance(event, StreamMetadata):
         said = " — ".join(part for part in (event.title, event.artist) if part) or None
         log = snapshot.log

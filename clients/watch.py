@@ -52,7 +52,14 @@ DEFAULT_PORT = 8765
 ENVELOPE_KEYS = frozenset({"v", "seq", "ts", "dropped"})
 CONTROL_TYPES = frozenset({"pong", "subscribed"})
 # The order a snapshot's held events are written in: the answer comes last.
-SNAPSHOT_KEYS = ("status", "stream_metadata", "candidates", "sounds_like", "now_playing")
+SNAPSHOT_KEYS = (
+    "status",
+    "stream_metadata",
+    "candidates",
+    "sounds_like",
+    "up_next",
+    "now_playing",
+)
 
 
 class WatchError(SynestheteError):
@@ -188,6 +195,10 @@ def describe(payload: dict[str, Any]) -> str:
             if isinstance(s, dict)
         )
         return f"{stamp}  ≈ sounds like: {listed or '(none)'}"
+    if kind == "up_next":
+        items = payload.get("tracks") or []
+        listed = ", ".join(_track_name(s.get("track")) for s in items[:3] if isinstance(s, dict))
+        return f"{stamp}  » up next: {listed or '(none)'}"
     if kind == "stream_metadata":
         said = " — ".join(str(payload[k]) for k in ("title", "artist") if payload.get(k))
         return f"{stamp}  ♪ stream says: {said or '(nothing)'} ({payload.get('origin')})"

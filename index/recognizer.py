@@ -17,11 +17,12 @@ import numpy.typing as npt
 
 from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from synesthete.errors import ConfigError
-from synesthete.events import Event, SoundsLike, Unknown
+from synesthete.events import Event, NowPlaying, SoundsLike, Unknown, UpNext
 from synesthete.index.config import RecognizerConfig
 from synesthete.index.matcher import Matcher
 from synesthete.index.protocols import CandidateSource, CurveLibrary
 from synesthete.index.similar import TrackSummaries, check_distance
+from synesthete.index.upnext import up_next
 from synesthete.inference.encoder import Encoder
 from synesthete.stream.guard import InputGuard
 from synesthete.stream.resample import StreamResampler
@@ -93,6 +94,9 @@ class Recognizer:
         self._summaries = summaries
         self.sounds_like_distance = check_distance(config.sounds_like_distance)
         self.timing = WindowTiming()
+        self.history: list[int] = []
+        """Tracks identified in this stream, oldest first (a track again after
+        another counts again); "up next" ranks from it."""
 
     @property
     def matcher(self) -> Matcher:
@@ -147,6 +151,7 @@ class Recognizer:
         self._windows_seen = 0
         self.guard.reset()
         self.timing.clear()
+        self.history.clear()
 
     def _sounds_like(self, *, t: float) -> SoundsLike | None:
         if (
@@ -170,6 +175,21 @@ class Recognizer:
             metric=self.sounds_like_distance,
         )
 
+    def _up_next(self, now: NowPlaying) -> UpNext | None:
+        """After a change of the identified track: ``sounds_like_k`` tracks to play next."""
+        if self.history and self.history[-1] == now.track.id:
+            return None
+        self.history.append(now.track.id)
+        if self._summaries is None or self.config.sounds_like_k < 1:
+            return None
+        ranked = up_next(self._summaries, self.history, k=self.config.sounds_like_k)
+        return UpNext(
+            file=self.stream,
+            t=now.t,
+            history=tuple(self.history),
+            tracks=tuple((self._library.info(track_id), dist) for track_id, dist in ranked),
+        )
+
     def _process(self, windows: Sequence[Window]) -> list[Event]:
         if not windows:
             return []
@@ -181,7 +201,12 @@ class Recognizer:
         searched = time.perf_counter()
         events: list[Event] = []
         for window, embedding, found in zip(windows, embeddings, neighbors, strict=True):
-            events.extend(self._matcher.push(embedding, found, t=window.end_s))
+            for event in self._matcher.push(embedding, found, t=window.end_s):
+                events.append(event)
+                if isinstance(event, NowPlaying):
+                    following = self._up_next(event)
+                    if following is not None:
+                        events.append(following)
             self._windows_seen += 1
             similar = self._sounds_like(t=window.end_s)
             if similar is not None:

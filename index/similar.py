@@ -34,6 +34,11 @@ The distances (``SOUNDS_LIKE_DISTANCES``, and the ``cosine`` baseline):
     over excerpts: a pure maximum over a whole track would be decided by its
     single worst moment.
 
+With a similarity head (``index/sonic.py``; ``Library.summaries`` passes the
+one shipped for the index's encoder) every curve, the library's and each
+query, first goes through it: the points are then unit style vectors, and all
+four distances apply to them as they are.
+
 All per-track data is computed once (``TrackSummaries.from_windows`` and the
 lazy ``prepare``), so a live update is a few matrix products over the
 library's summaries, not a pass over every window. The default distance is
@@ -58,6 +63,7 @@ from synesthete.constants import (
 from synesthete.errors import ConfigError
 
 from .frechet import frechet_steps, subsequence_frechet_many
+from .sonic import SonicHead
 from .versions import version_groups
 
 SoundsLikeDistance = Literal["mean", "min", "frechet", "cosine"]
@@ -286,6 +292,7 @@ class TrackSummaries:
         content_keys: Sequence[str] | None = None,
         same_music: Sequence[tuple[int, int]] = (),
         index_hop_s: float = DEFAULT_INDEX_HOP_S,
+        head: SonicHead | None = None,
     ) -> None:
         if not (len(track_ids) == len(starts) == len(counts)):
             raise ConfigError("track_ids, starts and counts must have the same length")
@@ -300,6 +307,14 @@ class TrackSummaries:
                     f"track rows {start}..{start + count} do not fit windows [{n_rows}] "
                     "(every track needs at least one window)"
                 )
+        self.head = head
+        self.query_dim = int(windows.shape[1])
+        if head is not None:
+            if head.in_dim != windows.shape[1]:
+                raise ConfigError(
+                    f"sonic head reads D={head.in_dim}, the windows have D={windows.shape[1]}"
+                )
+            windows = head.apply(windows)
         self._windows = windows
         self._starts = np.asarray(starts, dtype=np.int64)
         self._counts = np.asarray(counts, dtype=np.int64)
@@ -335,8 +350,13 @@ class TrackSummaries:
         content_keys: Sequence[str] | None = None,
         same_music: Sequence[tuple[int, int]] = (),
         index_hop_s: float = DEFAULT_INDEX_HOP_S,
+        head: SonicHead | None = None,
     ) -> TrackSummaries:
-        """Summaries from the window matrix ``[N, D]`` and each track's row range."""
+        """Summaries from the window matrix ``[N, D]`` and each track's row range.
+
+        With a ``head``, every curve (the library's and each query) first goes
+        through it: the distances are then between style vectors.
+        """
         return cls(
             windows=windows,
             track_ids=track_ids,
@@ -345,6 +365,7 @@ class TrackSummaries:
             content_keys=content_keys,
             same_music=same_music,
             index_hop_s=index_hop_s,
+            head=head,
         )
 
     @property
@@ -416,10 +437,12 @@ class TrackSummaries:
         q = np.asarray(query, dtype=np.float32)
         if q.ndim != 2 or q.shape[0] == 0:
             raise ConfigError(f"query must be a non-empty [n, D] curve, got shape {q.shape}")
-        if q.shape[1] != self.dim:
-            raise ConfigError(f"query has D={q.shape[1]}, the library D={self.dim}")
+        if q.shape[1] != self.query_dim:
+            raise ConfigError(f"query has D={q.shape[1]}, the library D={self.query_dim}")
         if not np.all(np.isfinite(q)):
             raise ConfigError("query contains non-finite values")
+        if self.head is not None:
+            q = self.head.apply(q)
         if self.n_tracks == 0:
             return np.zeros(0, dtype=np.float64)
         if kind == "mean":

@@ -75,6 +75,8 @@ from .annoy_index import AnnoyCandidates, BruteForceCandidates, RowMap, build_an
 from .art import CoverArt
 from .config import DEFAULT_SEARCH_K_FACTOR, check_speed_variants, parse_speed_variants
 from .similar import TrackSummaries
+from .sonic import SonicHead
+from .sonic_file import packaged_head
 from .tags import displayable
 from .versions import VersionConfig, VersionPair, find_versions, version_groups
 
@@ -419,8 +421,17 @@ class Library:
                 content_keys=[r.content_hash for r in records],
                 same_music=[(p.track_a, p.track_b) for p in self.version_pairs],
                 index_hop_s=self.index_hop_s,
+                head=self.sonic_head(),
             )
         return self._summaries
+
+    def sonic_head(self) -> SonicHead | None:
+        """The similarity head shipped for this index's encoder (``index/sonic.py``), if any:
+        "sounds like" then ranks by style vectors rather than fingerprint windows."""
+        head = packaged_head(self.encoder_name)
+        if head is None or not head.applies_to(encoder_name=self.encoder_name, dim=self.dim):
+            return None
+        return head
 
     def records(self) -> list[TrackRecord]:
         """All track rows, by id."""

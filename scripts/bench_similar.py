@@ -60,6 +60,8 @@ from synesthete.constants import (
 )
 from synesthete.index.config import MatcherConfig
 from synesthete.index.similar import DISTANCES, TrackSummaries
+from synesthete.index.sonic import SonicHead
+from synesthete.index.sonic_file import load_head, packaged_head
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 20261122
@@ -195,15 +197,18 @@ class GroupEval:
     relevance: np.ndarray  # [Q, T] bool
 
 
-def make_group(name: str, tracks: list[Track], library: Any) -> GroupEval:
+def make_group(
+    name: str, tracks: list[Track], library: Any, head: SonicHead | None = None
+) -> GroupEval:
     records = [library.record(t.track_id) for t in tracks]
     summaries = TrackSummaries.from_windows(
-        windows=library.windows,
+        windows=np.asarray(library.windows, dtype=np.float32),
         track_ids=[r.id for r in records],
         starts=[r.window_start for r in records],
         counts=[r.window_count for r in records],
         content_keys=[r.content_hash for r in records],
         index_hop_s=library.index_hop_s,
+        head=head,
     )
     n = len(tracks)
     candidates = np.ones((n, n), dtype=bool)
@@ -256,10 +261,16 @@ def bootstrap_ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float, f
 
 
 def exact_min_distances(group: GroupEval, library: Any, curve: np.ndarray) -> np.ndarray:
-    """``mean_i min_j |q_i - p_j|`` over every window of every track of the group."""
+    """``mean_i min_j |q_i - p_j|`` over every window of every track of the group (through
+    the group's head, if it has one)."""
     out = np.empty(len(group.tracks))
+    head = group.summaries.head
+    if head is not None:
+        curve = head.apply(curve)
     for row, track in enumerate(group.tracks):
         windows = np.asarray(library.curve(track.track_id), dtype=np.float32)
+        if head is not None:
+            windows = head.apply(windows)
         sq = 2.0 - 2.0 * (curve @ windows.T)
         out[row] = float(np.sqrt(np.maximum(sq.min(axis=1), 0.0)).mean())
     return out
@@ -298,13 +309,16 @@ def evaluate_group(
             dists = {q: method(c, h) for q, (c, h) in queries.items()}
             p5, ap, rows = score_rankings(group, dists)
             lo, hi = bootstrap_ci(ap, rng)
+            p_lo, p_hi = bootstrap_ci(p5, rng)
             rows_of_kind[name] = {
                 "p_at_5": round(float(p5.mean()), 4),
+                "p_at_5_ci95": [round(p_lo, 4), round(p_hi, 4)],
                 "map": round(float(ap.mean()), 4),
                 "map_ci95": [round(lo, 4), round(hi, 4)],
                 "seconds": round(time.perf_counter() - started, 1),
             }
             per_query.setdefault(kind, {})[name] = ap
+            per_query.setdefault(f"{kind} p5", {})[name] = p5
             print(
                 f"bench_similar: {group.name:>5} {kind:>5} {name:>12}: P@5 {p5.mean():.3f}"
                 f" MAP {ap.mean():.3f} [{lo:.3f}, {hi:.3f}] ({len(rows)} queries)",
@@ -319,6 +333,27 @@ def evaluate_group(
         }
     result["_ap"] = per_query
     return result
+
+
+def compare_spaces(by_space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Bench split, per distance and query kind: sonic minus fingerprint, P@5 and MAP,
+    with paired bootstrap 95 % intervals (the same queries in both)."""
+    rng = np.random.default_rng(SEED + 2)
+    old, new = by_space["fingerprint"]["bench"]["_ap"], by_space["sonic"]["bench"]["_ap"]
+    out: dict[str, Any] = {}
+    for kind in ("whole", "live"):
+        for name in DISTANCES:
+            row: dict[str, Any] = {}
+            for metric, key in (("p_at_5", f"{kind} p5"), ("map", kind)):
+                diff = new[key][name] - old[key][name]
+                lo, hi = bootstrap_ci(diff, rng)
+                row[metric] = {
+                    "old": round(float(old[key][name].mean()), 4),
+                    "new": round(float(new[key][name].mean()), 4),
+                    "difference_ci95": [round(lo, 4), round(hi, 4)],
+                }
+            out[f"{kind} {name}"] = row
+    return out
 
 
 def choose_default(dev: dict[str, Any]) -> dict[str, Any]:
@@ -421,38 +456,67 @@ def markdown(doc: dict[str, Any]) -> str:
         "Weak labels: same artist/composer, same album, or same package (game).",
         "",
     ]
-    for key, title in (("bench", "bench split (reported)"), ("dev", "train+val (default choice)")):
-        group = doc["groups"][key]
-        w, li = group["whole"], group["live"]
+    if doc["comparison"]:
         lines += [
-            f"## {title}: {group['tracks']} tracks; queries with a relevant track:"
-            f" whole {w['queries']}, live {li['queries']}",
+            "## Old (fingerprint) against new (sonic head), bench split",
             "",
-            "| distance | whole P@5 | whole MAP | live P@5 | live MAP (95% CI) |",
-            "|---|---|---|---|---|",
+            "Paired bootstrap 95% intervals of new - old over the same queries.",
+            "",
+            "| query | distance | P@5 old → new (Δ 95% CI) | MAP old → new (Δ 95% CI) |",
+            "|---|---|---|---|",
         ]
-        names = [*DISTANCES, "min (exact)", "random"]
-        for name in names:
-            wd = w["distances"].get(name)
-            ld = li["distances"].get(name)
-            cells = [f"{wd['p_at_5']:.3f}", f"{wd['map']:.3f}"] if wd else ["–", "–"]
-            if ld:
-                ci = ld.get("map_ci95")
-                ci_text = f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
-                cells += [f"{ld['p_at_5']:.3f}", f"{ld['map']:.3f}{ci_text}"]
-            else:
-                cells += ["–", "–"]
-            label = f"**{name}**" if name == doc["choice"]["chosen"] else name
-            if name == BASELINE:
-                label = f"{name} (baseline: plain mean cosine)"
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for key, row in doc["comparison"].items():
+            kind, name = key.split(" ", 1)
+            cells = []
+            for metric in ("p_at_5", "map"):
+                m = row[metric]
+                ci = m["difference_ci95"]
+                cells.append(f"{m['old']:.3f} → **{m['new']:.3f}** ({ci[0]:+.3f}…{ci[1]:+.3f})")
+            lines.append(f"| {kind} | {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    chosen = doc["choice"]["chosen"] if doc["choice"] else doc["current_default"]
+    for space, groups in doc["spaces"].items():
+        for key, title in (
+            ("bench", "bench split (reported)"),
+            ("dev", "train+val (default choice)"),
+        ):
+            if key not in groups:
+                continue
+            group = groups[key]
+            w, li = group["whole"], group["live"]
+            lines += [
+                f"## {space}: {title}: {group['tracks']} tracks; queries with a relevant track:"
+                f" whole {w['queries']}, live {li['queries']}",
+                "",
+                "| distance | whole P@5 (95% CI) | whole MAP (95% CI) | live P@5 (95% CI)"
+                " | live MAP (95% CI) |",
+                "|---|---|---|---|---|",
+            ]
+            names = [*DISTANCES, "min (exact)", "random"]
+            for name in names:
+                cells = []
+                for d in (w["distances"].get(name), li["distances"].get(name)):
+                    if not d:
+                        cells += ["–", "–"]
+                        continue
+                    for metric in ("p_at_5", "map"):
+                        ci = d.get(f"{metric}_ci95")
+                        ci_text = f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+                        cells.append(f"{d[metric]:.3f}{ci_text}")
+                label = f"**{name}**" if name == chosen else name
+                if name == BASELINE:
+                    label = f"{name} (baseline: plain mean cosine)"
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append("")
     choice = doc["choice"]
+    if choice:
+        lines += [
+            f"Default: **{choice['chosen']}** ({choice['rule']}; best was {choice['best']};"
+            f" paired 95% CIs of MAP(best) - MAP(other):"
+            f" {choice['map_difference_ci95_best_minus']}).",
+            "",
+        ]
     lines += [
-        f"Default: **{choice['chosen']}** ({choice['rule']}; best was {choice['best']};"
-        f" paired 95% CIs of MAP(best) - MAP(other):"
-        f" {choice['map_difference_ci95_best_minus']}).",
-        "",
         "## Cost per live update",
         "",
         "`nearest` with k=5 on live curves: p50 wall / p50 CPU ms; then the one-off build of"
@@ -488,6 +552,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hop", type=float, default=DEFAULT_LIVE_HOP_S, help="live hop in s")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the built index here")
     parser.add_argument("--label", default=None, help="suffix for the results file name")
+    parser.add_argument(
+        "--head", type=Path, default=None, help="similarity head (default: the packaged one)"
+    )
+    parser.add_argument(
+        "--fingerprint-only", action="store_true", help="only the fingerprint embedding"
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
     commit, dirty = git_commit()
@@ -528,15 +598,39 @@ def main(argv: list[str] | None = None) -> int:
         live = live_curves(tracks, model=args.model, live_hop_s=args.hop, horizon=horizon)
         if args.workdir is not None and args.model is None:
             np.savez(cache, **{str(k): v for k, v in live.items()})
-    groups = {
-        "bench": make_group("bench", [t for t in tracks if t.split == "bench"], library),
-        "dev": make_group("dev", [t for t in tracks if t.split in ("train", "val")], library),
+    head = None
+    if args.head is not None:
+        head = load_head(args.head)
+    elif not args.fingerprint_only:
+        head = packaged_head(library.encoder_name)
+    if head is not None and not head.applies_to(encoder_name=library.encoder_name, dim=library.dim):
+        sys.exit(
+            f"bench_similar: the head reads {head.encoder_name}, the index has"
+            f" {library.encoder_name}"
+        )
+    spaces: dict[str, SonicHead | None] = {"fingerprint": None}
+    if head is not None:
+        spaces["sonic"] = head
+    split_of = {
+        "bench": [t for t in tracks if t.split == "bench"],
+        "dev": [t for t in tracks if t.split in ("train", "val")],
     }
-    results = {
-        key: evaluate_group(group, library, live, live_hop_s=args.hop)
-        for key, group in groups.items()
-    }
-    choice = choose_default(results["dev"])
+    by_space: dict[str, dict[str, Any]] = {}
+    for space, space_head in spaces.items():
+        by_space[space] = {
+            key: evaluate_group(
+                make_group(f"{space[:5]} {key}", members, library, space_head),
+                library,
+                live,
+                live_hop_s=args.hop,
+            )
+            for key, members in split_of.items()
+            if members
+        }
+    product = "sonic" if "sonic" in by_space else "fingerprint"
+    results = by_space[product]
+    choice = choose_default(results["dev"]) if "dev" in results else None
+    comparison = compare_spaces(by_space) if "sonic" in by_space else None
     corpus_queries = [live[t.track_id] for t in tracks if t.track_id in live]
     rng = np.random.default_rng(SEED)
     synthetic, windows = synthetic_library(rng, library.dim)
@@ -550,8 +644,9 @@ def main(argv: list[str] | None = None) -> int:
         "synthetic 500x600": time_updates(synthetic, synth_queries, live_hop_s=args.hop),
     }
     library.close()
-    for result in results.values():
-        del result["_ap"]
+    for space_results in by_space.values():
+        for result in space_results.values():
+            del result["_ap"]
     doc: dict[str, Any] = {
         "commit": commit,
         "dirty": dirty,
@@ -571,6 +666,10 @@ def main(argv: list[str] | None = None) -> int:
         "window_s": WINDOW_S,
         "current_default": DEFAULT_SOUNDS_LIKE_DISTANCE,
         "groups": results,
+        "space": product,
+        "spaces": by_space,
+        "head": None if head is None else dict(head.meta),
+        "comparison": comparison,
         "choice": choice,
         "timing": timing,
         "runtime_s": round(time.perf_counter() - began, 1),

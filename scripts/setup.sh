@@ -40,6 +40,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The CPU wheel first: with torch 2.13.0 present, ">=2.11" pulls no CUDA build.
   .venv/bin/pip install -q "torch==2.13.0"
   .venv/bin/pip install -q -e ".[dev,augment]"
+  # The sonic map's UMAP and matplotlib.
+  .venv/bin/pip install -q -e ".[map]"
   echo "$want" > "$stamp"
 fi
 echo "setup: ready (.venv)"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 EventType = Literal[
-    "now_playing", "unknown", "candidates", "sounds_like", "status", "stream_metadata"
+    "now_playing", "unknown", "candidates", "sounds_like", "up_next", "status", "stream_metadata"
 ]
 
 _Answer = TypeVar("_Answer")
@@ -177,6 +177,32 @@ class SoundsLike(Event):
                 for info, dist in self.tracks
             ],
             "metric": self.metric,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpNext(Event):
+    """Library tracks to play next, after each change of the identified track.
+
+    ``history`` is the session's identified tracks, oldest first (the one
+    just identified last); ``tracks`` are (track, distance) best first, none
+    of them played yet (``index/upnext.py``).
+    """
+
+    history: tuple[int, ...]
+    tracks: tuple[tuple[TrackInfo, float], ...]
+
+    @property
+    def type(self) -> EventType:
+        return "up_next"
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "history": list(self.history),
+            "tracks": [
+                {"track": info.to_payload(), "distance": round(dist, 5)}
+                for info, dist in self.tracks
+            ],
         }
 
 

@@ -1,0 +1,94 @@
+"""The similarity ("sonic") embedding: fingerprint windows → style vectors.
+
+The fingerprint encoder was trained to tell two places in one track apart,
+not to say which tracks feel alike. A small head, trained by
+scripts/train_similarity.py on the train split (positives: far-apart stretches
+of one track, and tracks of the same artist, album or game; negatives: the
+rest), maps each window embedding ``[D]`` to a unit style vector ``[E]``. A
+track's sonic curve is its windows through the head, so the track-level
+distances of ``index/similar.py`` (mean, min point-to-point, Fréchet) apply to
+it unchanged; the live query goes through the same head.
+
+The head is two dense layers with a ReLU, in numpy (the runtime needs no torch
+for it). It is tied to the encoder it was trained on: ``encoder_name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from synesthete.errors import ConfigError
+
+FloatArray = npt.NDArray[np.float32]
+
+_APPLY_ROWS = 65536
+"""Windows put through the head at once (memory: rows x hidden floats)."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SonicHead:
+    """``x [n, D] -> normalise(relu(x W1 + b1) W2 + b2) [n, E]``.
+
+    ``w1 [D, H]``, ``b1 [H]``, ``w2 [H, E]``, ``b2 [E]``; ``encoder_name`` is the
+    fingerprint encoder whose windows it reads; ``meta`` how it was made.
+    """
+
+    encoder_name: str
+    w1: FloatArray
+    b1: FloatArray
+    w2: FloatArray
+    b2: FloatArray
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shapes = (self.w1.ndim, self.b1.ndim, self.w2.ndim, self.b2.ndim)
+        if shapes != (2, 1, 2, 1):
+            raise ConfigError("sonic head: w1, w2 must be matrices and b1, b2 vectors")
+        if self.w1.shape[1] != self.b1.shape[0] or self.w2.shape[0] != self.w1.shape[1]:
+            raise ConfigError(
+                f"sonic head: layer shapes disagree: w1 {self.w1.shape}, b1 {self.b1.shape},"
+                f" w2 {self.w2.shape}"
+            )
+        if self.w2.shape[1] != self.b2.shape[0]:
+            raise ConfigError(f"sonic head: w2 {self.w2.shape} and b2 {self.b2.shape} disagree")
+        for name in ("w1", "b1", "w2", "b2"):
+            if not np.all(np.isfinite(getattr(self, name))):
+                raise ConfigError(f"sonic head: {name} has non-finite values")
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.w1.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.w2.shape[1])
+
+    def applies_to(self, *, encoder_name: str, dim: int) -> bool:
+        """Whether windows of this encoder can go through the head."""
+        return encoder_name == self.encoder_name and dim == self.in_dim
+
+    def apply(self, windows: npt.NDArray[np.floating]) -> FloatArray:
+        """``windows [n, D]`` → unit style vectors ``[n, E]`` (row by row, so a curve's
+        points are the points of its windows)."""
+        x = np.asarray(windows)
+        if x.ndim != 2 or x.shape[1] != self.in_dim:
+            raise ConfigError(f"sonic head reads [n, {self.in_dim}] windows, got {x.shape}")
+        out = np.empty((x.shape[0], self.dim), dtype=np.float32)
+        for start in range(0, x.shape[0], _APPLY_ROWS):
+            chunk = np.asarray(x[start : start + _APPLY_ROWS], dtype=np.float32)
+            hidden = chunk @ self.w1
+            hidden += self.b1
+            np.maximum(hidden, 0.0, out=hidden)
+            y = hidden @ self.w2
+            y += self.b2
+            y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+            out[start : start + chunk.shape[0]] = y
+        return out
+
+    def arrays(self) -> dict[str, FloatArray]:
+        return {"w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2}

@@ -1,0 +1,67 @@
+"""Reading and writing similarity heads (``index/sonic.py``) as ``.npz`` files.
+
+A head lies next to the encoder it reads, named after it:
+``inference/models/<encoder>.sonic.npz``. An index built with an encoder that
+has no head keeps "sounds like" on the fingerprint windows themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from synesthete.errors import ConfigError
+
+from .sonic import SonicHead
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "inference" / "models"
+SUFFIX = ".sonic.npz"
+
+
+def save_head(head: SonicHead, path: str | os.PathLike[str]) -> None:
+    """Write ``head`` to ``path`` (atomically: a temporary file, then a rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    with tmp.open("wb") as out:
+        np.savez(
+            out,
+            w1=head.w1,
+            b1=head.b1,
+            w2=head.w2,
+            b2=head.b2,
+            encoder_name=np.array(head.encoder_name),
+            meta=np.array(json.dumps(dict(head.meta), sort_keys=True)),
+        )
+    tmp.replace(target)
+
+
+def load_head(path: str | os.PathLike[str]) -> SonicHead:
+    """The head in ``path``; ``ConfigError`` (one line) if it is missing or malformed."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as saved:
+            arrays = {name: np.asarray(saved[name], dtype=np.float32) for name in _ARRAYS}
+            encoder_name = str(saved["encoder_name"])
+            meta = json.loads(str(saved["meta"]))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such similarity head") from None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"{path}: not a similarity head ({err})") from None
+    return SonicHead(encoder_name=encoder_name, meta=meta, **arrays)
+
+
+_ARRAYS = ("w1", "b1", "w2", "b2")
+
+
+def packaged_head(encoder_name: str) -> SonicHead | None:
+    """The head shipped for ``encoder_name``, if this version ships one."""
+    if not encoder_name or "/" in encoder_name or "\\" in encoder_name:
+        return None
+    if encoder_name.startswith("."):
+        return None
+    path = MODELS_DIR / f"{encoder_name}{SUFFIX}"
+    return load_head(path) if path.is_file() else None

@@ -1,0 +1,407 @@
+"""Train the similarity ("sonic") head on the train split; select it on val.
+
+    python scripts/train_similarity.py [--corpus DIR] [--model PT] [--out NPZ]
+                                       [--steps N] [--seed S] [--label-weight W ...]
+
+1. **Features.** Every track of the train and val splits (decoded once to
+   corpus/cache/train16k, as the encoder training does) is cut into 4 s
+   windows every ``HOP_S`` and embedded by the fingerprint encoder (default:
+   the packaged one). Cached under runs/sim/ (gitignored), so a second run
+   trains at once.
+2. **Head.** ``index/sonic.py``'s two-layer head, applied to each window; a
+   stretch of a track is the normalised mean of its windows' unit outputs,
+   which is the ``mean`` distance's track vector.
+3. **Loss.** A multi-positive contrastive loss (SupCon) over a batch of
+   tracks, two stretches each: the two stretches of one track are positives
+   (taken from the first and second halves of the track, far apart, as
+   Stollery's triplets were), tracks of the same artist/composer, album or
+   game are positives of weight ``--label-weight`` (the relevance labels of
+   scripts/bench_similar.py, so the train split's labels only); every other
+   track is a negative. Stretch lengths vary from a live query's 8 windows to
+   a minute.
+4. **Selection on val.** Every ``EVAL_EVERY`` steps the head ranks the val
+   tracks for each val track (whole-track queries, and live-like queries: 8
+   windows 2 s apart at a seeded offset), P@5 and MAP with the same labels.
+   The checkpoint and label weight with the best mean of whole and live MAP
+   win. The bench split is never read here.
+
+Writes the head (``--out``, default inference/models/<encoder>.sonic.npz) with
+its settings, its val figures and this command in ``meta``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_similar import Track, average_precision, relevant, split_artists  # noqa: E402
+from provenance import git_commit  # noqa: E402
+
+HOPS_S = {"train": 4.0, "val": 2.0}
+"""Window spacing per split: back to back for train (a stretch of n windows spans 4n s),
+and val at the live hop, as a live query is."""
+LIVE_POINTS = 8
+"""A live query: the matcher's horizon, 8 windows at the live hop."""
+SEGMENT_POINTS = (2, 4, 4, 8, 16)
+"""Stretch lengths drawn per step (train windows, 4 s each): 8 s to a minute, about a live
+query's 18 s most often."""
+EVAL_EVERY = 100
+TOP = 5
+
+
+@dataclass(frozen=True)
+class Split:
+    """Window embeddings of one split, track after track."""
+
+    windows: np.ndarray  # [N, D]
+    starts: np.ndarray  # [T]
+    counts: np.ndarray  # [T]
+    tracks: list[Track]
+
+
+def _manifest(corpus: Path) -> list[dict[str, Any]]:
+    path = corpus / "manifest.jsonl"
+    if not path.is_file():
+        sys.exit(f"train_similarity: no corpus manifest at {path}; run: bash scripts/corpus.sh")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _tracks(rows: list[dict[str, Any]]) -> list[Track]:
+    family: dict[str, set[str]] = {r["id"]: {r["id"]} for r in rows}
+    for r in rows:
+        if r.get("variant_of") and r["variant_of"] in family:
+            family[r["id"]].add(r["variant_of"])
+            family[r["variant_of"]].add(r["id"])
+
+    def norm(text: str | None) -> str | None:
+        folded = " ".join((text or "").casefold().split())
+        return folded or None
+
+    return [
+        Track(
+            track_id=n,
+            path=r["path"],
+            split=r["split"],
+            artists=split_artists(r.get("artist")),
+            album=norm(r.get("album")),
+            game=None if r["source"] == "music21" else r["package"],
+            family=frozenset(family[r["id"]]),
+            manifest_id=r["id"],
+            duration_s=float(r["duration_s"]),
+        )
+        for n, r in enumerate(rows)
+    ]
+
+
+def embed_split(corpus: Path, split: str, *, model: Path | None, cache_dir: Path) -> Split:
+    """Embeddings of every track of ``split``, windows ``HOPS_S[split]`` apart (cached).
+
+    Reads the 16 kHz decodes the encoder training caches (corpus/cache/train16k),
+    one track at a time, and decodes a track that is not there yet.
+    """
+    from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+    from synesthete.index.decode import load_mono
+    from synesthete.inference.config import EncoderConfig
+    from synesthete.inference.torchscript import TorchScriptEncoder
+    from synesthete.stream.windowing import window_audio
+
+    all_rows = _manifest(corpus)
+    rows = [r for r in all_rows if r["split"] == split]
+    encoder = TorchScriptEncoder(config=EncoderConfig(model_path=model, threads=1))
+    hop_s = HOPS_S[split]
+    key = hashlib.sha1(
+        json.dumps([encoder.name, hop_s, [r["id"] for r in rows]]).encode()
+    ).hexdigest()[:10]
+    cache = cache_dir / f"emb-{encoder.name}-{split}-{key}.npz"
+    by_id = {t.manifest_id: t for t in _tracks(all_rows)}
+    if cache.is_file():
+        with np.load(cache) as saved:
+            names = [str(x) for x in saved["names"]]
+            return Split(
+                windows=saved["windows"],
+                starts=saved["starts"],
+                counts=saved["counts"],
+                tracks=[by_id[n] for n in names],
+            )
+    hop = round(hop_s * SAMPLE_RATE_HZ)
+    parts, names = [], []
+    started = time.perf_counter()
+    for n, row in enumerate(rows):
+        decoded = hashlib.sha1(f"{row['id']}|{row.get('content_hash')}".encode()).hexdigest()[:16]
+        cached = corpus / "cache" / "train16k" / f"{decoded}.npy"
+        source = Path(row["path"]) if Path(row["path"]).is_absolute() else corpus / row["path"]
+        if cached.is_file():
+            audio = np.load(cached).astype(np.float32)
+        elif source.is_file():
+            audio = load_mono(str(source), sample_rate_hz=SAMPLE_RATE_HZ)
+        else:
+            print(f"train_similarity: skipping {row['id']}: no audio", flush=True)
+            continue
+        windows = window_audio(audio, window_samples=WINDOW_SAMPLES, hop_samples=hop)
+        if windows.shape[0] < 2:
+            continue
+        emb = [
+            encoder.embed(np.ascontiguousarray(windows[b : b + 64]))
+            for b in range(0, windows.shape[0], 64)
+        ]
+        parts.append(np.concatenate(emb).astype(np.float32))
+        names.append(row["id"])
+        if (n + 1) % 25 == 0:
+            print(
+                f"train_similarity: {split}: {n + 1}/{len(rows)} tracks embedded"
+                f" ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+    counts = np.array([p.shape[0] for p in parts], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    out = Split(
+        windows=np.concatenate(parts),
+        starts=starts,
+        counts=counts,
+        tracks=[by_id[n] for n in names],
+    )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, windows=out.windows, starts=starts, counts=counts, names=np.array(names))
+    return out
+
+
+def label_matrices(tracks: list[Track]) -> tuple[np.ndarray, np.ndarray]:
+    """``[T, T]`` relevant (labels) and candidate (not the track or its family) masks."""
+    n = len(tracks)
+    rel = np.zeros((n, n), dtype=bool)
+    cand = np.ones((n, n), dtype=bool)
+    for i, a in enumerate(tracks):
+        for j, b in enumerate(tracks):
+            same = i == j or a.manifest_id in b.family
+            cand[i, j] = not same
+            rel[i, j] = not same and relevant(a, b)
+    return rel, cand
+
+
+def rank_scores(
+    queries: np.ndarray, library: np.ndarray, rel: np.ndarray, cand: np.ndarray
+) -> tuple[float, float]:
+    """Mean P@5 and MAP of ranking ``library [T, E]`` by cosine to ``queries [T, E]``."""
+    sims = queries @ library.T
+    p5, ap = [], []
+    for q in range(sims.shape[0]):
+        if not rel[q].any():
+            continue
+        allowed = np.flatnonzero(cand[q])
+        order = allowed[np.argsort(-sims[q, allowed], kind="stable")]
+        r = rel[q, order]
+        p5.append(float(r[:TOP].mean()))
+        ap.append(average_precision(r))
+    return float(np.mean(p5)), float(np.mean(ap))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    out: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return out
+
+
+def val_queries(split: Split, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Whole curves, and live-like curves (``LIVE_POINTS`` windows at a seeded offset)."""
+    rng = np.random.default_rng(seed)
+    whole, live = [], []
+    for start, count in zip(split.starts, split.counts, strict=True):
+        curve = split.windows[start : start + count]
+        whole.append(curve)
+        first = int(rng.integers(0, max(1, count - LIVE_POINTS + 1)))
+        live.append(curve[first : first + LIVE_POINTS])
+    return whole, live
+
+
+def evaluate(
+    project: Any, split: Split, rel: np.ndarray, cand: np.ndarray, seed: int
+) -> dict[str, float]:
+    """Val P@5/MAP for ``mean`` queries through ``project`` (windows → unit rows)."""
+    whole, live = val_queries(split, seed)
+    library = _unit(np.stack([project(c).mean(axis=0) for c in whole]))
+    live_q = _unit(np.stack([project(c).mean(axis=0) for c in live]))
+    wp5, wmap = rank_scores(library, library, rel, cand)
+    lp5, lmap = rank_scores(live_q, library, rel, cand)
+    return {
+        "whole_p5": round(wp5, 4),
+        "whole_map": round(wmap, 4),
+        "live_p5": round(lp5, 4),
+        "live_map": round(lmap, 4),
+        "score": round((wmap + lmap) / 2, 4),
+    }
+
+
+def train_head(
+    train: Split,
+    val: Split,
+    *,
+    steps: int,
+    seed: int,
+    label_weight: float,
+    hidden: int,
+    dim: int,
+    batch_tracks: int,
+    temperature: float,
+    log: Any = print,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train one head; return the best-on-val weights and the val history."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    rng = np.random.default_rng(seed)
+    in_dim = train.windows.shape[1]
+    head = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+    optimiser = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-4)
+    windows = torch.from_numpy(np.ascontiguousarray(train.windows, dtype=np.float32))
+    rel, _ = label_matrices(train.tracks)
+    val_rel, val_cand = label_matrices(val.tracks)
+    rel_t = torch.from_numpy(rel)
+    n_tracks = len(train.tracks)
+
+    def project(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            y = head(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            return nn.functional.normalize(y, dim=1).numpy()
+
+    history: list[dict[str, Any]] = []
+    best: tuple[float, int, dict[str, np.ndarray]] | None = None
+    for step in range(1, steps + 1):
+        length = int(rng.choice(SEGMENT_POINTS))
+        picks = rng.choice(n_tracks, size=min(batch_tracks, n_tracks), replace=False)
+        rows = []
+        for t in picks:
+            start, count = int(train.starts[t]), int(train.counts[t])
+            span = min(length, count)
+            half = count // 2
+            for lo, hi in ((0, half), (half, count)) if count >= 2 * span else ((0, count),) * 2:
+                first = lo + int(rng.integers(0, max(1, hi - lo - span + 1)))
+                rows.append(np.arange(start + first, start + first + span))
+        lengths = torch.tensor([len(r) for r in rows])
+        flat = torch.from_numpy(np.concatenate(rows))
+        x = windows[flat]
+        x = x + 0.02 * torch.randn_like(x)
+        y = nn.functional.normalize(head(x), dim=1)
+        owner = torch.repeat_interleave(torch.arange(len(rows)), lengths)
+        pooled = torch.zeros(len(rows), dim).index_add_(0, owner, y)
+        z = nn.functional.normalize(pooled, dim=1)
+        track_of = torch.from_numpy(np.repeat(picks, 2))
+        same = track_of[:, None] == track_of[None, :]
+        weights = same.float() + label_weight * rel_t[track_of][:, track_of].float()
+        eye = torch.eye(len(rows), dtype=torch.bool)
+        weights = weights.masked_fill(eye, 0.0)
+        logits = (z @ z.T / temperature).masked_fill(eye, -1e9)
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        loss = -((weights * log_prob).sum(1) / weights.sum(1).clamp(min=1e-6)).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        if step % EVAL_EVERY == 0 or step == steps:
+            figures = evaluate(project, val, val_rel, val_cand, seed)
+            history.append({"step": step, "loss": round(float(loss.detach()), 4), **figures})
+            loss_value = float(loss.detach())
+            log(f"train_similarity: w={label_weight} step {step}: loss {loss_value:.3f} {figures}")
+            if best is None or figures["score"] > best[0]:
+                state = {
+                    "w1": head[0].weight.detach().numpy().T.copy(),
+                    "b1": head[0].bias.detach().numpy().copy(),
+                    "w2": head[2].weight.detach().numpy().T.copy(),
+                    "b2": head[2].bias.detach().numpy().copy(),
+                }
+                best = (figures["score"], step, state)
+    assert best is not None
+    chosen = next(h for h in history if h["step"] == best[1])
+    return best[2], {"history": history, "best": chosen}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpus", type=Path, default=ROOT / "corpus")
+    parser.add_argument("--model", type=Path, default=None, help="encoder (default: packaged)")
+    parser.add_argument("--out", type=Path, default=None, help="head file to write")
+    parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "sim")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=20261207)
+    parser.add_argument("--label-weight", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--batch-tracks", type=int, default=96)
+    parser.add_argument("--temperature", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    from synesthete.index.sonic import SonicHead
+    from synesthete.inference.config import EncoderConfig
+    from synesthete.inference.torchscript import TorchScriptEncoder
+
+    encoder_name = TorchScriptEncoder(config=EncoderConfig(model_path=args.model, threads=1)).name
+    train = embed_split(args.corpus, "train", model=args.model, cache_dir=args.cache)
+    val = embed_split(args.corpus, "val", model=args.model, cache_dir=args.cache)
+    print(
+        f"train_similarity: train {len(train.tracks)} tracks / {train.windows.shape[0]} windows,"
+        f" val {len(val.tracks)} tracks / {val.windows.shape[0]} windows",
+        flush=True,
+    )
+    val_rel, val_cand = label_matrices(val.tracks)
+    fingerprint = evaluate(lambda x: _unit(np.asarray(x)), val, val_rel, val_cand, args.seed)
+    print(f"train_similarity: fingerprint embedding on val: {fingerprint}", flush=True)
+    runs = []
+    for weight in args.label_weight:
+        state, record = train_head(
+            train,
+            val,
+            steps=args.steps,
+            seed=args.seed,
+            label_weight=weight,
+            hidden=args.hidden,
+            dim=args.dim,
+            batch_tracks=args.batch_tracks,
+            temperature=args.temperature,
+        )
+        runs.append((record["best"]["score"], weight, state, record))
+    _, weight, state, record = max(runs, key=lambda r: r[0])
+    commit, dirty = git_commit()
+    meta = {
+        "encoder_name": encoder_name,
+        "trained_on": "train split; selected on val (bench never read)",
+        "command": "python scripts/train_similarity.py " + " ".join(argv or sys.argv[1:]),
+        "commit": commit,
+        "dirty": dirty,
+        "seed": args.seed,
+        "steps": args.steps,
+        "hops_s": HOPS_S,
+        "hidden": args.hidden,
+        "dim": args.dim,
+        "batch_tracks": args.batch_tracks,
+        "temperature": args.temperature,
+        "label_weight": weight,
+        "val_fingerprint": fingerprint,
+        "val_best": record["best"],
+        "val_by_label_weight": {str(r[1]): r[3]["best"] for r in runs},
+        "runtime_s": round(time.perf_counter() - began, 1),
+    }
+    head = SonicHead(encoder_name=encoder_name, meta=meta, **state)
+    from synesthete.index.sonic_file import save_head
+
+    out = args.out or ROOT / "inference" / "models" / f"{encoder_name}.sonic.npz"
+    save_head(head, out)
+    print(json.dumps(meta, indent=2))
+    print(f"train_similarity: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
