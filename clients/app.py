@@ -87,12 +87,18 @@ def open_engine(
     # and every encoder has its own distance scale.
     fitted = dict(encoder.calibration or {})
     guard = fitted.pop("max_frechet", None)
+    path_distance = fitted.pop("path_max_distance", None)
+    first_guard = fitted.pop("first_max_frechet", None)
     config = MatcherConfig(
         index_hop_s=library.index_hop_s,
         calibration=Calibration.from_dict(fitted) if fitted else Calibration(),
     )
     if guard is not None:
         config = replace(config, max_frechet=float(guard))
+    if path_distance is not None:
+        config = replace(config, path_max_distance=float(path_distance))
+    if first_guard is not None:
+        config = replace(config, first_max_frechet=float(first_guard))
     if live_hop_s is not None:
         config = replace(config, live_hop_s=live_hop_s)
     if on_threshold is not None:

@@ -276,6 +276,24 @@ class MatcherConfig:
     """A track is never newly named while its Fréchet distance is above this, however
     clear its lead: true matches score about 0.05-0.4, and the calibration, which leans
     on the margin, can be fooled by audio far from every track but farther from the rest."""
+    first_max_frechet: float | None = None
+    """On the stream's first window a track is named only within this distance (``None``:
+    ``max_frechet``). One window is the riskiest evidence: music outside the library
+    finds some stored window close to any single one of its windows far more easily than
+    a path of two. For encoder-v3 on val (``scripts/decision_lab.py``), 0.55 on the first
+    window and 0.70 after it answered 45 % of babble queries by 6 s, 97 % in pink noise
+    and 53 % in the room, against 40, 87 and 43 % for one threshold, at 1 % of unknown
+    queries named; every clean, codec, speed, tempo and pitch query still answered on its
+    first window."""
+    path_max_distance: float | None = None
+    """A window counts toward a position path (its support, and the points its tempo is
+    fitted to) when its coupled distance is at most this; ``None``: ``max_frechet``. A
+    guard for naming may be wide for a model whose noisy matches sit far out, while a
+    tempo fitted to such windows drifts toward 1; a model's calibration JSON can set
+    both. encoder-v3's is 0.6: its true windows' distances on clean, codec, speed and
+    tempo queries of val have a 99th percentile of 0.49 and a 99.5th of 0.53
+    (``scripts/decision_lab.py``), and synthesized music, unlike the corpus, needs the
+    rest (at 0.5 a +8 % turntable set of synthesized tracks read its tempo 2.2 % off)."""
     lost_windows: int = 2
     mix_hold_windows: int = 4
     switch_windows: int = 2
@@ -323,6 +341,14 @@ class MatcherConfig:
             )
         if not 0.0 < require_real("max_frechet", self.max_frechet) <= 2.0:
             raise ConfigError(f"max_frechet must be in (0, 2], got {self.max_frechet}")
+        if self.first_max_frechet is not None and not (
+            0.0 < require_real("first_max_frechet", self.first_max_frechet) <= 2.0
+        ):
+            raise ConfigError(f"first_max_frechet must be in (0, 2], got {self.first_max_frechet}")
+        if self.path_max_distance is not None and not (
+            0.0 < require_real("path_max_distance", self.path_max_distance) <= 2.0
+        ):
+            raise ConfigError(f"path_max_distance must be in (0, 2], got {self.path_max_distance}")
         require_int("lost_windows", self.lost_windows, minimum=1)
         require_int("mix_hold_windows", self.mix_hold_windows, minimum=0)
         require_int("switch_windows", self.switch_windows, minimum=1)
@@ -339,6 +365,12 @@ class MatcherConfig:
             raise ConfigError(
                 f"calibration must be a Calibration, got {type(self.calibration).__name__}"
             )
+
+    @property
+    def path_distance(self) -> float:
+        """The distance within which a window supports a position path (see
+        ``path_max_distance``)."""
+        return self.max_frechet if self.path_max_distance is None else self.path_max_distance
 
     @property
     def step_range(self) -> tuple[int, int]:

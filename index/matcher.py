@@ -88,10 +88,10 @@ seconds away must not take over for it. Positions that are not yet established m
 freely, so an early guess in the wrong repeat is corrected as soon as the music tells."""
 
 MIN_PATH_POINTS = 4
-"""Matched windows (coupled distance within ``max_frechet``) a position path needs before
-its slope is a tempo and before its position resists jumps. The slope of 3 points spans
-4 s of audio, and was off by up to 14 % on those plays; from 4 points (6 s), under 6 %
-but for one path that began on a weak window."""
+"""Matched windows (coupled distance within ``MatcherConfig.path_distance``) a position
+path needs before its slope is a tempo and before its position resists jumps. The slope
+of 3 points spans 4 s of audio, and was off by up to 14 % on those plays; from 4 points
+(6 s), under 6 % but for one path that began on a weak window."""
 
 
 # --------------------------------------------------------------------------- the matcher
@@ -257,7 +257,8 @@ class Matcher:
     Decisions (hysteresis, no flapping):
 
     * Nothing identified: identify the best candidate once its confidence
-      reaches ``on_threshold``. At the very first window, if nothing does,
+      reaches ``on_threshold`` within ``max_frechet`` (``first_max_frechet`` on
+      the stream's first window). At the very first window, if nothing does,
       emit ``Unknown(reason="no_match")``.
     * Identified: emit ``NowPlaying`` every window with a fresh offset,
       confidence and tempo ratio. Switch to another track when it reaches
@@ -452,13 +453,15 @@ class Matcher:
             end = best_end(f, g)
             # No coupling: the track is too short to hold the horizon at the slowest step.
             frechet = float(f[end]) if end >= 0 else math.inf
-        path = cand.advance_position(s_lo=self._s_lo, s_hi=self._s_hi, max_distance=cfg.max_frechet)
+        path = cand.advance_position(
+            s_lo=self._s_lo, s_hi=self._s_hi, max_distance=cfg.path_distance
+        )
         tempo = refined_tempo_ratio(
             rows,
             path,
             live_hop_s=cfg.live_hop_s,
             index_hop_s=cfg.index_hop_s,
-            max_distance=cfg.max_frechet,
+            max_distance=cfg.path_distance,
             min_points=MIN_PATH_POINTS,
         )
         return _Score(
@@ -626,10 +629,13 @@ class Matcher:
             key=lambda c: (-c.score.confidence, c.score.frechet, c.track_id),
         )
         if self._current_id is None:
+            guard = cfg.max_frechet
+            if self._n_windows == 1 and cfg.first_max_frechet is not None:
+                guard = min(guard, cfg.first_max_frechet)
             if (
                 by_confidence
                 and by_confidence[0].score.confidence >= cfg.on_threshold
-                and by_confidence[0].score.frechet <= cfg.max_frechet
+                and by_confidence[0].score.frechet <= guard
             ):
                 return self._identify(self._among_versions(by_confidence[0]), t)
             if self._n_windows == 1:

@@ -20,7 +20,11 @@ small L2): how well the audio fits (distance, windows; true windows against
 unknown audio) times how clearly it beats the runner-up (margin; on known
 audio). Then the operating point is the lowest threshold at which at most
 ``--max-fp`` of the unknown queries fire within the ``--max-frechet`` guard,
-and ``shift`` moves it to 0.5, where the matcher decides. The bench split is
+and ``shift`` moves it to 0.5, where the matcher decides. ``--form distance``
+fits the distance alone (encoder-v3 ships it: its margins separated known from
+unknown audio worse than its distances, see ``scripts/decision_lab.py``), and
+``--first-max-frechet`` puts the guard of the stream's first window into the
+choice of the operating point and into the JSON. The bench split is
 never read. Writes the calibration JSON (default: next to the model;
 ``scripts/export_baseline.py`` embeds the baseline's) and a report under
 ``bench/``.
@@ -136,7 +140,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the model's guard distance (written to the JSON; default: the matcher's)",
     )
-    parser.add_argument("--form", choices=("gated", "additive"), default="gated")
+    parser.add_argument(
+        "--path-max-distance",
+        type=float,
+        default=None,
+        help="the model's position-path distance (written to the JSON; measure it with"
+        " scripts/decision_lab.py)",
+    )
+    parser.add_argument("--form", choices=("gated", "additive", "distance"), default="gated")
+    parser.add_argument(
+        "--first-max-frechet",
+        type=float,
+        default=None,
+        help="the model's guard on the stream's first window (written to the JSON, and"
+        " applied when the operating point is chosen)",
+    )
     parser.add_argument(
         "--threshold",
         type=float,
@@ -160,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         known_queries,
         form=args.form,
         max_frechet=guard,
+        first_max_frechet=args.first_max_frechet,
         max_fp=args.max_fp,
         threshold=args.threshold,
     )
@@ -173,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     written: dict[str, float] = calibration.to_dict()
     if args.max_frechet is not None:
         written["max_frechet"] = args.max_frechet
+    if args.first_max_frechet is not None:
+        written["first_max_frechet"] = args.first_max_frechet
+    if args.path_max_distance is not None:
+        written["path_max_distance"] = args.path_max_distance
     out.write_text(json.dumps(written, indent=2) + "\n")
     (ROOT / "bench").mkdir(exist_ok=True)
     (ROOT / "bench" / f"calibration-{encoder.name}.json").write_text(
@@ -296,6 +319,7 @@ def fit(
     *,
     form: str,
     max_frechet: float,
+    first_max_frechet: float | None = None,
     max_fp: float,
     threshold: float | None = None,
 ) -> tuple[Calibration, dict[str, Any]]:
@@ -320,6 +344,17 @@ def fit(
             gate_bias=float(w_gate[0]),
             gate_margin=float(max(w_gate[1], 1e-3)),
         )
+    elif form == "distance":
+        # How well it fits, and nothing else: on encoder-v3 the margin to the runner-up
+        # separated known from unknown audio worse than the distance alone
+        # (scripts/decision_lab.py), because noise moves a query away from every track.
+        # Nor the windows seen: after the first window (see --first-max-frechet) one
+        # threshold served better than one that loosens as windows accumulate.
+        fits = (label == 1) | negative
+        w_fit = fit_logistic(np.column_stack([ones, frechet])[fits], label[fits])
+        fitted = Calibration(
+            bias=float(w_fit[0]), w_frechet=float(min(w_fit[1], -1e-3)), w_margin=0.0, w_windows=0.0
+        )
     else:
         x = np.column_stack([ones, frechet, margin, fraction])
         w = fit_logistic(x, label)
@@ -339,6 +374,9 @@ def fit(
         ]
     )
     guarded = frechet <= max_frechet
+    if first_max_frechet is not None:
+        first = np.isclose(fraction, 1.0 / horizon)
+        guarded &= ~first | (frechet <= first_max_frechet)
     n_unknown = len(set(queries[negative]))
     report: dict[str, Any] = {
         "windows": len(data),
@@ -346,6 +384,7 @@ def fit(
         "unknown_queries": n_unknown,
         "form": form,
         "max_frechet": max_frechet,
+        "first_max_frechet": first_max_frechet,
         "max_fp": max_fp,
         "thresholds": {},
     }

@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--warmup-steps", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=defaults.temperature)
+    parser.add_argument(
+        "--align-weight",
+        type=float,
+        default=defaults.align_weight,
+        help="weight of the positives' mean squared distance added to NT-Xent (0: off)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--eval-per-condition", type=int, default=defaults.eval_per_condition)
     parser.add_argument("--time-budget-min", type=float, default=None, help="stop this chunk after")
@@ -103,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 else min(defaults.warmup_steps, max(1, args.steps // 10))
             ),
             temperature=args.temperature,
+            align_weight=args.align_weight,
             eval_every=args.eval_every,
             eval_per_condition=args.eval_per_condition,
             time_budget_s=budget_s,

@@ -740,12 +740,20 @@ def test_bad_embeddings_raise_model_error() -> None:
         {"version_tie_frechet": -0.01},
         {"version_tempo_lead": 1.0},
         {"report_candidates": -1},
+        {"path_max_distance": 0.0},
+        {"path_max_distance": 2.5},
+        {"path_max_distance": math.nan},
         {"calibration": {"bias": 1.0}},
     ],
 )
 def test_bad_config_raises_config_error(overrides: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         MatcherConfig(**overrides)  # type: ignore[arg-type]
+
+
+def test_the_path_distance_is_the_guard_unless_a_model_sets_its_own() -> None:
+    assert MatcherConfig(max_frechet=0.9).path_distance == 0.9
+    assert MatcherConfig(max_frechet=0.9, path_max_distance=0.6).path_distance == 0.6
 
 
 def test_calibration_validation_and_round_trip() -> None:

@@ -143,19 +143,9 @@ def test_a_set_at_its_own_speed_reports_tempo_one_and_advancing_offsets(
     check_set(engine, demo_library, pieces, tmp_path / "set.wav")
 
 
-KEY_LOCK_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: under encoder-v3 (the default since 6916e35) the key-locked 0.94 piece"
-    " reads tempo 0.983: the position path and the tempo fit admit windows up to the model's"
-    " max_frechet (0.9 for encoder-v3, 0.5 for the baseline), so weak windows pull the slope"
-    " toward 1. With max_frechet 0.5 or 0.6 this test passes under encoder-v3 (tried), but that"
-    " guard also gates naming: the path needs a distance of its own, fitted per model",
-)
-
-
 @pytest.mark.parametrize(
     "key_lock",
-    [pytest.param(False, id="speed"), pytest.param(True, id="key-lock", marks=KEY_LOCK_XFAIL)],
+    [pytest.param(False, id="speed"), pytest.param(True, id="key-lock")],
 )
 def test_a_set_at_six_percent_off_reports_that_tempo(
     engine: Engine, demo_library: DemoLibrary, tmp_path: Path, key_lock: bool

@@ -41,7 +41,7 @@ from synesthete.inference.mel_cache import (
 )
 from synesthete.inference.model import EncoderNet, ModelConfig, mel_centres_hz
 from synesthete.inference.torchscript import TorchScriptEncoder
-from synesthete.inference.training import neighbours, nt_xent
+from synesthete.inference.training import alignment, neighbours, nt_xent
 from synesthete.stream.synth import pink_noise, synth_track
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +77,15 @@ def test_nt_xent_rewards_matching_pairs() -> None:
     unrelated = nt_xent(a, noise, temperature=0.1)
     assert matched < unrelated < shuffled + 1.0
     assert float(matched) < 0.1
+
+
+def test_alignment_is_the_mean_squared_distance_of_positives() -> None:
+    a = torch.eye(4)
+    assert float(alignment(a, a)) == 0.0
+    assert float(alignment(a, a.roll(1, dims=0))) == pytest.approx(2.0)
+    # Half the pairs equal, half orthogonal: the mean of 0 and 2.
+    b = torch.stack([a[0], a[1], a[3], a[2]])
+    assert float(alignment(a, b)) == pytest.approx(1.0)
 
 
 def test_excluded_neighbours_are_not_negatives() -> None:
@@ -323,11 +332,12 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
             env=env, capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
 
-    tuned = tune("tuned", "--babble-weight", "3")
+    tuned = tune("tuned", "--babble-weight", "3", "--align-weight", "0.5")
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     assert f"starting from the weights of {run / 'best.pt'}" in tuned.stdout
     saved = torch.load(tmp_path / "tuned" / "last.pt", map_location="cpu", weights_only=False)
     assert saved["train_config"]["augment"]["babble_weight"] == 3
+    assert saved["train_config"]["align_weight"] == 0.5
     other = tune("other", "--widths", "64,64", "--strides", "2,2")
     assert other.returncode == 2 and "another shape" in other.stderr
     assert "Traceback" not in other.stderr and not (tmp_path / "other" / "last.pt").exists()
