@@ -7,8 +7,8 @@ from pathlib import Path
 
 from synesthete.constants import DEFAULT_SOUNDS_LIKE_DISTANCE
 from synesthete.errors import LibraryError
-from synesthete.index.annoy_index import AnnoyCandidates
 from synesthete.index.config import Calibration, MatcherConfig, RecognizerConfig
+from synesthete.index.protocols import CandidateSource
 from synesthete.index.recognizer import Recognizer
 from synesthete.index.similar import check_distance
 from synesthete.index.store import Library
@@ -18,12 +18,12 @@ from synesthete.inference.torchscript import TorchScriptEncoder
 
 @dataclass
 class Engine:
-    """Shared, read-only parts of recognition: one encoder, one library, one Annoy index,
-    and the settings every stream's Recognizer starts from."""
+    """Shared, read-only parts of recognition: one encoder, one library, its candidate
+    source (Annoy or Milvus), and the settings every stream's Recognizer starts from."""
 
     encoder: TorchScriptEncoder
     library: Library
-    candidates: AnnoyCandidates
+    candidates: CandidateSource
     config: RecognizerConfig
 
     @property

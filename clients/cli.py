@@ -184,6 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
                 "key changes; 'none' for none (default "
                 f"{','.join(f'{x:g}' for x in DEFAULT_SPEED_VARIANTS)}: 3x the windows)",
             )
+            sub.add_argument(
+                "--layout",
+                choices=("compact", "full"),
+                default="compact",
+                help="compact (default): int8 windows and a coarse ANN refined on them, about "
+                "4 MB per hour of audio; full: float32 windows and every window in Annoy, as "
+                "indexes before format 3 (about 27 MB per hour)",
+            )
+            sub.add_argument(
+                "--vector-store",
+                default="annoy",
+                metavar="STORE",
+                help="where the nearest-window search lives: annoy (default, files in the index "
+                "folder), milvus:///path/file.db (Milvus Lite) or milvus://host:19530 (a Milvus "
+                "server); add and remove keep it",
+            )
         sub.add_argument(
             "--report",
             type=Path,
@@ -618,6 +634,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
     try:
         with progress if progress is not None else contextlib.nullcontext():
             if args.index_command == "build":
+                from synesthete.index.compact import LAYOUTS
+                from synesthete.index.milvus_store import parse_vector_store
+
                 config = IndexConfig(index_hop_s=args.index_hop, speed_variants=args.speed_variants)
                 report = builder.build_index(
                     args.index,
@@ -625,6 +644,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
                     encoder=encoder,
                     config=config,
                     progress=progress,
+                    layout=LAYOUTS[args.layout],
+                    vector_store=parse_vector_store(args.vector_store),
                 )
             else:
                 report = builder.add_to_index(

@@ -12,6 +12,7 @@ uses; no conversion beyond clipping rounding noise is needed.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -70,6 +71,12 @@ class RowMap:
             raise LibraryError(f"row out of range 0..{self.n_rows - 1}")
         slot = np.searchsorted(self.window_start, flat, side="right") - 1
         return self.track_ids[slot], flat - self.window_start[slot], self.variants[slot]
+
+    def count_of(self, rows: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """``rows [n]`` -> the window count of each row's curve ``[n]``."""
+        flat = np.asarray(rows, dtype=np.int64)
+        slot = np.searchsorted(self.window_start, flat, side="right") - 1
+        return self.window_count[slot]
 
 
 def _to_neighbors(
@@ -205,6 +212,54 @@ class AnnoyCandidates:
         return self._index
 
 
+class AnnoyItems:
+    """Annoy as a bare ``compact.ItemSearch``: item ids of the nearest items, for an index whose
+    items are a subset of the rows (the compact layout), in the ANN's own space."""
+
+    def __init__(
+        self,
+        *,
+        ann_path: str | os.PathLike[str],
+        dim: int,
+        n_trees: int,
+        n_items: int,
+        search_k_factor: int = DEFAULT_SEARCH_K_FACTOR,
+    ) -> None:
+        if search_k_factor < 1:
+            raise ConfigError(f"search_k_factor must be >= 1, got {search_k_factor}")
+        self.dim = dim
+        self._search_k_per_result = n_trees * search_k_factor
+        self._index: AnnoyIndex | None = AnnoyIndex(dim, ANNOY_METRIC)
+        try:
+            self._index.load(os.fspath(ann_path), prefault=False)
+        except OSError as err:
+            raise LibraryError(f"{ann_path}: cannot load Annoy index: {err}") from err
+        found = self._index.get_n_items()
+        if found != n_items:
+            self._index.unload()
+            raise LibraryError(f"{ann_path}: Annoy index has {found} items, the layout {n_items}")
+
+    def query_items(
+        self, vectors: npt.NDArray[np.float32], *, k: int
+    ) -> list[npt.NDArray[np.int64]]:
+        if self._index is None:
+            raise LibraryError("Annoy index is closed")
+        _check_queries(vectors, dim=self.dim, k=k)
+        search_k = k * self._search_k_per_result
+        return [
+            np.asarray(
+                self._index.get_nns_by_vector(vector.tolist(), k, search_k=search_k),
+                dtype=np.int64,
+            )
+            for vector in np.asarray(vectors, dtype=np.float32)
+        ]
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.unload()
+            self._index = None
+
+
 def build_annoy(
     vectors: npt.NDArray[np.float32],
     *,
@@ -220,16 +275,39 @@ def build_annoy(
     """
     if vectors.ndim != 2 or vectors.shape[0] < 1:
         raise LibraryError(f"cannot build an Annoy index over vectors of shape {vectors.shape}")
-    index = AnnoyIndex(int(vectors.shape[1]), ANNOY_METRIC)
-    index.set_seed(seed)
     # Rows go in one chunk at a time so a memory-mapped [N, D] is never copied whole.
     chunk_rows = 8192
-    for start in range(0, vectors.shape[0], chunk_rows):
-        chunk = np.asarray(vectors[start : start + chunk_rows], dtype=np.float32)
-        for offset, row in enumerate(chunk):
-            index.add_item(start + offset, row.tolist())
+    build_annoy_from_chunks(
+        (vectors[start : start + chunk_rows] for start in range(0, vectors.shape[0], chunk_rows)),
+        dim=int(vectors.shape[1]),
+        n_trees=n_trees,
+        seed=seed,
+        path=path,
+    )
+
+
+def build_annoy_from_chunks(
+    chunks: Iterable[npt.NDArray[np.float32]],
+    *,
+    dim: int,
+    n_trees: int,
+    seed: int,
+    path: str | os.PathLike[str],
+) -> int:
+    """``build_annoy`` over consecutive ``[n, dim]`` chunks (items numbered in order); returns
+    the number of items."""
+    index = AnnoyIndex(dim, ANNOY_METRIC)
+    index.set_seed(seed)
+    n_items = 0
+    for chunk in chunks:
+        for row in np.asarray(chunk, dtype=np.float32):
+            index.add_item(n_items, row.tolist())
+            n_items += 1
+    if n_items < 1:
+        raise LibraryError("cannot build an Annoy index over no vectors")
     index.build(n_trees, n_jobs=1)
     target = Path(path)
     if not index.save(os.fspath(target), prefault=False):
         raise LibraryError(f"{target}: cannot save Annoy index")
     index.unload()
+    return n_items

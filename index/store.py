@@ -6,9 +6,16 @@ Layout of an index folder::
     DIR/.lock                        flock'ed by writers (build/add/remove)
     DIR/gen-000003/library.sqlite    meta(key, value); tracks(...); variants(...);
                                      versions(...); art(sha256, mime, data); track_art(...)
-    DIR/gen-000003/windows.npy       [N, D] float32, every curve's windows, row order
-    DIR/gen-000003/windows.ann       Annoy (angular), item i == row i of windows.npy
-    DIR/gen-000003/manifest.json     sha256 and size of the three files above, counts
+    DIR/gen-000003/windows.npy       [N, D] int8 (or float32), every curve's windows, row order
+    DIR/gen-000003/ann_projection.npy [d + 1, D] float32, the ANN's axes and mean (if d > 0)
+    DIR/gen-000003/windows.ann       Annoy (angular) over every ann_stride-th window of each curve
+    DIR/gen-000003/manifest.json     sha256 and size of the files above, counts
+
+Format 3 stores the compact layout by default (``compact.py``: int8 curves, a
+coarse ANN on a few principal axes, refined on the curves; about 4 MB per
+hour of audio where format 2 took 27). Format 1 and 2 generations (float32
+windows, Annoy item i == row i) still open and are searched as before; ``index
+stats`` says what a rebuild would save.
 
 A generation is never modified once published. Writers build the next one
 in ``DIR/.tmp-gen-*``, fsync it, rename it to ``gen-N`` and then replace
@@ -58,7 +65,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,27 +75,49 @@ from typing import Any, BinaryIO, Self
 import numpy as np
 import numpy.typing as npt
 
-from synesthete.errors import LibraryError
+from synesthete.errors import ConfigError, LibraryError
 from synesthete.events import TrackInfo
 
-from .annoy_index import AnnoyCandidates, BruteForceCandidates, RowMap, build_annoy
+from .annoy_index import (
+    AnnoyCandidates,
+    AnnoyItems,
+    BruteForceCandidates,
+    RowMap,
+    build_annoy_from_chunks,
+)
 from .art import CoverArt
+from .compact import (
+    COMPACT_LAYOUT,
+    ItemSearch,
+    RefinedCandidates,
+    StoredWindows,
+    StoreLayout,
+    ann_rows,
+    fit_projection,
+    project,
+    quantize_rows,
+)
 from .config import DEFAULT_SEARCH_K_FACTOR, check_speed_variants, parse_speed_variants
+from .milvus_store import ANNOY_STORE, VectorStore, new_collection_name, parse_vector_store
 from .similar import TrackSummaries
 from .sonic import SonicHead
 from .sonic_file import packaged_head
 from .tags import displayable
 from .versions import VersionConfig, VersionPair, find_versions, version_groups
 
-FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = ("1", "2")
+FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = ("1", "2", "3")
 CURRENT_NAME = "CURRENT"
 LOCK_NAME = ".lock"
 SQLITE_NAME = "library.sqlite"
 WINDOWS_NAME = "windows.npy"
 ANNOY_NAME = "windows.ann"
+PROJECTION_NAME = "ann_projection.npy"
 MANIFEST_NAME = "manifest.json"
 CHECKSUMMED_FILES = (WINDOWS_NAME, ANNOY_NAME, SQLITE_NAME)
+"""An Annoy generation has these (a Milvus one no ANNOY_NAME); the compact layout adds
+PROJECTION_NAME. The manifest lists a generation's files; opening and ``verify`` check
+those."""
 GENERATION_RE = re.compile(r"^gen-(\d{6,})$")
 TMP_PREFIX = ".tmp-gen-"
 _HASH_CHUNK_BYTES = 1 << 20
@@ -228,8 +257,9 @@ class Library:
         generation: str,
         meta: Mapping[str, str],
         records: list[TrackRecord],
-        windows: npt.NDArray[np.float32],
+        windows: npt.NDArray[np.float32] | StoredWindows,
         version_pairs: Sequence[VersionPair] = (),
+        projection: npt.NDArray[np.float32] | None = None,
     ) -> None:
         self.index_dir = index_dir
         self.generation = generation
@@ -240,6 +270,11 @@ class Library:
         self._index_hop_s = _meta_float(self.meta, "index_hop_s")
         self.n_trees = _meta_int(self.meta, "n_trees")
         self.seed = _meta_int(self.meta, "seed")
+        self.layout = StoreLayout.from_meta(self.meta, n_trees=self.n_trees)
+        try:
+            self.vector_store = parse_vector_store(self.meta.get("vector_store", "annoy"))
+        except ConfigError as err:
+            raise LibraryError(f"{self.generation_dir}: {err}") from None
         # The largest id ever given in this index, removed tracks included.
         self.last_track_id = max(
             _meta_int(self.meta, "last_track_id") if "last_track_id" in self.meta else 0,
@@ -265,13 +300,27 @@ class Library:
         for track_id, group in groups.items():
             members.setdefault(group, set()).add(track_id)
         self._versions = {t: frozenset(members[g] - {t}) for t, g in groups.items()}
-        if windows.shape != (self.row_map.n_rows, self.dim):
+        stored = windows if isinstance(windows, StoredWindows) else StoredWindows(windows=windows)
+        if stored.raw.shape != (self.row_map.n_rows, self.dim):
             raise LibraryError(
-                f"{self.generation_dir}: windows.npy is {windows.shape}, the tracks table "
+                f"{self.generation_dir}: windows.npy is {stored.raw.shape}, the tracks table "
                 f"needs ({self.row_map.n_rows}, {self.dim})"
             )
-        self._windows: npt.NDArray[np.float32] | None = windows
-        self._candidates: list[AnnoyCandidates] = []
+        if stored.dtype != self.layout.windows_dtype:
+            raise LibraryError(
+                f"{self.generation_dir}: windows.npy is {stored.dtype}, the index meta says "
+                f"{self.layout.windows_dtype}"
+            )
+        expected_projection = (self.layout.ann_dim + 1, self.dim) if self.layout.ann_dim else None
+        if (None if projection is None else projection.shape) != expected_projection:
+            raise LibraryError(
+                f"{self.generation_dir}: {PROJECTION_NAME} does not fit ann_dim "
+                f"{self.layout.ann_dim} and dim {self.dim}"
+            )
+        self._stored: StoredWindows | None = stored
+        self._projection = projection
+        self._dense: npt.NDArray[np.float32] | None = None
+        self._candidates: list[AnnoyCandidates | RefinedCandidates] = []
         self._summaries: TrackSummaries | None = None
 
     # -- opening -------------------------------------------------------------
@@ -294,27 +343,28 @@ class Library:
         gen_dir = root / generation
         if not gen_dir.is_dir():
             raise LibraryError(f"{root}: CURRENT names {generation}, which does not exist")
-        for name in (SQLITE_NAME, WINDOWS_NAME, ANNOY_NAME, MANIFEST_NAME):
+        for name in (SQLITE_NAME, WINDOWS_NAME, MANIFEST_NAME):
             if not (gen_dir / name).is_file():
                 raise LibraryError(f"{gen_dir}: {name} is missing")
         sizes_bytes = _check_sizes(gen_dir, read_manifest(gen_dir))
         meta, records, pairs = _read_sqlite(gen_dir / SQLITE_NAME)
-        try:
-            windows = np.load(gen_dir / WINDOWS_NAME, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise LibraryError(f"{gen_dir / WINDOWS_NAME}: unreadable: {err}") from err
-        if windows.dtype != np.float32 or windows.ndim != 2:
-            raise LibraryError(
-                f"{gen_dir / WINDOWS_NAME}: expected [N, D] float32, "
-                f"got {windows.dtype} {windows.shape}"
-            )
+        layout = StoreLayout.from_meta(meta, n_trees=_meta_int(meta, "n_trees"))
+        if meta.get("vector_store", "annoy") == "annoy" and not (gen_dir / ANNOY_NAME).is_file():
+            raise LibraryError(f"{gen_dir}: {ANNOY_NAME} is missing")
+        windows = _load_npy(gen_dir / WINDOWS_NAME, dtype=layout.windows_dtype, ndim=2)
+        projection = (
+            np.asarray(_load_npy(gen_dir / PROJECTION_NAME, dtype="float32", ndim=2))
+            if layout.ann_dim
+            else None
+        )
         library = cls(
             index_dir=root,
             generation=generation,
             meta=meta,
             records=records,
-            windows=windows,
+            windows=StoredWindows(windows=windows),
             version_pairs=pairs,
+            projection=projection,
         )
         if verify is None:
             verify = sizes_bytes <= VERIFY_ON_OPEN_MAX_BYTES
@@ -345,7 +395,9 @@ class Library:
                 f"(the index has {len(self._speeds) - 1})"
             )
         start, count = record.slices[variant]
-        return self.windows[start : start + count]
+        rows = self._require_open().rows(start, start + count)
+        rows.flags.writeable = False
+        return rows
 
     def variant_curves(self, track_id: int) -> list[npt.NDArray[np.float32]]:
         """The track's speed-variant curves 1..V (what ``GenerationWriter.add_track`` takes)."""
@@ -389,10 +441,21 @@ class Library:
 
     @property
     def windows(self) -> npt.NDArray[np.float32]:
-        """All windows ``[N, D]``, memory-mapped read-only."""
-        if self._windows is None:
-            raise LibraryError(f"{self.index_dir}: library is closed")
-        return self._windows
+        """All windows ``[N, D]`` as unit float32: the memory map itself for float32
+        storage; int8 storage is dequantised whole on first use (``4 * N * D`` bytes of
+        RAM; the matcher reads curves through ``curve`` and never needs this)."""
+        stored = self._require_open()
+        if not stored.quantized:
+            return stored.raw  # type: ignore[return-value]
+        if self._dense is None:
+            self._dense = stored.rows(0, stored.n_rows)
+            self._dense.flags.writeable = False
+        return self._dense
+
+    @property
+    def stored_windows(self) -> StoredWindows:
+        """The windows as stored (int8 or float32), for row access without a dense copy."""
+        return self._require_open()
 
     @property
     def n_windows(self) -> int:
@@ -452,14 +515,20 @@ class Library:
         """Vectorised ``track_of_row``: rows ``[n]`` -> (track ids, window indices, variants)."""
         return self.row_map.lookup(rows)
 
-    def candidates(self, *, search_k_factor: int = DEFAULT_SEARCH_K_FACTOR) -> AnnoyCandidates:
-        """An Annoy ``CandidateSource`` over this generation; closed with the library."""
-        self._require_open()
-        source = AnnoyCandidates(
-            ann_path=self.generation_dir / ANNOY_NAME,
-            dim=self.dim,
+    def candidates(
+        self, *, search_k_factor: int = DEFAULT_SEARCH_K_FACTOR
+    ) -> AnnoyCandidates | RefinedCandidates:
+        """The generation's ``CandidateSource`` (its Annoy file, or its Milvus collection);
+        closed with the library."""
+        source = open_candidates(
+            self.generation_dir,
+            layout=self.layout,
             n_trees=self.n_trees,
+            windows=self._require_open(),
             row_map=self.row_map,
+            projection=self._projection,
+            vector_store=self.vector_store,
+            collection=self.meta.get("milvus_collection", ""),
             search_k_factor=search_k_factor,
         )
         self._candidates.append(source)
@@ -473,7 +542,7 @@ class Library:
         """Recompute the manifest checksums, cross-check counts; ``LibraryError`` on a mismatch."""
         manifest = read_manifest(self.generation_dir)
         files = _manifest_files(self.generation_dir, manifest)
-        for name in CHECKSUMMED_FILES:
+        for name in sorted(files):
             entry = files[name]
             if "sha256" not in entry:
                 raise LibraryError(f"{self.generation_dir}: manifest.json lacks {name}")
@@ -487,14 +556,16 @@ class Library:
             self._records
         ):
             raise LibraryError(f"{self.generation_dir}: manifest counts disagree with the tables")
-        if not np.isfinite(self.windows).all():
+        stored = self._require_open()
+        if not stored.quantized and not np.isfinite(stored.raw).all():
             raise LibraryError(f"{self.generation_dir / WINDOWS_NAME}: non-finite embeddings")
 
     def close(self) -> None:
         for source in self._candidates:
             source.close()
         self._candidates.clear()
-        self._windows = None
+        self._stored = None
+        self._dense = None
 
     def __enter__(self) -> Self:
         return self
@@ -507,9 +578,76 @@ class Library:
     ) -> None:
         self.close()
 
-    def _require_open(self) -> None:
-        if self._windows is None:
+    def _require_open(self) -> StoredWindows:
+        if self._stored is None:
             raise LibraryError(f"{self.index_dir}: library is closed")
+        return self._stored
+
+
+def open_candidates(
+    gen_dir: Path,
+    *,
+    layout: StoreLayout,
+    n_trees: int,
+    windows: StoredWindows,
+    row_map: RowMap,
+    projection: npt.NDArray[np.float32] | None,
+    vector_store: VectorStore = ANNOY_STORE,
+    collection: str = "",
+    search_k_factor: int = DEFAULT_SEARCH_K_FACTOR,
+) -> AnnoyCandidates | RefinedCandidates:
+    """The ``CandidateSource`` of a generation: its Annoy file with item i == row i when the
+    ANN holds every window as it is, else the coarse ANN (Annoy or Milvus) refined on the
+    stored curves."""
+    if vector_store.kind == "annoy" and layout.ann_stride == 1 and layout.ann_dim == 0:
+        return AnnoyCandidates(
+            ann_path=gen_dir / ANNOY_NAME,
+            dim=windows.dim,
+            n_trees=n_trees,
+            row_map=row_map,
+            search_k_factor=search_k_factor,
+        )
+    items = ann_rows(row_map.window_start, row_map.window_count, stride=layout.ann_stride)
+    search: ItemSearch
+    if vector_store.kind == "milvus":
+        from .milvus_store import MilvusItems
+
+        search = MilvusItems(
+            store=vector_store,
+            collection=collection,
+            dim=layout.ann_dim or windows.dim,
+            n_items=int(items.shape[0]),
+        )
+    else:
+        search = AnnoyItems(
+            ann_path=gen_dir / ANNOY_NAME,
+            dim=layout.ann_dim or windows.dim,
+            n_trees=n_trees,
+            n_items=int(items.shape[0]),
+            search_k_factor=search_k_factor,
+        )
+    return RefinedCandidates(
+        search=search,
+        items=items,
+        windows=windows,
+        row_map=row_map,
+        stride=layout.ann_stride,
+        projection=projection,
+    )
+
+
+def _load_npy(path: Path, *, dtype: str, ndim: int) -> npt.NDArray[Any]:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise LibraryError(f"{path}: is missing") from None
+    except (OSError, ValueError) as err:
+        raise LibraryError(f"{path}: unreadable: {err}") from err
+    if array.dtype != np.dtype(dtype) or array.ndim != ndim:
+        shape = "[N, D]" if ndim == 2 else "[N]"
+        raise LibraryError(f"{path}: expected {shape} {dtype}, got {array.dtype} {array.shape}")
+    loaded: npt.NDArray[Any] = array
+    return loaded
 
 
 def read_current(index_dir: Path) -> str:
@@ -547,9 +685,12 @@ def _manifest_files(gen_dir: Path, manifest: Mapping[str, Any]) -> dict[str, dic
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise LibraryError(f"{gen_dir}: manifest.json has no file list")
-    for name in CHECKSUMMED_FILES:
+    for name in (WINDOWS_NAME, SQLITE_NAME):
         if not isinstance(files.get(name), dict):
             raise LibraryError(f"{gen_dir}: manifest.json lacks {name}")
+    for name, entry in files.items():
+        if not isinstance(entry, dict) or "/" in str(name) or str(name).startswith("."):
+            raise LibraryError(f"{gen_dir}: manifest.json has a bad entry {str(name)[:40]!r}")
     return files
 
 
@@ -557,7 +698,7 @@ def _check_sizes(gen_dir: Path, manifest: Mapping[str, Any]) -> int:
     """Compare each checksummed file's size with the manifest (a stat each); total bytes."""
     files = _manifest_files(gen_dir, manifest)
     total_bytes = 0
-    for name in CHECKSUMMED_FILES:
+    for name in sorted(files):
         expected = files[name].get("bytes")
         try:
             actual = (gen_dir / name).stat().st_size
@@ -570,6 +711,21 @@ def _check_sizes(gen_dir: Path, manifest: Mapping[str, Any]) -> int:
             )
         total_bytes += actual
     return total_bytes
+
+
+def _drop_milvus_collection(gen_dir: Path) -> None:
+    """Drop the Milvus collection of a generation about to be deleted (best effort: its
+    sqlite may be damaged, the server away; a leftover collection costs only space)."""
+    try:
+        meta, _records, _pairs = _read_sqlite(gen_dir / SQLITE_NAME)
+        store = parse_vector_store(meta.get("vector_store", "annoy"))
+    except (LibraryError, ConfigError):
+        return
+    collection = meta.get("milvus_collection", "")
+    if store.kind == "milvus" and collection:
+        from .milvus_store import drop_collection
+
+        drop_collection(store, collection)
 
 
 def _path_to_sql(path: str) -> str | bytes:
@@ -765,8 +921,13 @@ class GenerationWriter:
         dim: int,
         speed_variants: tuple[float, ...] = (),
         version_config: VersionConfig | None = None,
+        layout: StoreLayout = COMPACT_LAYOUT,
+        vector_store: VectorStore = ANNOY_STORE,
     ) -> None:
         self.speed_variants = check_speed_variants(speed_variants)
+        self.layout = layout.for_dim(dim)
+        self.vector_store = vector_store
+        self.collection = new_collection_name() if vector_store.kind == "milvus" else ""
         self.version_config = version_config or VersionConfig()
         self.index_dir = Path(index_dir)
         if self.index_dir.exists() and not self.index_dir.is_dir():
@@ -874,14 +1035,17 @@ class GenerationWriter:
         self._raw.close()
         self._raw = None
         try:
-            windows_path = self.tmp_dir / WINDOWS_NAME
-            self._write_windows_npy(windows_path)
-            windows = np.load(windows_path, mmap_mode="r")
-            build_annoy(windows, n_trees=n_trees, seed=seed, path=self.tmp_dir / ANNOY_NAME)
-            pairs = self._find_versions(windows, meta=meta, n_trees=n_trees)
-            del windows
+            stored = self._write_windows()
+            row_map = row_map_of(self._records)
+            projection = self._write_projection(stored)
+            self._write_ann(stored, row_map, projection, n_trees=n_trees, seed=seed)
+            pairs = self._find_versions(stored, row_map, projection, meta=meta, n_trees=n_trees)
+            del stored
             full_meta = {
                 **{str(k): str(v) for k, v in meta.items()},
+                **self.layout.to_meta(),
+                "vector_store": self.vector_store.text,
+                **({"milvus_collection": self.collection} if self.collection else {}),
                 "format_version": str(FORMAT_VERSION),
                 "dim": str(self.dim),
                 "n_trees": str(n_trees),
@@ -900,7 +1064,7 @@ class GenerationWriter:
             self._write_sqlite(self.tmp_dir / SQLITE_NAME, full_meta, pairs)
             shutil.rmtree(self._art_dir)
             self._write_manifest(full_meta)
-            for name in (*CHECKSUMMED_FILES, MANIFEST_NAME):
+            for name in (*self._data_files(), MANIFEST_NAME):
                 _fsync_path(self.tmp_dir / name)
             _fsync_path(self.tmp_dir)
             return self._publish()
@@ -931,34 +1095,88 @@ class GenerationWriter:
 
     # -- internals -----------------------------------------------------------------
 
-    def _write_windows_npy(self, path: Path) -> None:
-        raw = np.memmap(self._raw_path, dtype=np.float32, mode="r", shape=(self._n_rows, self.dim))
+    def _write_windows(self) -> StoredWindows:
+        """windows.npy (int8 or float32) from the raw float32 part, in chunks."""
+        shape = (self._n_rows, self.dim)
+        raw = np.memmap(self._raw_path, dtype=np.float32, mode="r", shape=shape)
+        int8 = self.layout.windows_dtype == "int8"
         out = np.lib.format.open_memmap(
-            path, mode="w+", dtype=np.float32, shape=(self._n_rows, self.dim)
+            self.tmp_dir / WINDOWS_NAME,
+            mode="w+",
+            dtype=np.int8 if int8 else np.float32,
+            shape=shape,
         )
         for start in range(0, self._n_rows, _COPY_CHUNK_ROWS):
-            out[start : start + _COPY_CHUNK_ROWS] = raw[start : start + _COPY_CHUNK_ROWS]
+            chunk = raw[start : start + _COPY_CHUNK_ROWS]
+            out[start : start + _COPY_CHUNK_ROWS] = quantize_rows(chunk) if int8 else chunk
         out.flush()
         del out, raw
         self._raw_path.unlink()
+        return StoredWindows(
+            windows=np.load(self.tmp_dir / WINDOWS_NAME, mmap_mode="r"),
+        )
+
+    def _write_projection(self, stored: StoredWindows) -> npt.NDArray[np.float32] | None:
+        if not self.layout.ann_dim:
+            return None
+        projection = fit_projection(stored, dim=self.layout.ann_dim)
+        np.save(self.tmp_dir / PROJECTION_NAME, projection, allow_pickle=False)
+        return projection
+
+    def _write_ann(
+        self,
+        stored: StoredWindows,
+        row_map: RowMap,
+        projection: npt.NDArray[np.float32] | None,
+        *,
+        n_trees: int,
+        seed: int,
+    ) -> None:
+        """The ANN (Annoy file or Milvus collection) over every ``ann_stride``-th window of
+        each curve, in the ANN's space."""
+        items = ann_rows(row_map.window_start, row_map.window_count, stride=self.layout.ann_stride)
+
+        def chunks() -> Iterator[npt.NDArray[np.float32]]:
+            for first in range(0, items.shape[0], _COPY_CHUNK_ROWS):
+                yield project(stored.take(items[first : first + _COPY_CHUNK_ROWS]), projection)
+
+        dim = self.layout.ann_dim or self.dim
+        if self.vector_store.kind == "milvus":
+            from .milvus_store import write_items
+
+            write_items(self.vector_store, self.collection, chunks(), dim=dim)
+            return
+        build_annoy_from_chunks(
+            chunks(), dim=dim, n_trees=n_trees, seed=seed, path=self.tmp_dir / ANNOY_NAME
+        )
 
     def _find_versions(
-        self, windows: npt.NDArray[np.float32], *, meta: Mapping[str, str], n_trees: int
+        self,
+        stored: StoredWindows,
+        row_map: RowMap,
+        projection: npt.NDArray[np.float32] | None,
+        *,
+        meta: Mapping[str, str],
+        n_trees: int,
     ) -> list[VersionPair]:
         """Version pairs of this generation's tracks, found through its own Annoy file."""
         if len(self._records) < 2:
             return []
-        source = AnnoyCandidates(
-            ann_path=self.tmp_dir / ANNOY_NAME,
-            dim=self.dim,
+        source = open_candidates(
+            self.tmp_dir,
+            layout=self.layout,
             n_trees=n_trees,
-            row_map=row_map_of(self._records),
+            windows=stored,
+            row_map=row_map,
+            projection=projection,
+            vector_store=self.vector_store,
+            collection=self.collection,
         )
         by_id = {r.id: r for r in self._records}
 
         def curve(track_id: int, variant: int) -> npt.NDArray[np.float32]:
             start, count = by_id[track_id].slices[variant]
-            return windows[start : start + count]
+            return stored.rows(start, start + count)
 
         try:
             return find_versions(
@@ -1039,7 +1257,7 @@ class GenerationWriter:
                 "sha256": sha256_file(self.tmp_dir / name),
                 "bytes": (self.tmp_dir / name).stat().st_size,
             }
-            for name in CHECKSUMMED_FILES
+            for name in self._data_files()
         }
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -1053,6 +1271,11 @@ class GenerationWriter:
         (self.tmp_dir / MANIFEST_NAME).write_text(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
+
+    def _data_files(self) -> tuple[str, ...]:
+        ann = (ANNOY_NAME,) if self.vector_store.kind == "annoy" else ()
+        extras = (PROJECTION_NAME,) if self.layout.ann_dim else ()
+        return (WINDOWS_NAME, *ann, SQLITE_NAME, *extras)
 
     def _publish(self) -> str:
         previous: str | None = None
@@ -1075,6 +1298,7 @@ class GenerationWriter:
         keep = {name, previous}
         for old in list_generations(self.index_dir):
             if old not in keep:
+                _drop_milvus_collection(self.index_dir / old)
                 shutil.rmtree(self.index_dir / old, ignore_errors=True)
         return name
 
@@ -1100,6 +1324,10 @@ class GenerationWriter:
                 shutil.rmtree(child, ignore_errors=True)
 
     def _discard(self) -> None:
+        if self.collection:
+            from .milvus_store import drop_collection
+
+            drop_collection(self.vector_store, self.collection)
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
 

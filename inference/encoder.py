@@ -30,3 +30,19 @@ class Encoder(Protocol):
     def window_samples(self) -> int: ...
 
     def embed(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+
+
+@runtime_checkable
+class SegmentEncoder(Protocol):
+    """An encoder that can also embed evenly spaced windows of one stretch of audio with its
+    front end run once over the stretch (``TorchScriptEncoder`` with a trained model).
+
+    ``embed_segment`` must give ``embed``'s vectors for the same windows (within 1e-4);
+    ``supports_segments`` says whether it can at a given hop.
+    """
+
+    def supports_segments(self, hop_samples: int) -> bool: ...
+
+    def embed_segment(
+        self, audio: npt.NDArray[np.float32], *, hop_samples: int, n_windows: int
+    ) -> npt.NDArray[np.float32]: ...

@@ -22,6 +22,12 @@ from synesthete.inference.config import EncoderConfig
 
 METADATA_FILE = "synesthete.json"
 FORMAT_VERSION = 1
+SEGMENT_ATOL = 1e-4
+"""How far the one-front-end-per-segment path may move a vector from the waveform path's."""
+_EDGE_SAMPLES_PER_FFT = 5 / 4
+"""An edge frame is computed on the window's first (last) n_fft * 5/4 samples: enough for its
+reflect padding and more than two hops of the front end, so the frame sits where it does in
+the window."""
 
 
 def save_scripted(
@@ -111,6 +117,7 @@ class TorchScriptEncoder:
         self._module.eval()
         self.metadata = _parse_metadata(path, extra[METADATA_FILE])
         self.path = path
+        self._segments_ok: bool | None = None
 
     @property
     def name(self) -> str:
@@ -139,6 +146,105 @@ class TorchScriptEncoder:
         silence = np.zeros((1, self.window_samples), dtype=np.float32)
         for _ in range(runs):
             self.embed(silence)
+
+    def supports_segments(self, hop_samples: int) -> bool:
+        """Whether ``embed_segment`` may be used at this window hop.
+
+        It needs a model with the trained encoder's methods (``frontend``,
+        ``features_from_db``, ``embed_features``; see inference/model.py), a hop
+        that is a whole number of front-end hops, and it must give the waveform
+        path's vectors (checked once per encoder on a seeded probe, within
+        ``SEGMENT_ATOL``). Any other model embeds window by window.
+        """
+        shape = self._frontend_shape()
+        if shape is None or hop_samples % shape[1] != 0:
+            return False
+        if self._segments_ok is None:
+            self._segments_ok = self._probe_segments(shape[1])
+        return self._segments_ok
+
+    def embed_segment(
+        self, audio: npt.NDArray[np.float32], *, hop_samples: int, n_windows: int
+    ) -> npt.NDArray[np.float32]:
+        """``[n_windows, dim]`` vectors of the windows starting at ``0, hop, 2 hop, ...`` of
+        ``audio`` (``[(n_windows - 1) * hop + window_samples]`` or longer), with the
+        front end run once over the segment instead of once per window.
+
+        A window's spectrogram frames are the segment's frames where they lie inside the
+        window; its first and last frame (reflect-padded at the window's own edges) are
+        computed from the window's edges. Only call when ``supports_segments(hop)``.
+        """
+        shape = self._frontend_shape()
+        if shape is None:
+            raise ModelError(f"encoder {self.name!r} cannot embed segments")
+        n_fft, fe_hop = shape
+        need = (n_windows - 1) * hop_samples + self.window_samples
+        if audio.ndim != 1 or audio.shape[0] < need or n_windows < 1:
+            raise AudioFormatError(f"segment of {audio.shape} holds fewer than {n_windows} windows")
+        if not np.isfinite(audio[:need]).all():
+            raise AudioFormatError("encoder input contains NaN or inf samples")
+        frames = self.window_samples // fe_hop + 1
+        step = hop_samples // fe_hop
+        edge = int(n_fft * _EDGE_SAMPLES_PER_FFT)
+        starts = np.arange(n_windows) * hop_samples
+        module = self._module
+        out = np.empty((n_windows, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            segment = torch.from_numpy(np.ascontiguousarray(audio[:need], dtype=np.float32))
+            power = module.frontend(segment[None, :].to(self.device))[0]  # [mels, F]
+            heads = np.stack([audio[s : s + edge] for s in starts])
+            tails = np.stack(
+                [audio[s + self.window_samples - edge : s + self.window_samples] for s in starts]
+            )
+            first = module.frontend(torch.from_numpy(heads).to(self.device))[:, :, 0]
+            last = module.frontend(torch.from_numpy(tails).to(self.device))[:, :, -1]
+            index = torch.from_numpy(
+                (np.arange(n_windows)[:, None] * step + np.arange(frames)[None, :]).astype(np.int64)
+            ).to(self.device)
+            batch = self.config.batch_windows
+            for lo in range(0, n_windows, batch):
+                hi = min(lo + batch, n_windows)
+                windows_power = power[:, index[lo:hi]].permute(1, 0, 2).clone()  # [b, mels, T]
+                windows_power[:, :, 0] = first[lo:hi]
+                windows_power[:, :, -1] = last[lo:hi]
+                db = 10.0 * torch.log10(torch.clamp(windows_power, min=1e-10))
+                vectors = module.embed_features(module.features_from_db(db)).float()
+                out[lo:hi] = vectors.cpu().numpy()
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, np.maximum(norms, 1e-12), out=out)
+        return out
+
+    def _frontend_shape(self) -> tuple[int, int] | None:
+        """(n_fft, hop) of a trained encoder's front end, or ``None`` for other models."""
+        model = self.metadata.get("model")
+        if not isinstance(model, dict) or self.metadata.get("kind") != "trained":
+            return None
+        try:
+            n_fft, hop = int(model["n_fft"]), int(model["hop_length"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        for method in ("frontend", "features_from_db", "embed_features"):
+            if not hasattr(self._module, method):
+                return None
+        if n_fft < 2 or hop < 1 or self.window_samples % hop != 0:
+            return None
+        return n_fft, hop
+
+    def _probe_segments(self, fe_hop: int) -> bool:
+        """Do three windows of seeded noise-and-tones agree between the two paths?"""
+        rng = np.random.default_rng(20261207)
+        hop = fe_hop * max(1, 8000 // fe_hop)
+        n = 2 * hop + self.window_samples
+        t = np.arange(n) / self.sample_rate_hz
+        audio = (
+            0.3 * np.sin(2 * np.pi * 440.0 * t * (1.0 + 0.1 * t)) + 0.05 * rng.standard_normal(n)
+        ).astype(np.float32)
+        windows = np.stack([audio[k * hop : k * hop + self.window_samples] for k in range(3)])
+        try:
+            fast = self.embed_segment(audio, hop_samples=hop, n_windows=3)
+        except (RuntimeError, ValueError):
+            return False
+        return bool(np.abs(fast - self.embed(windows)).max() <= SEGMENT_ATOL)
 
     def embed(self, windows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """``[n, window_samples]`` float32 → ``[n, dim]`` float32 unit vectors."""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh Debian machine: system packages, a virtualenv in
-# .venv, the CPU torch wheel and Synesthete itself (editable, with [dev]).
+# .venv, the CPU torch wheel and Synesthete itself (editable, with [dev], [augment] and
+# [scale]: Milvus Lite for the vector-store tests).
 # Idempotent: a second run only re-checks. Usage: bash scripts/setup.sh [--train]
 # --train also builds .venv-train with the [train] extra (torch 2.11 + torchaudio
 # 2.11 from PyPI, about 4.7 GB): what scripts/train_encoder.py and
@@ -39,7 +40,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --upgrade pip setuptools wheel
   # The CPU wheel first: with torch 2.13.0 present, ">=2.11" pulls no CUDA build.
   .venv/bin/pip install -q "torch==2.13.0"
-  .venv/bin/pip install -q -e ".[dev,augment]"
+  .venv/bin/pip install -q -e ".[dev,augment,scale]"
   # The sonic map's UMAP and matplotlib.
   .venv/bin/pip install -q -e ".[map]"
   echo "$want" > "$stamp"
