@@ -3,18 +3,20 @@
     python scripts/bench_index_size.py --index DIR [--json OUT] [--queries N]
 
 Reads the curves of an existing index (any layout), writes them again as one
-generation per layout (``compact.LAYOUTS``) in a temporary folder, and
-reports for each:
+generation per layout (``compact.LAYOUTS``), and the compact layout once more
+with its ANN in a Milvus Lite file (``--no-milvus`` skips that), in a temporary
+folder, and reports for each:
 
-- bytes per hour of audio, split by file (windows, projection,
-  Annoy, sqlite) and by curve (speed variants are curves like the track's own);
+- bytes per hour of audio, split by file (windows, projection, Annoy, sqlite;
+  the Milvus file is not counted);
 - the time to write the generation from its vectors (quantising, the
   projection, the Annoy build, version detection);
 - candidate recall against brute force over the stored windows: queries are
   stored windows half an ANN stride off the ANN's grid with Gaussian noise
   (``--noise``, per component, then renormalised), and a hit counts when the
   query's own track is among the tracks of the top ``--k`` neighbours; plus
-  the median and p99 time of one query.
+  the median and p99 time of one query (one live window: the ANN search and the
+  refinement on the stored curves).
 
 Writes bench/index-size-<commit>.json (and ``--json OUT``).
 """
@@ -43,10 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=32, help="neighbours per query (top_k)")
     parser.add_argument("--noise", type=float, default=0.03)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--no-milvus",
+        action="store_true",
+        help="skip the compact layout with its ANN in Milvus Lite (needs the [scale] extra)",
+    )
     args = parser.parse_args(argv)
 
     from synesthete.errors import SynestheteError
-    from synesthete.index.compact import LAYOUTS
+    from synesthete.index.compact import COMPACT_LAYOUT, LAYOUTS
+    from synesthete.index.milvus_store import ANNOY_STORE, parse_vector_store
     from synesthete.index.store import GenerationWriter, Library
 
     try:
@@ -58,11 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     results: dict[str, Any] = {}
     with source, tempfile.TemporaryDirectory() as tmp:
-        for name, layout in LAYOUTS.items():
+        cases = [(name, layout, ANNOY_STORE) for name, layout in LAYOUTS.items()]
+        if not args.no_milvus:
+            lite = parse_vector_store(f"milvus://{tmp}/vectors.db")
+            cases.append(("compact-milvus-lite", COMPACT_LAYOUT, lite))
+        for name, layout, store in cases:
             out = Path(tmp) / name
             started = time.perf_counter()
             with GenerationWriter(
-                index_dir=out, dim=source.dim, speed_variants=source.speeds[1:], layout=layout
+                index_dir=out,
+                dim=source.dim,
+                speed_variants=source.speeds[1:],
+                layout=layout,
+                vector_store=store,
             ) as writer:
                 for record in sorted(source.records(), key=lambda r: r.window_start):
                     writer.add_track(
@@ -78,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 recall, p50_ms, p99_ms = _recall(lib, rng=rng, args=args)
                 results[name] = {
                     "layout": lib.layout.describe(),
+                    "vector_store": "annoy" if store.kind == "annoy" else "milvus lite (FLAT)",
                     "n_trees": lib.n_trees,
                     "mb_per_hour": round(sum(files.values()) / 1e6 / hours, 3),
                     "mb_per_hour_by_file": {k: round(v / 1e6 / hours, 3) for k, v in files.items()},
