@@ -93,7 +93,10 @@ class ProgressCallback(Protocol):
         """Called once per file when it is done; ``status`` is a ``FileStatus``."""
 
     def on_windows(self, n: int) -> None:
-        """Called after each encoder batch with the number of windows just embedded."""
+        """Called after each encoder batch with the number of windows just embedded.
+
+        A view may also have ``on_audio(seconds)``: called once per indexed file with its
+        length (not part of the protocol, so older views need not have it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -339,6 +342,7 @@ def add_to_index(
                 new_record, windows, variants, art = updated[record.path]
                 placed = writer.add_track(new_record, windows, variants, art=art)
                 _count(report, placed, status="updated")
+                _report_audio(progress, placed.duration_s)
             else:
                 writer.add_track(
                     record,
@@ -595,6 +599,14 @@ def _count(
     report.windows += record.window_count + sum(n for _, n in record.variant_slices)
 
 
+def _report_audio(progress: ProgressCallback | None, seconds: float) -> None:
+    """Tell a progress view that has ``on_audio(seconds)`` how much audio a file held (an
+    optional callback: views written before it keep working)."""
+    on_audio = getattr(progress, "on_audio", None)
+    if callable(on_audio):
+        on_audio(seconds)
+
+
 def _add_new_file(
     writer: GenerationWriter,
     path: Path,
@@ -634,6 +646,7 @@ def _add_new_file(
     placed = writer.add_track(record, windows, variants, art=art)
     by_hash[content_hash] = str(path)
     _count(report, placed, status="added")
+    _report_audio(progress, placed.duration_s)
     return "indexed"
 
 
