@@ -615,6 +615,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
                     print(f"{key:>{width}}: {value[0]}")
                     for item in value[1:]:
                         print(f"{'':>{width}}  {item}")
+                elif isinstance(value, dict):
+                    # mb_per_hour_by_file: one "name size" pair per file, on one line.
+                    print(f"{key:>{width}}: " + ", ".join(f"{k} {v}" for k, v in value.items()))
                 else:
                     print(f"{key:>{width}}: {value}")
         return 0
