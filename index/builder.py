@@ -58,9 +58,10 @@ _Embedded = tuple[
     TrackRecord, npt.NDArray[np.float32], list[npt.NDArray[np.float32]], CoverArt | None
 ]
 _UNIT_NORM_TOLERANCE = 1e-3
-SEGMENT_WINDOWS = 256
-"""Windows embedded per front-end pass on the segment path (128 s of audio at the 0.5 s hop;
-the 3.5 s two segments share is computed twice)."""
+SEGMENT_S = 64.0
+"""Audio per front-end pass on the segment path: as many windows as start in 64 s (128 at
+the 0.5 s hop; the 3.5 s two segments share is computed twice). Memory stays a few MB per
+curve whatever the hop and the file length."""
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # Meta keys the writer sets itself; everything else is carried from generation to generation.
 _WRITER_META_KEYS = frozenset(
@@ -742,11 +743,12 @@ class _CurveEmbedder:
     def _push_segment(self, block: npt.NDArray[np.float32]) -> None:
         self._pending.append(np.array(block, dtype=np.float32, copy=True))
         self._pending_samples += int(block.shape[0])
-        need = (SEGMENT_WINDOWS - 1) * self._hop_samples + self._batch.shape[1]
+        n_windows = max(1, round(SEGMENT_S * SAMPLE_RATE_HZ / self._hop_samples))
+        need = (n_windows - 1) * self._hop_samples + self._batch.shape[1]
         while self._pending_samples >= need:
             audio = np.concatenate(self._pending)
-            self._embed_segment(audio, SEGMENT_WINDOWS)
-            rest = audio[SEGMENT_WINDOWS * self._hop_samples :]
+            self._embed_segment(audio, n_windows)
+            rest = audio[n_windows * self._hop_samples :].copy()
             self._pending = [rest]
             self._pending_samples = int(rest.shape[0])
 

@@ -68,7 +68,7 @@ def test_an_index_built_through_segments_holds_the_waveform_paths_curves(
     encoder, tmp_path, monkeypatch
 ):
     # Small segments, so a 21 s track spans several (and one partial) of them.
-    monkeypatch.setattr(builder, "SEGMENT_WINDOWS", 7)
+    monkeypatch.setattr(builder, "SEGMENT_S", 3.5)  # 7 windows at the 0.5 s hop
     music_dir = tmp_path / "music"
     music_dir.mkdir()
     write_tone_file(music_dir / "a.flac", seed=1, duration_s=21.3)
