@@ -280,9 +280,9 @@ def test_two_versions_of_a_track_each_identified_and_never_sounds_like_each_othe
 STRANGER_XFAIL = pytest.mark.xfail(
     strict=True,
     reason="issue 14: encoder-v3 (the default since 6916e35) names a synthetic piece outside"
-    " this synthetic library on its first window, at confidence up to 0.99: pieces of one"
-    " synthesizer at other tempi and keys are near neighbours for a tempo- and pitch-invariant"
-    " encoder. Its false-positive rate on the bench split is 2.5 % against the 1 % target.",
+    " this synthetic library: since the first-window guard (9ac63ab) its first window is"
+    " unknown, but a later one is named. Pieces of one synthesizer at other tempi and keys"
+    " are near neighbours for a tempo- and pitch-invariant encoder.",
 )
 
 
