@@ -408,6 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_encoder_args(similar)
 
+    sonic_map = commands.add_parser(
+        "map",
+        help="draw the library's sonic map (PNG or one HTML page)",
+        description="Lay the library's tracks out in 2-D by how they sound (UMAP over each"
+        " track's vector in the 'sounds like' space; the same seed gives the same map) and"
+        " write it: OUT.png (matplotlib, coloured by album or artist) or OUT.html (one"
+        " self-contained page; hover and click for neighbours). `listen --serve` shows it"
+        " live at /map.",
+    )
+    sonic_map.add_argument("--index", type=Path, required=True, help=INDEX_HELP)
+    sonic_map.add_argument(
+        "--out", type=Path, required=True, help="the file to write: .png or .html"
+    )
+    sonic_map.add_argument("--seed", type=int, default=None, help="layout seed (default fixed)")
+
     commands.add_parser(
         "devices",
         help="list audio input devices",
@@ -522,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         "identify": _cmd_identify,
         "listen": _cmd_listen,
         "similar": _cmd_similar,
+        "map": _cmd_map,
         "devices": _cmd_devices,
         "watch": _cmd_watch,
         "demo": _cmd_demo,
@@ -873,6 +889,22 @@ def _cmd_similar(args: argparse.Namespace) -> int:
         )
         results = similar_tracks(library, query, k=args.k, distance=args.sounds_like)
         write_similar(query, results, sys.stdout, fmt=args.format, distance=args.sounds_like)
+    return 0
+
+
+def _cmd_map(args: argparse.Namespace) -> int:
+    from synesthete.clients.map import write_map
+    from synesthete.index.sonic_map import DEFAULT_MAP_SEED
+    from synesthete.index.store import Library
+
+    seed = DEFAULT_MAP_SEED if args.seed is None else args.seed
+    with Library.open(args.index) as library:
+        drawn = write_map(library, args.out, seed=seed)
+    print(
+        f"synesthete: map of {len(drawn.tracks)} tracks ({drawn.space} space, 10-NN kept"
+        f" {drawn.trustworthiness:.0%}) written to {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 

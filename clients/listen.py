@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -202,6 +204,27 @@ async def listen(*, engine: Engine, options: ListenOptions) -> int:
             live_source.close()
 
 
+def _map_job(engine: Engine) -> Callable[[], bytes | None]:
+    """Draw the sonic map for ``/map`` once, when first asked, off the event loop (UMAP
+    takes seconds): the returned callable gives its JSON when done, ``None`` before, and
+    raises the one-line ``SynestheteError`` of a library with nothing to draw."""
+    from synesthete.clients.map import library_map
+
+    def draw() -> bytes:
+        return json.dumps(library_map(engine.library).to_doc(), ensure_ascii=False).encode()
+
+    job: list[asyncio.Future[bytes]] = []
+
+    def result() -> bytes | None:
+        if not job:
+            job.append(asyncio.get_running_loop().run_in_executor(None, draw))
+            # Retrieved here too, so a map that cannot be drawn is no "never retrieved" report.
+            job[0].add_done_callback(lambda done: done.exception())
+        return job[0].result() if job[0].done() else None
+
+    return result
+
+
 async def _listen(
     *, engine: Engine, options: ListenOptions, capture: CaptureConfig, source: Source | None
 ) -> int:
@@ -214,6 +237,7 @@ async def _listen(
             ),
             report_threshold=engine.matcher_config.on_threshold,
             art=engine.library.art,
+            sonic_map=_map_job(engine),
         )
         await server.start()
         warning = exposure_warning(host=host, port=server.port, token=options.token)

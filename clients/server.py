@@ -4,8 +4,9 @@ Each client gets a bounded queue and a relay task (the python-websockets
 broadcast recipe). A client that cannot keep up loses its oldest messages and
 is flagged ``slow``; it never delays the others or the recognizer, because
 ``publish`` only appends to deques. The same server answers plain HTTP GETs
-for the browser overlay at ``/overlay`` and for tracks' cover art at
-``/art/<track id>``.
+for the browser overlay at ``/overlay``, for tracks' cover art at
+``/art/<track id>``, and for the live sonic map at ``/map`` (its data at
+``/map.json``).
 """
 
 from __future__ import annotations
@@ -47,11 +48,19 @@ if TYPE_CHECKING:
     from synesthete.index.art import CoverArt
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-STATIC_FILES = {"/overlay": ("overlay.html", "text/html; charset=utf-8")}
+STATIC_FILES = {
+    "/overlay": ("overlay.html", "text/html; charset=utf-8"),
+    "/map": ("map.html", "text/html; charset=utf-8"),
+}
+MAP_JSON_PATH = "/map.json"
 ART_PATH = re.compile(r"^/art/(\d{1,18})$")
 
 ArtSource = Callable[[int], "CoverArt | None"]
 """Track id -> its cover art or ``None`` (``Library.art``); ``LibraryError`` for an unknown id."""
+
+MapSource = Callable[[], "bytes | None"]
+"""The sonic map as JSON (``clients/map.py``), ``None`` while it is being drawn;
+``SynestheteError`` when there is no map to draw (one line, e.g. a library of one track)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,9 +259,11 @@ class WebsocketServer:
         broadcaster: Broadcaster | None = None,
         report_threshold: float | None = None,
         art: ArtSource | None = None,
+        sonic_map: MapSource | None = None,
     ) -> None:
         self.config = config
         self._art = art
+        self._map = sonic_map
         self.broadcaster = (
             broadcaster
             if broadcaster is not None
@@ -337,6 +348,8 @@ class WebsocketServer:
                 ]
             )
             return Response(http.HTTPStatus.OK.value, "OK", headers, body)
+        if path == MAP_JSON_PATH and "Upgrade" not in request.headers:
+            return self._map_response(connection, request)
         art_path = ART_PATH.match(path)
         if art_path is not None and "Upgrade" not in request.headers:
             return self._art_response(connection, request, int(art_path.group(1)))
@@ -349,6 +362,32 @@ class WebsocketServer:
         if len(self.broadcaster.clients) >= self.config.max_clients:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many clients\n")
         return None
+
+    def _map_response(self, connection: ServerConnection, request: Request) -> Response:
+        """The sonic map's data, guarded by the token like the events (it names every
+        track); ``503`` while it is still being drawn, ``404`` with the reason when
+        there is none."""
+        if not self._token_ok(request):
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or bad token\n")
+        if self._map is None:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "no map: no library\n")
+        try:
+            body = self._map()
+        except SynestheteError as err:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, f"{err}\n")
+        if body is None:
+            return connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE, "the map is being drawn\n"
+            )
+        headers = Headers(
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+                ("Cross-Origin-Resource-Policy", "same-site"),
+            ]
+        )
+        return Response(http.HTTPStatus.OK.value, "OK", headers, body)
 
     def _art_response(
         self, connection: ServerConnection, request: Request, track_id: int

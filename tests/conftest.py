@@ -274,7 +274,16 @@ class Listener:
     """``synesthete listen --input FILE --realtime --serve 127.0.0.1:PORT --no-tui`` (the
     overlay tests drive these; ``listeners`` kills the ones a test started)."""
 
-    def __init__(self, library: DemoLibrary | Path, excerpt: Path, port: int, logs: Path) -> None:
+    def __init__(
+        self,
+        library: DemoLibrary | Path,
+        excerpt: Path,
+        port: int,
+        logs: Path,
+        *,
+        token: str | None = None,
+        loop: bool = False,
+    ) -> None:
         index = library if isinstance(library, Path) else library.index
         self.port = port
         self.stdout = logs / f"listen-{port}-{excerpt.stem}.out"
@@ -293,6 +302,8 @@ class Listener:
                     "--no-tui",
                     "--threads",
                     "1",
+                    *(() if token is None else ("--token", token)),
+                    *(("--loop",) if loop else ()),
                 ),
                 env=cli_env(),
                 stdout=out,
