@@ -702,6 +702,8 @@ def _check_sizes(gen_dir: Path, manifest: Mapping[str, Any]) -> int:
         expected = files[name].get("bytes")
         try:
             actual = (gen_dir / name).stat().st_size
+        except FileNotFoundError:
+            raise LibraryError(f"{gen_dir}: {name} is missing (rebuild the index)") from None
         except OSError as err:
             raise LibraryError(f"{gen_dir / name}: unreadable: {err.strerror or err}") from err
         if actual != expected:
