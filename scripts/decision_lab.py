@@ -32,6 +32,7 @@ import bench
 from synesthete.clients.app import open_engine
 from synesthete.index.builder import build_index
 from synesthete.index.config import IndexConfig
+from synesthete.index.frechet import distance_row, distance_rows
 from synesthete.inference.augment import CONDITIONS, source_seconds_needed
 from synesthete.inference.config import EncoderConfig
 from synesthete.inference.torchscript import TorchScriptEncoder
@@ -193,7 +194,7 @@ def window_features(lab: dict[str, Any], decay: float | None, horizon: int) -> n
     out: list[tuple[float, ...]] = []
     for i, r in enumerate(lab["rows"]):
         emb = lab["emb"][lab["starts"][i] : lab["starts"][i] + lab["lengths"][i]]
-        dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * (emb @ curves.T)))  # [T, N]
+        dist = distance_rows(emb, curves)  # [T, N]
         per_t: list[dict[int, float]] = [{} for _ in range(len(emb))]
         for (track, _variant), (lo, hi) in lab["slices"].items():
             for t in range(len(emb)):
@@ -249,7 +250,7 @@ def true_window_distances(lab: dict[str, Any]) -> None:
             for (track, variant), (lo, hi) in lab["slices"].items():
                 if track != r["truth"] or (variant != 0 and not speed_query):
                     continue
-                d = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * (lab["curves"][lo:hi] @ q)))
+                d = distance_row(q, lab["curves"][lo:hi])
                 if not speed_query:
                     j = round((r["start_s"] + 2.0 * t * r["tempo"]) / 0.5)
                     d = d[max(0, j - 2) : j + 3]
