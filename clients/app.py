@@ -11,6 +11,7 @@ from synesthete.index.config import Calibration, MatcherConfig, RecognizerConfig
 from synesthete.index.protocols import CandidateSource
 from synesthete.index.recognizer import Recognizer
 from synesthete.index.similar import check_distance
+from synesthete.index.sonic_map import MapPlacer
 from synesthete.index.store import Library
 from synesthete.inference.config import EncoderConfig, packaged_model_path
 from synesthete.inference.torchscript import TorchScriptEncoder
@@ -46,7 +47,17 @@ class Engine:
             library=self.library,
             config=replace(self.config, keep_timings=keep_timings, early_windows=early_windows),
             summaries=self.library.summaries(),
+            map_placer=self.map_placer(),
         )
+
+    def map_placer(self) -> MapPlacer | None:
+        """The stored sonic map's placer, when the index has one for its "sounds like" space."""
+        stored = self.library.stored_sonic()
+        if stored is None or stored.placer is None:
+            return None
+        if stored.placer.dim != self.library.summaries().dim:
+            return None
+        return stored.placer
 
     def close(self) -> None:
         self.library.close()

@@ -30,9 +30,12 @@ from synesthete.index.config import DEFAULT_SPEED_VARIANTS, parse_speed_variants
 
 if TYPE_CHECKING:
     from synesthete.clients.app import Engine
+    from synesthete.clients.progress import RichProgress
     from synesthete.events import Event
     from synesthete.index.builder import BuildReport
+    from synesthete.index.config import IndexConfig
     from synesthete.inference.config import EncoderConfig
+    from synesthete.inference.torchscript import TorchScriptEncoder
 
 EXIT_ERROR = 2
 RECONNECT_TIMEOUT_S = 60.0
@@ -91,6 +94,16 @@ def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
 def _input_arg(text: str) -> Path | str:
     """``--input``: a URL stays text (a Path would fold its ``//``), anything else is a path."""
     return text if is_url(text) else Path(text)
+
+
+def _ray_address_arg(text: str) -> str:
+    """``--ray``'s address, checked here so a path given after ``--ray`` is one clear line."""
+    from synesthete.index.ray_build import parse_ray_address
+
+    try:
+        return parse_ray_address(text) or "local"
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _speed_variants_arg(text: str) -> tuple[float, ...]:
@@ -200,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
                 "folder), milvus:///path/file.db (Milvus Lite) or milvus://host:19530 (a Milvus "
                 "server); add and remove keep it",
             )
+            sub.add_argument(
+                "--ray",
+                nargs="?",
+                const="local",
+                default=None,
+                type=_ray_address_arg,
+                metavar="ADDRESS",
+                help="decode and embed on Ray (the [scale] extra): alone, a local Ray on this "
+                "machine; auto, ray://host:10001 or host:6379 for a cluster whose nodes see the "
+                "files at the same paths. Put it after the paths, or write --ray=ADDRESS",
+            )
         sub.add_argument(
             "--report",
             type=Path,
@@ -207,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="write a JSON report of indexed and skipped files",
         )
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        sub.add_argument(
+            "--no-map",
+            action="store_true",
+            help="do not lay out and store the sonic map with the new generation (saves the"
+            " UMAP fit, tens of seconds in a fresh process; 'synesthete map' then lays it"
+            " out when asked)",
+        )
         _add_encoder_args(sub)
     remove = index_commands.add_parser(
         "remove",
@@ -643,6 +674,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
         report = builder.remove_from_index(args.index, list(args.targets))
         for target, reason in report.skipped:
             print(f"synesthete: error: not removed {target}: {reason}", file=sys.stderr)
+        for note in report.notes:
+            print(f"synesthete: {note}", file=sys.stderr)
         print(report.summary())
         return EXIT_ERROR if report.skipped else 0
 
@@ -656,19 +689,30 @@ def _cmd_index(args: argparse.Namespace) -> int:
                 from synesthete.index.compact import LAYOUTS
                 from synesthete.index.milvus_store import parse_vector_store
 
-                config = IndexConfig(index_hop_s=args.index_hop, speed_variants=args.speed_variants)
-                report = builder.build_index(
+                config = IndexConfig(
+                    index_hop_s=args.index_hop,
+                    speed_variants=args.speed_variants,
+                    sonic_map=not args.no_map,
+                )
+                if args.ray is not None:
+                    report = _build_on_ray(args, encoder=encoder, config=config, progress=progress)
+                else:
+                    report = builder.build_index(
+                        args.index,
+                        [Path(p) for p in args.paths],
+                        encoder=encoder,
+                        config=config,
+                        progress=progress,
+                        layout=LAYOUTS[args.layout],
+                        vector_store=parse_vector_store(args.vector_store),
+                    )
+            else:
+                report = builder.add_to_index(
                     args.index,
                     [Path(p) for p in args.paths],
                     encoder=encoder,
-                    config=config,
                     progress=progress,
-                    layout=LAYOUTS[args.layout],
-                    vector_store=parse_vector_store(args.vector_store),
-                )
-            else:
-                report = builder.add_to_index(
-                    args.index, [Path(p) for p in args.paths], encoder=encoder, progress=progress
+                    config=IndexConfig(sonic_map=False) if args.no_map else None,
                 )
     except builder.NothingIndexedError as err:
         # Every file was bad: say why for each (and in the report) before the error line.
@@ -676,6 +720,36 @@ def _cmd_index(args: argparse.Namespace) -> int:
         raise
     _write_build_report(report, args.report, summary=True)
     return 0
+
+
+def _build_on_ray(
+    args: argparse.Namespace,
+    *,
+    encoder: TorchScriptEncoder,
+    config: IndexConfig,
+    progress: RichProgress | None,
+) -> BuildReport:
+    """``index build --ray``: each Ray actor loads the same model, with one torch thread (a
+    cluster gives one actor per CPU)."""
+    import functools
+
+    from synesthete.index.compact import LAYOUTS
+    from synesthete.index.milvus_store import parse_vector_store
+    from synesthete.index.ray_build import RayOptions, build_index_ray
+    from synesthete.inference.torchscript import TorchScriptEncoder
+
+    worker_config = _encoder_config(args, default_threads=1)
+    return build_index_ray(
+        args.index,
+        [Path(p) for p in args.paths],
+        encoder_factory=functools.partial(TorchScriptEncoder, config=worker_config),
+        encoder=encoder,
+        config=config,
+        ray_options=RayOptions(address=None if args.ray == "local" else args.ray),
+        progress=progress,
+        layout=LAYOUTS[args.layout],
+        vector_store=parse_vector_store(args.vector_store),
+    )
 
 
 def _list_tracks(index: Path, *, search: str | None, fmt: str) -> int:
@@ -716,6 +790,8 @@ def _write_build_report(report: BuildReport, path: Path | None, *, summary: bool
     """
     for skipped, reason in report.skipped:
         print(f"skipped {skipped}: {reason}", file=sys.stderr)
+    for note in report.notes:
+        print(f"synesthete: {note}", file=sys.stderr)
     if summary:
         print(report.summary())
     if path is not None:
@@ -901,7 +977,8 @@ def _cmd_map(args: argparse.Namespace) -> int:
     with Library.open(args.index) as library:
         drawn = write_map(library, args.out, seed=seed)
     print(
-        f"synesthete: map of {len(drawn.tracks)} tracks ({drawn.space} space, 10-NN kept"
+        f"synesthete: map of {len(drawn.tracks)} tracks ({drawn.space} space,"
+        f" {'stored' if drawn.stored else 'computed'} layout, 10-NN kept"
         f" {drawn.trustworthiness:.0%}) written to {args.out}",
         file=sys.stderr,
     )

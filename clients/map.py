@@ -48,6 +48,8 @@ class SonicMap:
     space: str
     trustworthiness: float
     seed: int
+    stored: bool = False
+    """Whether the layout came from the generation (else it was laid out when asked)."""
 
     def to_doc(self) -> dict[str, Any]:
         """JSON for the pages: tracks with x, y, group index, neighbours (track ids)."""
@@ -88,15 +90,20 @@ def group_names(groups: tuple[str | None, ...]) -> list[str]:
 
 
 def library_map(library: Library, *, seed: int = DEFAULT_MAP_SEED) -> SonicMap:
-    """The map of ``library`` (``LibraryError``, one line, for fewer than two tracks)."""
+    """The map of ``library``: the one its generation stores (``index/sonic_store.py``) when
+    it was laid out with ``seed``, else laid out now (``LibraryError``, one line, for fewer
+    than two tracks; ``ConfigError`` without umap-learn)."""
     summaries = library.summaries()
-    try:
-        positions = layout(summaries.means, seed=seed)
-    except ImportError:
-        raise ConfigError(
-            "the sonic map needs umap-learn: pip install 'synesthete[map]'"
-            " (bash scripts/setup.sh installs it)"
-        ) from None
+    positions = stored_positions(library, summaries.track_ids, seed=seed)
+    stored = positions is not None
+    if positions is None:
+        try:
+            positions = layout(summaries.means, seed=seed)
+        except ImportError:
+            raise ConfigError(
+                "the sonic map needs umap-learn: pip install 'synesthete[map]'"
+                " (bash scripts/setup.sh installs it)"
+            ) from None
     infos = tuple(library.info(int(t)) for t in summaries.track_ids)
     sims = summaries.means @ summaries.means.T
     neighbours = []
@@ -112,7 +119,22 @@ def library_map(library: Library, *, seed: int = DEFAULT_MAP_SEED) -> SonicMap:
         space="sonic" if summaries.head is not None else "fingerprint",
         trustworthiness=trustworthiness(summaries.means, positions),
         seed=seed,
+        stored=stored,
     )
+
+
+def stored_positions(
+    library: Library, track_ids: npt.NDArray[np.int64], *, seed: int
+) -> npt.NDArray[np.float32] | None:
+    """The stored map's positions ``[T, 2]`` in the order of ``track_ids``, if the
+    generation stores a map laid out with ``seed``."""
+    stored = library.stored_sonic()
+    if stored is None or stored.positions is None or stored.map_seed != seed:
+        return None
+    row_of = {int(t): n for n, t in enumerate(stored.track_ids)}
+    if set(row_of) != {int(t) for t in track_ids}:
+        return None
+    return stored.positions[[row_of[int(t)] for t in track_ids]]
 
 
 def write_png(sonic_map: SonicMap, path: Path, *, title: str) -> None:

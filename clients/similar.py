@@ -81,10 +81,15 @@ def resolve_query(
     if record is None:
         record = _indexed_by_path(library, target)
     if record is not None:
+        curve = np.asarray(library.curve(record.id), dtype=np.float32)
+        hop_s = library.index_hop_s
+        style = library.sonic_curve(record.id)
+        if library.summaries().audio_head is not None and style is not None:
+            curve, hop_s = np.asarray(style, dtype=np.float32), _style_hop_s(library)
         return SimilarQuery(
             label=target,
-            curve=np.asarray(library.curve(record.id), dtype=np.float32),
-            hop_s=library.index_hop_s,
+            curve=curve,
+            hop_s=hop_s,
             track=record.to_info(),
             exclude_track_ids=(record.id,),
         )
@@ -116,9 +121,33 @@ def _file_query(
     except OSError as err:
         raise AudioFormatError(f"{path}: cannot read: {err.strerror or err}") from None
     twins = tuple(r.id for r in library.records() if r.content_hash == content_hash)
+    head = library.summaries().audio_head
+    if head is not None:
+        # An audio similarity head: the file's style curve, as the index stores its tracks'.
+        from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+        from synesthete.index.decode import load_mono
+        from synesthete.stream.windowing import window_audio
+
+        audio = load_mono(path, sample_rate_hz=SAMPLE_RATE_HZ)
+        hop_s = _style_hop_s(library)
+        windows = window_audio(
+            audio, window_samples=WINDOW_SAMPLES, hop_samples=round(hop_s * SAMPLE_RATE_HZ)
+        )
+        return SimilarQuery(
+            label=label,
+            curve=head.apply_audio(windows),
+            hop_s=hop_s,
+            track=None,
+            exclude_track_ids=twins,
+        )
     return SimilarQuery(
         label=label, curve=curve, hop_s=library.index_hop_s, track=None, exclude_track_ids=twins
     )
+
+
+def _style_hop_s(library: Library) -> float:
+    stored = library.stored_sonic()
+    return stored.hop_s if stored is not None else library.index_hop_s
 
 
 def similar_tracks(

@@ -43,6 +43,9 @@ from .config import IndexConfig
 from .decode import decode_mono_16k_speeds
 from .milvus_store import ANNOY_STORE, VectorStore
 from .scan import iter_audio_files
+from .sonic import SonicHead
+from .sonic_file import packaged_head
+from .sonic_store import NO_MAP, SONIC_AUDIO_HOP_S
 from .store import (
     GenerationWriter,
     Library,
@@ -134,6 +137,9 @@ class BuildReport:
     total_tracks: int = 0
     total_windows: int = 0
     elapsed_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    """One line each: what the new generation left out (e.g. the sonic map without
+    umap-learn)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -220,6 +226,7 @@ def build_index(
         speed_variants=config.speed_variants,
         layout=layout,
         vector_store=vector_store,
+        sonic_map=config.sonic_map,
     ) as writer:
         by_hash: dict[str, str] = {}
         next_id = 1
@@ -246,6 +253,7 @@ def build_index(
             n_trees=layout.n_trees if layout.n_trees is not None else config.n_trees,
             seed=config.seed,
         )
+        report.notes.extend(writer.notes)
         report.total_tracks = len(writer.records)
         report.total_windows = writer.n_rows
     report.elapsed_s = time.perf_counter() - started
@@ -281,6 +289,7 @@ def add_to_index(
         progress.on_start(len(files))
     with Library.open(root) as probe:
         speed_variants, layout, store = probe.speeds[1:], probe.layout, probe.vector_store
+        sonic_map = config.sonic_map if config is not None else _stores_map(probe)
     with (
         GenerationWriter(
             index_dir=root,
@@ -288,6 +297,7 @@ def add_to_index(
             speed_variants=speed_variants,
             layout=layout,
             vector_store=store,
+            sonic_map=sonic_map,
         ) as writer,
         Library.open(root) as lib,
     ):
@@ -317,11 +327,11 @@ def add_to_index(
                 changed.add(record.path)
 
         # Changed tracks are re-embedded first; a failure keeps the stored version.
-        updated: dict[str, _Embedded] = {}
+        updated: dict[str, tuple[_Embedded, npt.NDArray[np.float32] | None]] = {}
         for path_text in sorted(changed):
             path = Path(path_text)
             old = existing[path_text]
-            result = _embed_track(
+            result = _embed_styled_track(
                 path,
                 track_id=old.id,
                 content_hash=hashes[path],
@@ -329,19 +339,20 @@ def add_to_index(
                 encoder=encoder,
                 config=effective,
                 progress=progress,
+                style_head=audio_head(encoder),
             )
             if isinstance(result, str):
                 _skip(report, path, f"{result} (previous version kept)", progress)
                 continue
             updated[path_text] = result
-            by_hash[result[0].content_hash] = path_text
+            by_hash[result[0][0].content_hash] = path_text
             if progress is not None:
                 progress.on_file(path, "updated")
 
         for record in sorted(lib.records(), key=lambda r: r.window_start):
             if record.path in updated:
-                new_record, windows, variants, art = updated[record.path]
-                placed = writer.add_track(new_record, windows, variants, art=art)
+                (new_record, windows, variants, art), sonic = updated[record.path]
+                placed = writer.add_track(new_record, windows, variants, art=art, sonic=sonic)
                 _count(report, placed, status="updated")
                 _report_audio(progress, placed.duration_s)
             else:
@@ -350,6 +361,7 @@ def add_to_index(
                     lib.curve(record.id),
                     lib.variant_curves(record.id),
                     art=lib.art(record.id),
+                    sonic=lib.sonic_curve(record.id),
                 )
 
         # Ids of removed tracks are never handed out again (the store keeps the high-water mark).
@@ -377,6 +389,7 @@ def add_to_index(
             meta = _carried_meta(lib)
             lib.close()
             report.generation = writer.commit(meta=meta, n_trees=lib.n_trees, seed=lib.seed)
+            report.notes.extend(writer.notes)
             report.total_tracks = len(writer.records)
             report.total_windows = writer.n_rows
         else:
@@ -405,6 +418,7 @@ def remove_from_index(
     with Library.open(root) as probe:
         dim, speed_variants, layout = probe.dim, probe.speeds[1:], probe.layout
         store = probe.vector_store
+        sonic_map = _stores_map(probe)
     with (
         GenerationWriter(
             index_dir=root,
@@ -412,6 +426,7 @@ def remove_from_index(
             speed_variants=speed_variants,
             layout=layout,
             vector_store=store,
+            sonic_map=sonic_map,
         ) as writer,
         Library.open(root) as lib,
     ):
@@ -442,12 +457,14 @@ def remove_from_index(
                         lib.curve(record.id),
                         lib.variant_curves(record.id),
                         art=lib.art(record.id),
+                        sonic=lib.sonic_curve(record.id),
                     )
             report.removed.sort(key=lambda item: int(item["id"]))
             meta = _carried_meta(lib)
             n_trees, seed = lib.n_trees, lib.seed
             lib.close()
             report.generation = writer.commit(meta=meta, n_trees=n_trees, seed=seed)
+            report.notes.extend(writer.notes)
             report.total_tracks = len(writer.records)
             report.total_windows = writer.n_rows
     report.elapsed_s = time.perf_counter() - started
@@ -471,6 +488,7 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
         total_s = sum(r.duration_s for r in records)
         hours = total_s / 3600.0
         format_version = int(lib.meta["format_version"])
+        sonic = lib.sonic_status()
         return {
             "index_dir": str(root),
             "generation": lib.generation,
@@ -504,6 +522,8 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
                 f"{lib.info(p.track_a).path} = {lib.info(p.track_b).path}"
                 for p in lib.version_pairs
             ],
+            "sonic_vectors": sonic["vectors"],
+            "sonic_map": sonic["map"],
             **({"verified": "checksums ok"} if verify else {}),
         }
 
@@ -521,6 +541,15 @@ def _rebuild_note(layout: StoreLayout, format_version: int) -> dict[str, str]:
         "27 MB per hour of audio with two speed variants); 'index build' again writes the "
         "compact layout (about 4 MB per hour)"
     }
+
+
+def audio_head(encoder: Encoder) -> SonicHead | None:
+    """The similarity head shipped for ``encoder`` when it reads audio (its curves are made
+    here, from the decoded audio); ``None`` for a head of windows or none."""
+    head = packaged_head(encoder.name)
+    if head is None or not head.reads_audio:
+        return None
+    return head if head.applies_to(encoder_name=encoder.name, dim=encoder.dim) else None
 
 
 def _check_encoder(encoder: Encoder) -> None:
@@ -565,7 +594,13 @@ def _stored_config(lib: Library, config: IndexConfig | None) -> IndexConfig:
         search_k_factor=base.search_k_factor,
         min_duration_s=base.min_duration_s,
         silence_dbfs=base.silence_dbfs,
+        sonic_map=base.sonic_map if config is not None else _stores_map(lib),
     )
+
+
+def _stores_map(lib: Library) -> bool:
+    """Whether the next generation lays out the map: unless this one was told not to."""
+    return lib.meta.get("map") != NO_MAP
 
 
 def _scan(paths: Sequence[str | os.PathLike[str]], report: BuildReport) -> list[Path]:
@@ -631,7 +666,7 @@ def _add_new_file(
     if twin is not None:
         report.skipped.append((str(path), f"same content as {twin}"))
         return "skipped"
-    result = _embed_track(
+    result = _embed_styled_track(
         path,
         track_id=track_id,
         content_hash=content_hash,
@@ -639,12 +674,13 @@ def _add_new_file(
         encoder=encoder,
         config=config,
         progress=progress,
+        style_head=audio_head(encoder),
     )
     if isinstance(result, str):
         report.skipped.append((str(path), result))
         return "skipped"
-    record, windows, variants, art = result
-    placed = writer.add_track(record, windows, variants, art=art)
+    (record, windows, variants, art), sonic = result
+    placed = writer.add_track(record, windows, variants, art=art, sonic=sonic)
     by_hash[content_hash] = str(path)
     _count(report, placed, status="added")
     _report_audio(progress, placed.duration_s)
@@ -663,8 +699,37 @@ def _embed_track(
 ) -> _Embedded | str:
     """Decode and embed one file: (record, ``[M, D]`` windows, speed-variant curves, cover
     art), or the reason it was skipped."""
+    result = _embed_styled_track(
+        path,
+        track_id=track_id,
+        content_hash=content_hash,
+        added=added,
+        encoder=encoder,
+        config=config,
+        progress=progress,
+        style_head=None,
+    )
+    return result if isinstance(result, str) else result[0]
+
+
+def _embed_styled_track(
+    path: Path,
+    *,
+    track_id: int,
+    content_hash: str,
+    added: str,
+    encoder: Encoder,
+    config: IndexConfig,
+    progress: ProgressCallback | None,
+    style_head: SonicHead | None,
+) -> tuple[_Embedded, npt.NDArray[np.float32] | None] | str:
+    """``_embed_track``, and the track's curve through an audio similarity head
+    (``style_head``; ``None`` without one) from the same decode."""
+    style = _StyleCurve(style_head) if style_head is not None else None
     try:
-        curves, duration_s = _embed_curves(path, encoder=encoder, config=config, progress=progress)
+        curves, duration_s = _embed_curves(
+            path, encoder=encoder, config=config, progress=progress, style=style
+        )
     except AudioFormatError as err:
         return _reason(err, path)
     windows, variants = curves[0], curves[1:]
@@ -683,7 +748,41 @@ def _embed_track(
         window_count=int(windows.shape[0]),
         added=added,
     )
-    return record, windows, variants, read_cover_art(path)
+    sonic = style.finish() if style is not None else None
+    if sonic is not None and sonic.shape[0] == 0:
+        sonic = None
+    return (record, windows, variants, read_cover_art(path)), sonic
+
+
+class _StyleCurve:
+    """Windows the recorded speed's 16 kHz blocks every ``SONIC_AUDIO_HOP_S`` and puts them
+    through an audio similarity head (``index/sonic_audio.py`` features): the track's
+    "sounds like" curve ``[M_s, E]``."""
+
+    _BATCH = 32
+
+    def __init__(self, head: SonicHead) -> None:
+        self._head = head
+        self._windower = Windower(hop_s=SONIC_AUDIO_HOP_S)
+        self._pending: list[npt.NDArray[np.float32]] = []
+        self._chunks: list[npt.NDArray[np.float32]] = []
+
+    def push(self, block: npt.NDArray[np.float32]) -> None:
+        self._pending.extend(w.samples for w in self._windower.push(block))
+        if len(self._pending) >= self._BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._chunks.append(self._head.apply_audio(np.stack(self._pending)))
+            self._pending.clear()
+
+    def finish(self) -> npt.NDArray[np.float32]:
+        self._flush()
+        self._windower.flush()
+        if not self._chunks:
+            return np.zeros((0, self._head.dim), dtype=np.float32)
+        return np.concatenate(self._chunks)
 
 
 class _CurveEmbedder:
@@ -800,9 +899,11 @@ def _embed_curves(
     encoder: Encoder,
     config: IndexConfig,
     progress: ProgressCallback | None,
+    style: _StyleCurve | None = None,
 ) -> tuple[list[npt.NDArray[np.float32]], float]:
     """``[M_k, D]`` embeddings of every full window at the index hop, as recorded and at each
-    speed variant (one decode pass), and the file's length in seconds."""
+    speed variant (one decode pass), and the file's length in seconds; ``style`` is fed the
+    recorded speed's blocks too."""
     embedders = [
         _CurveEmbedder(encoder=encoder, config=config, speed=speed, progress=progress)
         for speed in (1.0, *config.speed_variants)
@@ -817,6 +918,8 @@ def _embed_curves(
         total_samples += blocks[0].shape[0]
         for embedder, block in zip(embedders, blocks, strict=True):
             embedder.push(block)
+        if style is not None:
+            style.push(blocks[0])
     return [e.finish() for e in embedders], total_samples / SAMPLE_RATE_HZ
 
 

@@ -119,6 +119,8 @@ class IndexConfig:
     search_k_factor: int = DEFAULT_SEARCH_K_FACTOR
     min_duration_s: float = WINDOW_S
     silence_dbfs: float = DEFAULT_SILENCE_DBFS
+    sonic_map: bool = True
+    """Lay out the sonic map and store it with each generation (``index/sonic_store.py``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "speed_variants", check_speed_variants(self.speed_variants))

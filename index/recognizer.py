@@ -9,6 +9,7 @@ in a plain loop on a virtual clock, so both give the same events.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from synesthete.index.config import RecognizerConfig
 from synesthete.index.matcher import Matcher
 from synesthete.index.protocols import CandidateSource, CurveLibrary
 from synesthete.index.similar import TrackSummaries, check_distance
+from synesthete.index.sonic_map import MapPlacer
 from synesthete.index.upnext import up_next
 from synesthete.inference.encoder import Encoder
 from synesthete.stream.guard import InputGuard
@@ -72,6 +74,7 @@ class Recognizer:
         library: CurveLibrary,
         config: RecognizerConfig,
         summaries: TrackSummaries | None = None,
+        map_placer: MapPlacer | None = None,
     ) -> None:
         if encoder.sample_rate_hz != SAMPLE_RATE_HZ or encoder.window_samples != WINDOW_SAMPLES:
             raise ConfigError(
@@ -92,6 +95,14 @@ class Recognizer:
         self._windows_seen = 0
         self._library = library
         self._summaries = summaries
+        self._map_placer = map_placer
+        """Puts the recent audio on the stored sonic map (``SoundsLike.map_xy``)."""
+        self._style_head = None if summaries is None else summaries.audio_head
+        self._recent_style: deque[npt.NDArray[np.float32]] = deque(
+            maxlen=config.matcher.horizon_windows
+        )
+        """With an audio similarity head: the recent windows' style vectors, the query of
+        "sounds like" (the matcher's recent windows otherwise)."""
         self.sounds_like_distance = check_distance(config.sounds_like_distance)
         self.timing = WindowTiming()
         self.history: list[int] = []
@@ -152,6 +163,7 @@ class Recognizer:
         self.guard.reset()
         self.timing.clear()
         self.history.clear()
+        self._recent_style.clear()
 
     def _sounds_like(self, *, t: float) -> SoundsLike | None:
         if (
@@ -161,8 +173,13 @@ class Recognizer:
             return None
         current = self._matcher.current()
         exclude = [] if current is None else [current.track.id]
+        recent = self._recent_query()
+        map_xy: tuple[float, float] | None = None
+        if self._map_placer is not None and recent.ndim == 2 and recent.shape[0] > 0:
+            x, y = self._map_placer.place(self._summaries.query_vector(recent))[0]
+            map_xy = (float(x), float(y))
         nearest = self._summaries.nearest(
-            self._matcher.recent_embeddings(),
+            recent,
             k=self.config.sounds_like_k,
             exclude_track_ids=exclude,
             distance=self.sounds_like_distance,
@@ -173,7 +190,17 @@ class Recognizer:
             t=t,
             tracks=tuple((self._library.info(track_id), dist) for track_id, dist in nearest),
             metric=self.sounds_like_distance,
+            map_xy=map_xy,
         )
+
+    def _recent_query(self) -> npt.NDArray[np.float32]:
+        """The "sounds like" query: the recent windows' style vectors with an audio head,
+        else the matcher's recent window embeddings."""
+        if self._style_head is None:
+            return self._matcher.recent_embeddings()
+        if not self._recent_style:
+            return np.zeros((0, self._style_head.dim), dtype=np.float32)
+        return np.stack(self._recent_style)
 
     def _up_next(self, now: NowPlaying) -> UpNext | None:
         """After a change of the identified track: ``sounds_like_k`` tracks to play next."""
@@ -198,9 +225,16 @@ class Recognizer:
         embeddings = self.encoder.embed(batch)
         encoded = time.perf_counter()
         neighbors = self.candidate_source.query(embeddings, k=self.config.matcher.top_k)
+        styles: list[npt.NDArray[np.float32]] = (
+            list(self._style_head.apply_audio(batch)) if self._style_head is not None else []
+        )
         searched = time.perf_counter()
         events: list[Event] = []
-        for window, embedding, found in zip(windows, embeddings, neighbors, strict=True):
+        for n, (window, embedding, found) in enumerate(
+            zip(windows, embeddings, neighbors, strict=True)
+        ):
+            if styles:
+                self._recent_style.append(styles[n])
             for event in self._matcher.push(embedding, found, t=window.end_s):
                 events.append(event)
                 if isinstance(event, NowPlaying):

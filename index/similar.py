@@ -293,6 +293,8 @@ class TrackSummaries:
         same_music: Sequence[tuple[int, int]] = (),
         index_hop_s: float = DEFAULT_INDEX_HOP_S,
         head: SonicHead | None = None,
+        through_head: bool = False,
+        audio_head: SonicHead | None = None,
     ) -> None:
         if not (len(track_ids) == len(starts) == len(counts)):
             raise ConfigError("track_ids, starts and counts must have the same length")
@@ -308,8 +310,17 @@ class TrackSummaries:
                     "(every track needs at least one window)"
                 )
         self.head = head
+        self.audio_head = audio_head
+        """An audio head (``SonicHead.reads_audio``) whose style vectors the curves are:
+        queries must be too (``SonicHead.apply_audio`` over the query's audio)."""
         self.query_dim = int(windows.shape[1])
-        if head is not None:
+        if head is not None and through_head:
+            if head.dim != windows.shape[1]:
+                raise ConfigError(
+                    f"sonic head gives E={head.dim}, the stored curves have E={windows.shape[1]}"
+                )
+            self.query_dim = head.in_dim
+        elif head is not None:
             if head.in_dim != windows.shape[1]:
                 raise ConfigError(
                     f"sonic head reads D={head.in_dim}, the windows have D={windows.shape[1]}"
@@ -351,11 +362,16 @@ class TrackSummaries:
         same_music: Sequence[tuple[int, int]] = (),
         index_hop_s: float = DEFAULT_INDEX_HOP_S,
         head: SonicHead | None = None,
+        through_head: bool = False,
+        audio_head: SonicHead | None = None,
     ) -> TrackSummaries:
         """Summaries from the window matrix ``[N, D]`` and each track's row range.
 
         With a ``head``, every curve (the library's and each query) first goes
         through it: the distances are then between style vectors.
+        ``through_head``: the windows are already the head's output ``[N, E]``
+        (the curves a generation stores, ``sonic_store.py``); only queries go
+        through it.
         """
         return cls(
             windows=windows,
@@ -366,6 +382,8 @@ class TrackSummaries:
             same_music=same_music,
             index_hop_s=index_hop_s,
             head=head,
+            through_head=through_head,
+            audio_head=audio_head,
         )
 
     @property
@@ -459,6 +477,18 @@ class TrackSummaries:
         if kind == "min":
             return self._min_distances(q)
         return self._frechet_distances(q, query_hop_s=query_hop_s)
+
+    def query_vector(self, query: FloatArray) -> npt.NDArray[np.float64]:
+        """The unit mean ``[E]`` of the curve ``query [n, D]`` in the "sounds like" space
+        (through the head when there is one): the point the sonic map places."""
+        q = np.asarray(query, dtype=np.float32)
+        if q.ndim != 2 or q.shape[0] == 0 or q.shape[1] != self.query_dim:
+            raise ConfigError(f"query must be a non-empty [n, {self.query_dim}] curve")
+        if self.head is not None:
+            q = self.head.apply(q)
+        mean = q.mean(axis=0, dtype=np.float64)
+        out: npt.NDArray[np.float64] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return out
 
     def _min_distances(self, q: FloatArray) -> npt.NDArray[np.float64]:
         reps = self.representatives()

@@ -11,6 +11,19 @@ it unchanged; the live query goes through the same head.
 
 The head is two dense layers with a ReLU, in numpy (the runtime needs no torch
 for it). It is tied to the encoder it was trained on: ``encoder_name``.
+
+A head reads one of two inputs (``inputs``):
+
+``windows``
+    the fingerprint window embeddings ``[n, D]``: the library's curves can be
+    computed from any generation's stored windows;
+``audio``
+    the style features of the same 4 s windows of audio
+    (``index/sonic_audio.py``, ``[n, FEATURE_DIM]``, version
+    ``feature_version``): timbre, flux, rhythm and tonality, which the
+    fingerprint embedding was trained to discard. The library's curves are
+    computed from the audio when a generation is written and stored with it
+    (``index/sonic_store.py``); live, each window's features go through it.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import numpy.typing as npt
 from synesthete.errors import ConfigError
 
 FloatArray = npt.NDArray[np.float32]
+HEAD_INPUTS = ("windows", "audio")
 
 _APPLY_ROWS = 65536
 """Windows put through the head at once (memory: rows x hidden floats)."""
@@ -44,8 +58,14 @@ class SonicHead:
     w2: FloatArray
     b2: FloatArray
     meta: Mapping[str, Any] = field(default_factory=dict)
+    inputs: str = "windows"
+    feature_version: int = 0
 
     def __post_init__(self) -> None:
+        if self.inputs not in HEAD_INPUTS:
+            raise ConfigError(
+                f"sonic head: inputs must be one of {HEAD_INPUTS}, not {self.inputs!r}"
+            )
         shapes = (self.w1.ndim, self.b1.ndim, self.w2.ndim, self.b2.ndim)
         if shapes != (2, 1, 2, 1):
             raise ConfigError("sonic head: w1, w2 must be matrices and b1, b2 vectors")
@@ -68,9 +88,30 @@ class SonicHead:
     def dim(self) -> int:
         return int(self.w2.shape[1])
 
+    @property
+    def reads_audio(self) -> bool:
+        """Whether the head reads the audio's style features rather than the windows."""
+        return self.inputs == "audio"
+
     def applies_to(self, *, encoder_name: str, dim: int) -> bool:
-        """Whether windows of this encoder can go through the head."""
-        return encoder_name == self.encoder_name and dim == self.in_dim
+        """Whether the head serves an index of this encoder: its windows go through it, or
+        (an audio head) its audio does, features of the version this code computes."""
+        if encoder_name != self.encoder_name:
+            return False
+        if self.reads_audio:
+            from .sonic_audio import FEATURE_DIM, FEATURE_VERSION
+
+            return self.in_dim == FEATURE_DIM and self.feature_version == FEATURE_VERSION
+        return dim == self.in_dim
+
+    def apply_audio(self, windows: npt.NDArray[np.floating]) -> FloatArray:
+        """Audio windows ``[n, WINDOW_SAMPLES]`` → unit style vectors ``[n, E]`` (an audio
+        head: their style features through it)."""
+        from .sonic_audio import window_features
+
+        if not self.reads_audio:
+            raise ConfigError("sonic head reads fingerprint windows, not audio")
+        return self.apply(window_features(windows))
 
     def apply(self, windows: npt.NDArray[np.floating]) -> FloatArray:
         """``windows [n, D]`` → unit style vectors ``[n, E]`` (row by row, so a curve's

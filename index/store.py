@@ -101,7 +101,8 @@ from .config import DEFAULT_SEARCH_K_FACTOR, check_speed_variants, parse_speed_v
 from .milvus_store import ANNOY_STORE, VectorStore, new_collection_name, parse_vector_store
 from .similar import TrackSummaries
 from .sonic import SonicHead
-from .sonic_file import packaged_head
+from .sonic_file import packaged_head, packaged_window_head
+from .sonic_store import StoredSonic, describe_missing, read_sonic, write_sonic
 from .tags import displayable
 from .versions import VersionConfig, VersionPair, find_versions, version_groups
 
@@ -322,6 +323,8 @@ class Library:
         self._dense: npt.NDArray[np.float32] | None = None
         self._candidates: list[AnnoyCandidates | RefinedCandidates] = []
         self._summaries: TrackSummaries | None = None
+        self._sonic: tuple[StoredSonic | None] | None = None
+        self._head: tuple[SonicHead | None] | None = None
 
     # -- opening -------------------------------------------------------------
 
@@ -473,28 +476,86 @@ class Library:
 
     def summaries(self) -> TrackSummaries:
         """Per-track summaries for "sounds like" (computed once, on first use; in memory only:
-        a generation is never written after it is published)."""
+        a generation is never written after it is published). From the stored sonic curves
+        when the generation has them (``sonic_store.py``), else through the head now."""
         if self._summaries is None:
-            records = list(self._records.values())
-            self._summaries = TrackSummaries.from_windows(
-                windows=self.windows,
-                track_ids=[r.id for r in records],
-                starts=[r.window_start for r in records],
-                counts=[r.window_count for r in records],
-                content_keys=[r.content_hash for r in records],
-                same_music=[(p.track_a, p.track_b) for p in self.version_pairs],
-                index_hop_s=self.index_hop_s,
-                head=self.sonic_head(),
-            )
+            stored = self.stored_sonic()
+            same_music = [(p.track_a, p.track_b) for p in self.version_pairs]
+            head = self.sonic_head()
+            if stored is not None and stored.points is not None and head is not None:
+                # An audio head's queries come as style vectors already (the recognizer
+                # and `similar` put the audio through it); a window head's go through it.
+                self._summaries = TrackSummaries.from_windows(
+                    windows=stored.points,
+                    track_ids=stored.track_ids.tolist(),
+                    starts=stored.starts.tolist(),
+                    counts=stored.counts.tolist(),
+                    content_keys=[self.record(int(t)).content_hash for t in stored.track_ids],
+                    same_music=same_music,
+                    index_hop_s=stored.hop_s,
+                    head=None if head.reads_audio else head,
+                    through_head=not head.reads_audio,
+                    audio_head=head if head.reads_audio else None,
+                )
+            else:
+                records = list(self._records.values())
+                self._summaries = TrackSummaries.from_windows(
+                    windows=self.windows,
+                    track_ids=[r.id for r in records],
+                    starts=[r.window_start for r in records],
+                    counts=[r.window_count for r in records],
+                    content_keys=[r.content_hash for r in records],
+                    same_music=same_music,
+                    index_hop_s=self.index_hop_s,
+                    head=head if head is not None and not head.reads_audio else None,
+                )
         return self._summaries
 
-    def sonic_head(self) -> SonicHead | None:
-        """The similarity head shipped for this index's encoder (``index/sonic.py``), if any:
-        "sounds like" then ranks by style vectors rather than fingerprint windows."""
-        head = packaged_head(self.encoder_name)
-        if head is None or not head.applies_to(encoder_name=self.encoder_name, dim=self.dim):
+    def sonic_curve(self, track_id: int) -> npt.NDArray[np.float32] | None:
+        """The track's stored curve through an audio similarity head ``[M_s, E]`` (what
+        ``add`` and ``remove`` carry to the next generation), or ``None``."""
+        stored = self.stored_sonic()
+        head = self.sonic_head()
+        if stored is None or stored.points is None or head is None or not head.reads_audio:
             return None
-        return head
+        rows = np.flatnonzero(stored.track_ids == int(track_id))
+        if rows.size == 0:
+            return None
+        start, count = int(stored.starts[rows[0]]), int(stored.counts[rows[0]])
+        return stored.points[start : start + count]
+
+    def sonic_head(self) -> SonicHead | None:
+        """The similarity head "sounds like" ranks by (``index/sonic.py``), if any: the one
+        shipped for this index's encoder; when it reads audio and this generation does not
+        store its curves, the head of windows shipped beside it (or none)."""
+        if self._head is None:
+            head = _head_for(self.encoder_name, self.dim)
+            if head is not None and head.reads_audio:
+                found = read_sonic(
+                    self.generation_dir, self.meta, head=head, n_tracks=self.n_tracks
+                )
+                if found is None or found.points is None:
+                    head = _window_head_for(self.encoder_name, self.dim)
+            self._head = (head,)
+        return self._head[0]
+
+    def stored_sonic(self) -> StoredSonic | None:
+        """The generation's stored "sounds like" vectors and map (``sonic_store.py``), or
+        ``None`` for a generation without them (older, or written for another head)."""
+        if self._sonic is None:
+            found = read_sonic(
+                self.generation_dir, self.meta, head=self.sonic_head(), n_tracks=self.n_tracks
+            )
+            self._sonic = (found,)
+        return self._sonic[0]
+
+    def sonic_status(self) -> dict[str, str]:
+        """In words: whether the "sounds like" vectors and the map are stored or computed on
+        demand (``index stats``)."""
+        stored = self.stored_sonic()
+        if stored is None:
+            return describe_missing(self.meta, head=self.sonic_head())
+        return stored.status
 
     def records(self) -> list[TrackRecord]:
         """All track rows, by id."""
@@ -634,6 +695,31 @@ def open_candidates(
         stride=layout.ann_stride,
         projection=projection,
     )
+
+
+def _sonic_meta_key(key: str) -> bool:
+    """A meta key ``sonic_store.write_sonic`` writes for each generation anew."""
+    return key == "map" or key.startswith(("sonic_", "map_"))
+
+
+def _head_for(encoder_name: str, dim: int) -> SonicHead | None:
+    """The similarity head shipped for ``encoder_name``, if it reads windows of ``dim``."""
+    head = packaged_head(encoder_name)
+    if head is None or not head.applies_to(encoder_name=encoder_name, dim=dim):
+        return None
+    return head
+
+
+def _window_head_for(encoder_name: str, dim: int) -> SonicHead | None:
+    """The head of windows for ``encoder_name``: the shipped head if it reads windows, else
+    the one shipped beside an audio head."""
+    head = _head_for(encoder_name, dim)
+    if head is not None and not head.reads_audio:
+        return head
+    fallback = packaged_window_head(encoder_name)
+    if fallback is None or fallback.reads_audio:
+        return None
+    return fallback if fallback.applies_to(encoder_name=encoder_name, dim=dim) else None
 
 
 def _load_npy(path: Path, *, dtype: str, ndim: int) -> npt.NDArray[Any]:
@@ -925,8 +1011,10 @@ class GenerationWriter:
         version_config: VersionConfig | None = None,
         layout: StoreLayout = COMPACT_LAYOUT,
         vector_store: VectorStore = ANNOY_STORE,
+        sonic_map: bool = True,
     ) -> None:
         self.speed_variants = check_speed_variants(speed_variants)
+        self.sonic_map = sonic_map
         self.layout = layout.for_dim(dim)
         self.vector_store = vector_store
         self.collection = new_collection_name() if vector_store.kind == "milvus" else ""
@@ -964,6 +1052,10 @@ class GenerationWriter:
         self._ids: set[int] = set()
         self._n_rows = 0
         self._art_mime: dict[str, str] = {}
+        self._sonic_files: tuple[str, ...] = ()
+        self._sonic_curves: dict[int, npt.NDArray[np.float32]] = {}
+        self.notes: list[str] = []
+        """One line each, for the user: what the commit left out (e.g. the sonic map)."""
 
     @property
     def n_rows(self) -> int:
@@ -980,10 +1072,12 @@ class GenerationWriter:
         variants: Sequence[npt.NDArray[np.float32]] = (),
         *,
         art: CoverArt | None = None,
+        sonic: npt.NDArray[np.float32] | None = None,
     ) -> TrackRecord:
         """Append one track's ``[M, D]`` windows, then its speed variants' ``[M_k, D]``
         (one per ``speed_variants``, in order), and its cover ``art``; returns the record
-        with its row slices and art key set (``record.art`` itself is not read)."""
+        with its row slices and art key set (``record.art`` itself is not read). ``sonic``
+        is its curve ``[M_s, E]`` through an audio similarity head (``sonic_store.py``)."""
         if self._raw is None:
             raise LibraryError("generation writer is closed")
         if len(variants) != len(self.speed_variants):
@@ -1007,6 +1101,8 @@ class GenerationWriter:
             art=None if art is None else self._keep_art(art),
         )
         self._records.append(placed)
+        if sonic is not None:
+            self._sonic_curves[placed.id] = np.asarray(sonic, dtype=np.float32)
         self._paths.add(placed.path)
         self._ids.add(placed.id)
         return placed
@@ -1042,9 +1138,23 @@ class GenerationWriter:
             projection = self._write_projection(stored)
             self._write_ann(stored, row_map, projection, n_trees=n_trees, seed=seed)
             pairs = self._find_versions(stored, row_map, projection, meta=meta, n_trees=n_trees)
+            sonic = write_sonic(
+                self.tmp_dir,
+                records=self._records,
+                windows=stored,
+                index_hop_s=_meta_float(meta, "index_hop_s"),
+                head=_head_for(str(meta.get("encoder_name", "")), self.dim),
+                fallback=_window_head_for(str(meta.get("encoder_name", "")), self.dim),
+                with_map=self.sonic_map,
+                given=self._sonic_curves,
+            )
+            self._sonic_files = sonic.files
+            self.notes.extend(sonic.notes)
             del stored
             full_meta = {
-                **{str(k): str(v) for k, v in meta.items()},
+                # What the previous generation said of its sonic files is not carried.
+                **{str(k): str(v) for k, v in meta.items() if not _sonic_meta_key(str(k))},
+                **sonic.meta,
                 **self.layout.to_meta(),
                 "vector_store": self.vector_store.text,
                 **({"milvus_collection": self.collection} if self.collection else {}),
@@ -1277,7 +1387,7 @@ class GenerationWriter:
     def _data_files(self) -> tuple[str, ...]:
         ann = (ANNOY_NAME,) if self.vector_store.kind == "annoy" else ()
         extras = (PROJECTION_NAME,) if self.layout.ann_dim else ()
-        return (WINDOWS_NAME, *ann, SQLITE_NAME, *extras)
+        return (WINDOWS_NAME, *ann, SQLITE_NAME, *extras, *self._sonic_files)
 
     def _publish(self) -> str:
         previous: str | None = None

@@ -181,6 +181,73 @@ def live_curves(
     return curves
 
 
+def live_style_curves(
+    tracks: Sequence[Track], head: SonicHead, *, live_hop_s: float, horizon: int
+) -> dict[int, np.ndarray]:
+    """``live_curves``' excerpts (same seed, same offsets) through an audio head:
+    ``[<=horizon, E]`` style vectors of the last windows."""
+    from synesthete.index.decode import load_mono_16k
+    from synesthete.stream.windowing import Windower
+
+    rng = np.random.default_rng(SEED)
+    curves: dict[int, np.ndarray] = {}
+    for track in tracks:
+        start_s = float(rng.uniform(0.0, max(0.0, track.duration_s - LIVE_EXCERPT_S)))
+        audio = load_mono_16k(track.path, start_s=start_s, duration_s=LIVE_EXCERPT_S)
+        windows = Windower(hop_s=live_hop_s).push(audio)
+        if windows:
+            batch = np.stack([w.samples for w in windows[-horizon:]])
+            curves[track.track_id] = head.apply_audio(batch)
+    return curves
+
+
+@dataclass
+class _StyleRecord:
+    id: int
+    window_start: int
+    window_count: int
+    content_hash: str
+
+
+class StyleLibrary:
+    """Each track's curve through an audio head, shaped as ``make_group`` and
+    ``evaluate_group`` read a library (``windows``, ``record``, ``curve``, ``index_hop_s``)."""
+
+    def __init__(self, curves: dict[int, np.ndarray], library: Any, *, hop_s: float) -> None:
+        ids = sorted(curves)
+        counts = [curves[t].shape[0] for t in ids]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+        self.windows = np.concatenate([curves[t] for t in ids]).astype(np.float32)
+        self.index_hop_s = hop_s
+        self._records = {
+            t: _StyleRecord(t, int(a), int(c), library.record(t).content_hash)
+            for t, a, c in zip(ids, starts, counts, strict=True)
+        }
+
+    def record(self, track_id: int) -> _StyleRecord:
+        return self._records[track_id]
+
+    def curve(self, track_id: int) -> np.ndarray:
+        r = self._records[track_id]
+        return self.windows[r.window_start : r.window_start + r.window_count]
+
+
+def style_curves(
+    corpus: Path, tracks: Sequence[Track], head: SonicHead, cache: Path
+) -> dict[int, np.ndarray]:
+    """Whole-track curves through an audio head: the style features of the bench split
+    (scripts/train_similarity.py's ``features_split``, 4 s windows every 2 s, cached)."""
+    from train_similarity import features_split
+
+    split = features_split(corpus, "bench", cache_dir=cache)
+    by_manifest = {t.manifest_id: t.track_id for t in tracks}
+    out: dict[int, np.ndarray] = {}
+    for track, start, count in zip(split.tracks, split.starts, split.counts, strict=True):
+        if track.manifest_id in by_manifest:
+            out[by_manifest[track.manifest_id]] = head.apply(split.windows[start : start + count])
+    return out
+
+
 def average_precision(ranked_relevance: np.ndarray) -> float:
     hits = np.flatnonzero(ranked_relevance)
     if hits.size == 0:
@@ -335,11 +402,13 @@ def evaluate_group(
     return result
 
 
-def compare_spaces(by_space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def compare_spaces(
+    by_space: dict[str, dict[str, Any]], *, old_space: str = "fingerprint", new_space: str = "sonic"
+) -> dict[str, Any]:
     """Bench split, per distance and query kind: sonic minus fingerprint, P@5 and MAP,
     with paired bootstrap 95 % intervals (the same queries in both)."""
     rng = np.random.default_rng(SEED + 2)
-    old, new = by_space["fingerprint"]["bench"]["_ap"], by_space["sonic"]["bench"]["_ap"]
+    old, new = by_space[old_space]["bench"]["_ap"], by_space[new_space]["bench"]["_ap"]
     out: dict[str, Any] = {}
     for kind in ("whole", "live"):
         for name in DISTANCES:
@@ -456,16 +525,20 @@ def markdown(doc: dict[str, Any]) -> str:
         "Weak labels: same artist/composer, same album, or same package (game).",
         "",
     ]
-    if doc["comparison"]:
+    comparisons = doc["comparison"] or {}
+    if comparisons and "whole mean" in comparisons:  # results written before several spaces
+        comparisons = {"fingerprint → sonic": comparisons}
+    for title, comparison in comparisons.items():
+        old_space, new_space = title.split(" → ")
         lines += [
-            "## Old (fingerprint) against new (sonic head), bench split",
+            f"## Old ({old_space}) against new ({new_space}), bench split",
             "",
             "Paired bootstrap 95% intervals of new - old over the same queries.",
             "",
             "| query | distance | P@5 old → new (Δ 95% CI) | MAP old → new (Δ 95% CI) |",
             "|---|---|---|---|",
         ]
-        for key, row in doc["comparison"].items():
+        for key, row in comparison.items():
             kind, name = key.split(" ", 1)
             cells = []
             for metric in ("p_at_5", "map"):
@@ -558,6 +631,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fingerprint-only", action="store_true", help="only the fingerprint embedding"
     )
+    parser.add_argument(
+        "--audio-head",
+        type=Path,
+        default=None,
+        help="also an audio similarity head (reads the style features, index/sonic_audio.py):"
+        " the bench split's tracks and live excerpts through it, compared with --head's space",
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=ROOT / "runs" / "sim", help="style feature cache"
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
     commit, dirty = git_commit()
@@ -609,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
             f" {library.encoder_name}"
         )
     spaces: dict[str, SonicHead | None] = {"fingerprint": None}
+    if head is not None and head.reads_audio:
+        args.audio_head, head = args.audio_head or args.head, None
     if head is not None:
         spaces["sonic"] = head
     split_of = {
@@ -627,10 +712,38 @@ def main(argv: list[str] | None = None) -> int:
             for key, members in split_of.items()
             if members
         }
-    product = "sonic" if "sonic" in by_space else "fingerprint"
+    comparisons: dict[str, Any] = {}
+    if args.audio_head is not None:
+        audio = load_head(args.audio_head) if args.audio_head.is_file() else None
+        if audio is None or not audio.reads_audio:
+            sys.exit(f"bench_similar: {args.audio_head} is not an audio similarity head")
+        bench_tracks = split_of["bench"]
+        styles = StyleLibrary(
+            style_curves(args.corpus, bench_tracks, audio, args.cache),
+            library,
+            hop_s=DEFAULT_LIVE_HOP_S,
+        )
+        style_live = live_style_curves(bench_tracks, audio, live_hop_s=args.hop, horizon=horizon)
+        members = [t for t in bench_tracks if t.track_id in styles._records]
+        by_space["sonic-audio"] = {
+            "bench": evaluate_group(
+                make_group("audio bench", members, styles, None),
+                styles,
+                style_live,
+                live_hop_s=args.hop,
+            )
+        }
+        for old_space in ("sonic", "fingerprint"):
+            if old_space in by_space and len(members) == len(bench_tracks):
+                comparisons[f"{old_space} → sonic-audio"] = compare_spaces(
+                    by_space, old_space=old_space, new_space="sonic-audio"
+                )
+    product = next(s for s in ("sonic-audio", "sonic", "fingerprint") if s in by_space)
     results = by_space[product]
     choice = choose_default(results["dev"]) if "dev" in results else None
-    comparison = compare_spaces(by_space) if "sonic" in by_space else None
+    if "sonic" in by_space:
+        comparisons["fingerprint → sonic"] = compare_spaces(by_space)
+    comparison = comparisons or None
     corpus_queries = [live[t.track_id] for t in tracks if t.track_id in live]
     rng = np.random.default_rng(SEED)
     synthetic, windows = synthetic_library(rng, library.dim)

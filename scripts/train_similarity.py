@@ -176,6 +176,98 @@ def embed_split(corpus: Path, split: str, *, model: Path | None, cache_dir: Path
     return out
 
 
+def features_split(corpus: Path, split: str, *, cache_dir: Path) -> Split:
+    """Style features (``index/sonic_audio.py``) of every track of ``split``, windowed as
+    ``embed_split`` windows it (same hop, same tracks), cached under ``cache_dir``.
+
+    The bench split is decoded from its files; it is read only by ``--report-bench``.
+    """
+    from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+    from synesthete.index.decode import load_mono
+    from synesthete.index.sonic_audio import FEATURE_DIM, window_features
+    from synesthete.stream.windowing import window_audio
+
+    all_rows = _manifest(corpus)
+    rows = [r for r in all_rows if r["split"] == split]
+    hop_s = HOPS_S.get(split, 2.0)
+    key = hashlib.sha1(
+        json.dumps([FEATURE_DIM, _feature_code_key(), hop_s, [r["id"] for r in rows]]).encode()
+    ).hexdigest()[:10]
+    cache = cache_dir / f"feat-{split}-{key}.npz"
+    by_id = {t.manifest_id: t for t in _tracks(all_rows)}
+    if cache.is_file():
+        with np.load(cache) as saved:
+            names = [str(x) for x in saved["names"]]
+            return Split(
+                windows=saved["windows"],
+                starts=saved["starts"],
+                counts=saved["counts"],
+                tracks=[by_id[n] for n in names],
+            )
+    hop = round(hop_s * SAMPLE_RATE_HZ)
+    parts, names = [], []
+    started = time.perf_counter()
+    for n, row in enumerate(rows):
+        decoded = hashlib.sha1(f"{row['id']}|{row.get('content_hash')}".encode()).hexdigest()[:16]
+        cached = corpus / "cache" / "train16k" / f"{decoded}.npy"
+        source = Path(row["path"]) if Path(row["path"]).is_absolute() else corpus / row["path"]
+        if cached.is_file():
+            audio = np.load(cached).astype(np.float32)
+        elif source.is_file():
+            audio = load_mono(str(source), sample_rate_hz=SAMPLE_RATE_HZ)
+        else:
+            continue
+        windows = window_audio(audio, window_samples=WINDOW_SAMPLES, hop_samples=hop)
+        if windows.shape[0] < 2:
+            continue
+        parts.append(window_features(windows))
+        names.append(row["id"])
+        if (n + 1) % 50 == 0:
+            print(
+                f"train_similarity: {split}: {n + 1}/{len(rows)} tracks' style features"
+                f" ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+    counts = np.array([p.shape[0] for p in parts], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    out = Split(
+        windows=np.concatenate(parts),
+        starts=starts,
+        counts=counts,
+        tracks=[by_id[n] for n in names],
+    )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, windows=out.windows, starts=starts, counts=counts, names=np.array(names))
+    return out
+
+
+def _feature_code_key() -> str:
+    """The feature code's version: a cache is valid for exactly one."""
+    from synesthete.index.sonic_audio import FEATURE_VERSION
+
+    return f"v{FEATURE_VERSION}"
+
+
+def _standardised(
+    windows: Split, features: Split, centre: np.ndarray | None, scale: np.ndarray | None
+) -> tuple[Split, np.ndarray, np.ndarray]:
+    """``features`` standardised by ``centre`` and ``scale`` (the train split's, computed
+    here when ``None``), checked to be windowed as ``windows`` (same tracks, same counts)."""
+    same = [t.manifest_id for t in windows.tracks] == [t.manifest_id for t in features.tracks]
+    if not same or not np.array_equal(windows.counts, features.counts):
+        sys.exit("train_similarity: the style features are not windowed as the embeddings")
+    x = features.windows.astype(np.float64)
+    if centre is None or scale is None:
+        centre, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    out = Split(
+        windows=((x - centre) / scale).astype(np.float32),
+        starts=features.starts,
+        counts=features.counts,
+        tracks=features.tracks,
+    )
+    return out, centre, scale
+
+
 def label_matrices(tracks: list[Track]) -> tuple[np.ndarray, np.ndarray]:
     """``[T, T]`` relevant (labels) and candidate (not the track or its family) masks."""
     n = len(tracks)
@@ -341,6 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--batch-tracks", type=int, default=96)
     parser.add_argument("--temperature", type=float, default=0.1)
+    parser.add_argument(
+        "--inputs",
+        choices=("windows", "audio"),
+        default="windows",
+        help="what the head reads: the fingerprint windows, or the audio's style features"
+        " (index/sonic_audio.py)",
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
     from synesthete.index.sonic import SonicHead
@@ -358,6 +457,16 @@ def main(argv: list[str] | None = None) -> int:
     val_rel, val_cand = label_matrices(val.tracks)
     fingerprint = evaluate(lambda x: _unit(np.asarray(x)), val, val_rel, val_cand, args.seed)
     print(f"train_similarity: fingerprint embedding on val: {fingerprint}", flush=True)
+    centre: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    if args.inputs == "audio":
+        train, centre, scale = _standardised(
+            train, features_split(args.corpus, "train", cache_dir=args.cache), None, None
+        )
+        val, _, _ = _standardised(
+            val, features_split(args.corpus, "val", cache_dir=args.cache), centre, scale
+        )
+        print(f"train_similarity: style features, {train.windows.shape[1]} per window", flush=True)
     runs = []
     for weight in args.label_weight:
         state, record = train_head(
@@ -373,6 +482,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         runs.append((record["best"]["score"], weight, state, record))
     _, weight, state, record = max(runs, key=lambda r: r[0])
+    if centre is not None and scale is not None:
+        # The standardisation folds into the first layer: the head reads raw features.
+        state["w1"] = (state["w1"] / scale[:, None]).astype(np.float32)
+        state["b1"] = (state["b1"] - centre @ state["w1"]).astype(np.float32)
     commit, dirty = git_commit()
     meta = {
         "encoder_name": encoder_name,
@@ -388,12 +501,21 @@ def main(argv: list[str] | None = None) -> int:
         "batch_tracks": args.batch_tracks,
         "temperature": args.temperature,
         "label_weight": weight,
+        "inputs": args.inputs,
         "val_fingerprint": fingerprint,
         "val_best": record["best"],
         "val_by_label_weight": {str(r[1]): r[3]["best"] for r in runs},
         "runtime_s": round(time.perf_counter() - began, 1),
     }
-    head = SonicHead(encoder_name=encoder_name, meta=meta, **state)
+    from synesthete.index.sonic_audio import FEATURE_VERSION
+
+    head = SonicHead(
+        encoder_name=encoder_name,
+        meta=meta,
+        inputs=args.inputs,
+        feature_version=FEATURE_VERSION if args.inputs == "audio" else 0,
+        **state,
+    )
     from synesthete.index.sonic_file import save_head
 
     out = args.out or ROOT / "inference" / "models" / f"{encoder_name}.sonic.npz"

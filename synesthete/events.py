@@ -165,19 +165,25 @@ class SoundsLike(Event):
 
     tracks: tuple[tuple[TrackInfo, float], ...]
     metric: str = "mean"
+    map_xy: tuple[float, float] | None = None
+    """Where the recent audio falls on the stored sonic map (``index/sonic_map.py``), in
+    [0, 1]^2; ``None`` (and no field) when the index stores no map."""
 
     @property
     def type(self) -> EventType:
         return "sounds_like"
 
     def _fields(self) -> dict[str, Any]:
-        return {
+        fields: dict[str, Any] = {
             "tracks": [
                 {"track": info.to_payload(), "distance": round(dist, 5)}
                 for info, dist in self.tracks
             ],
             "metric": self.metric,
         }
+        if self.map_xy is not None:
+            fields["map_xy"] = [round(self.map_xy[0], 5), round(self.map_xy[1], 5)]
+        return fields
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

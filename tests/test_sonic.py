@@ -74,10 +74,17 @@ def test_head_file_round_trip_and_bad_files(tmp_path: Path) -> None:
 
 
 def test_packaged_head_reads_the_default_encoder() -> None:
+    from synesthete.index.sonic_audio import FEATURE_DIM
+    from synesthete.index.sonic_file import packaged_window_head
+
     head = packaged_head("encoder-v3")
-    assert head is not None
-    assert head.encoder_name == "encoder-v3" and head.in_dim == 128
+    assert head is not None and head.reads_audio
+    assert head.encoder_name == "encoder-v3" and head.in_dim == FEATURE_DIM
+    assert head.applies_to(encoder_name="encoder-v3", dim=128)
     assert head.meta["trained_on"].startswith("train split")
+    # Beside it, the head of windows for indexes that do not store the audio curves.
+    windows = packaged_window_head("encoder-v3")
+    assert windows is not None and not windows.reads_audio and windows.in_dim == 128
     assert packaged_head("fake-v1") is None
     assert packaged_head("../encoder-v3") is None
 
