@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot set-up on a fresh Debian machine: system packages, a virtualenv in
 # .venv, the CPU torch wheel and Synesthete itself (editable, with [dev], [augment] and
-# [scale]: Milvus Lite for the vector-store tests).
+# [scale]: Milvus Lite for the vector-store tests, Ray Data for `index build --ray`).
 # Idempotent: a second run only re-checks. Usage: bash scripts/setup.sh [--train]
 # --train also builds .venv-train with the [train] extra (torch 2.11 + torchaudio
 # 2.11 from PyPI, about 4.7 GB): what scripts/train_encoder.py and
