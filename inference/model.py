@@ -118,6 +118,8 @@ class EncoderNet(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(2 * channels, config.hidden), nn.ReLU(), nn.Linear(config.hidden, config.dim)
         )
+        # Training leaves this the identity; export may put a fitted Projection here.
+        self.post: nn.Module = nn.Identity()
 
     def features(self, waveforms: torch.Tensor) -> torch.Tensor:
         """``[n, samples]`` → ``[n, n_mels, frames]`` log-mel, 0 dB at each window's peak."""
@@ -139,7 +141,35 @@ class EncoderNet(nn.Module):
         """``[n, n_mels, frames]`` → ``[n, dim]`` unit vectors."""
         x = self.body(features)
         pooled = torch.cat([torch.mean(x, dim=2), torch.amax(x, dim=2)], dim=1)
-        return functional.normalize(self.head(pooled), dim=1)
+        vectors: torch.Tensor = self.post(functional.normalize(self.head(pooled), dim=1))
+        return vectors
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         return self.embed_features(self.features(waveforms))
+
+
+class Projection(nn.Module):
+    """A fixed linear map of the unit embeddings, back to unit length: ``unit((v - c) W)``.
+
+    ``scripts/fit_projection.py`` fits ``c`` and the square ``W`` in closed form by
+    distortion discriminant analysis (Burges, Platt and Jana, 2003): directions in which
+    clean windows differ much from each other and little from their own degraded views
+    get the weight. ``scripts/export_encoder.py --projection`` puts it after the head, so
+    the index and the live windows go through the same map.
+    """
+
+    center: torch.Tensor
+    matrix: torch.Tensor
+
+    def __init__(self, center: torch.Tensor, matrix: torch.Tensor) -> None:
+        super().__init__()
+        if center.ndim != 1 or matrix.shape != (center.shape[0], center.shape[0]):
+            raise ValueError(
+                f"projection needs a [d] centre and a [d, d] matrix, got"
+                f" {tuple(center.shape)} and {tuple(matrix.shape)}"
+            )
+        self.register_buffer("center", center.float())
+        self.register_buffer("matrix", matrix.float())
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return functional.normalize((vectors - self.center) @ self.matrix, dim=1)

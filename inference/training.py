@@ -344,6 +344,44 @@ def alignment(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).sum(dim=1).mean()
 
 
+def dda_projection(
+    clean: npt.NDArray[np.floating[Any]],
+    degraded: npt.NDArray[np.floating[Any]],
+    *,
+    shrinkage: float = 1e-3,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Distortion discriminant analysis (Burges, Platt and Jana, 2003) of ``[n, d]`` pairs.
+
+    Returns ``(centre, W, ratios)``: the clean vectors' mean, and the ``[d, d]`` solution
+    of the generalised eigenproblem ``S_signal w = λ S_noise w`` with columns by
+    decreasing ``λ`` (the ``ratios``), scaled so that ``Wᵀ S_noise W = I``. ``S_signal``
+    is the clean vectors' covariance and ``S_noise`` the second moment of the
+    differences ``degraded - clean``, plus ``shrinkage`` × its mean eigenvalue on the
+    diagonal (directions the pairs never moved along are not trusted to be noise-free).
+    """
+    x = np.asarray(clean, dtype=np.float64)
+    y = np.asarray(degraded, dtype=np.float64)
+    if x.ndim != 2 or x.shape != y.shape or x.shape[0] < 2:
+        raise ConfigError(f"need [n, d] clean and degraded pairs, n >= 2; got {x.shape}, {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ConfigError("the pairs hold NaN or inf")
+    if not shrinkage > 0.0:
+        raise ConfigError(f"shrinkage must be > 0, got {shrinkage}")
+    d = x.shape[1]
+    centre = x.mean(axis=0)
+    signal = np.cov(x, rowvar=False)
+    diff = y - x
+    noise = diff.T @ diff / x.shape[0]
+    noise += shrinkage * max(float(np.trace(noise)) / d, 1e-12) * np.eye(d)
+    # S_n = L Lᵀ; λ, U of L⁻¹ S_s L⁻ᵀ; W = L⁻ᵀ U gives Wᵀ S_n W = I.
+    lower = np.linalg.cholesky(noise)
+    inner = np.linalg.solve(lower, np.linalg.solve(lower, signal).T)
+    ratios, vectors = np.linalg.eigh((inner + inner.T) / 2.0)
+    order = np.argsort(ratios)[::-1]
+    matrix = np.linalg.solve(lower.T, vectors[:, order])
+    return centre, matrix, ratios[order]
+
+
 def neighbours(
     track: npt.NDArray[np.int64], frame: npt.NDArray[np.int64], gap_frames: int
 ) -> torch.Tensor:

@@ -1,13 +1,16 @@
 """Export a trained encoder (a train_encoder.py run) as the TorchScript file the runtime loads.
 
     python scripts/export_encoder.py RUN_DIR [--name encoder-v1] [--out PATH] [--checkpoint best.pt]
+                                    [--projection RUN_DIR/projection.npz]
 
 Writes inference/models/<name>.pt by default: the scripted EncoderNet with
 torchaudio's mel front end traced into plain torch ops (the file loads in a
 torch without torchaudio), and its metadata (sample rate, window, dim, model
 shape, training command/step/val scores, the commit it was exported at, the
 corpus split hash, and the calibration in inference/models/<name>.calibration.json
-when scripts/calibrate.py has written one). Needs the [train] extra.
+when scripts/calibrate.py has written one). ``--projection`` puts a map fitted by
+scripts/fit_projection.py after the network (recorded in the metadata). Needs the
+[train] extra.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from provenance import git_commit
 
-from synesthete.inference.model import EncoderNet, ModelConfig, make_frontend
+from synesthete.inference.model import EncoderNet, ModelConfig, Projection, make_frontend
 from synesthete.inference.torchscript import save_scripted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="encoder-v1")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--checkpoint", default="best.pt")
+    parser.add_argument(
+        "--projection", type=Path, default=None, help="scripts/fit_projection.py output"
+    )
     args = parser.parse_args(argv)
     checkpoint_path = args.run / args.checkpoint
     if not checkpoint_path.is_file():
@@ -59,6 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     config = ModelConfig.from_dict(checkpoint["model_config"])
     model = EncoderNet(config, make_frontend(config))
     model.load_state_dict(checkpoint["model"])
+    projection = None
+    if args.projection is not None:
+        try:
+            with np.load(args.projection) as fitted:
+                model.post = Projection(
+                    torch.from_numpy(fitted["center"]), torch.from_numpy(fitted["matrix"])
+                )
+                projection = json.loads(str(fitted["meta"]))
+        except (OSError, KeyError, ValueError) as err:
+            print(
+                f"export_encoder: cannot use the projection {args.projection}: {err}",
+                file=sys.stderr,
+            )
+            return 2
     model.eval()
     out = args.out if args.out is not None else MODELS / f"{args.name}.pt"
     # Beside the output, else where scripts/calibrate.py writes it by default: a file
@@ -91,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
         },
         "calibration": calibration,
+        "projection": projection,
     }
     scripted = save_scripted(model, out, metadata=metadata)
     probe = torch.randn(3, 64_000, generator=torch.Generator().manual_seed(0)) * 0.1

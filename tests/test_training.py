@@ -39,9 +39,9 @@ from synesthete.inference.mel_cache import (
     room_kernel,
     stream_of,
 )
-from synesthete.inference.model import EncoderNet, ModelConfig, mel_centres_hz
+from synesthete.inference.model import EncoderNet, ModelConfig, Projection, mel_centres_hz
 from synesthete.inference.torchscript import TorchScriptEncoder
-from synesthete.inference.training import alignment, neighbours, nt_xent
+from synesthete.inference.training import alignment, dda_projection, neighbours, nt_xent
 from synesthete.stream.synth import pink_noise, synth_track
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,6 +280,59 @@ def test_the_network_pools_position_away_and_keeps_unit_norm() -> None:
     assert ModelConfig.from_dict(CONFIG.to_dict()) == CONFIG
 
 
+def test_dda_weights_the_directions_noise_leaves_alone() -> None:
+    rng = np.random.default_rng(0)
+    clean = rng.standard_normal((4000, 6))
+    noise = np.zeros_like(clean)
+    noise[:, :2] = 3.0 * rng.standard_normal((4000, 2))  # degradation moves axes 0 and 1
+    degraded = clean + noise + 0.05 * rng.standard_normal(clean.shape)
+    centre, matrix, ratios = dda_projection(clean, degraded, shrinkage=1e-3)
+    assert np.allclose(centre, clean.mean(axis=0))
+    assert np.all(np.diff(ratios) <= 0) and ratios[3] > 50 * ratios[4]
+    # The four best directions ignore the noisy axes; noise is whitened.
+    assert np.abs(matrix[:2, :4]).max() < 0.05 * np.abs(matrix[2:, :4]).max()
+    diff = degraded - clean
+    noise_moment = diff.T @ diff / len(diff)
+    noise_moment += 1e-3 * np.trace(noise_moment) / 6 * np.eye(6)
+    assert np.allclose(matrix.T @ noise_moment @ matrix, np.eye(6), atol=1e-8)
+
+    # After the map, a degraded view is nearer its clean view than before, against the spread.
+    def spread_ratio(a: np.ndarray, b: np.ndarray) -> float:
+        return float(
+            np.linalg.norm(a - b, axis=1).mean() / np.linalg.norm(a - a[::-1], axis=1).mean()
+        )
+
+    top = matrix[:, :4]
+    assert spread_ratio((clean - centre) @ top, (degraded - centre) @ top) < 0.1
+    assert spread_ratio(clean, degraded) > 0.5
+    with pytest.raises(ConfigError):
+        dda_projection(clean, degraded[:10])
+    with pytest.raises(ConfigError):
+        dda_projection(clean, np.full_like(clean, np.nan))
+
+
+def test_a_projection_after_the_head_keeps_unit_vectors_and_scripts() -> None:
+    torch.manual_seed(0)
+    model = EncoderNet(CONFIG, _front()).eval()
+    db = torch.randn(3, CONFIG.n_mels, CONFIG.frames) * 10.0 - 30.0
+    with torch.inference_mode():
+        plain = model.embed_features(model.features_from_db(db))
+    identity = Projection(torch.zeros(CONFIG.dim), torch.eye(CONFIG.dim))
+    mirror = Projection(torch.zeros(CONFIG.dim), -2.0 * torch.eye(CONFIG.dim))
+    for post, expected in ((identity, plain), (mirror, -plain)):
+        model.post = post
+        scripted = torch.jit.script(model)
+        with torch.inference_mode():
+            out = scripted.embed_features(scripted.features_from_db(db))
+        assert torch.allclose(out, expected, atol=1e-5)
+        assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert set(EncoderNet(CONFIG, _front()).state_dict()) == set(
+        k for k in model.state_dict() if not k.startswith("post.")
+    )  # a checkpoint of the trained network needs no projection
+    with pytest.raises(ValueError, match="projection"):
+        Projection(torch.zeros(4), torch.eye(3))
+
+
 def _require_train_python() -> Path:
     if TRAIN_PYTHON.is_file():
         return TRAIN_PYTHON
@@ -394,3 +447,43 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
         env=env, capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     assert "encoder-smoke" in stats.stdout
+
+    # A closed-form projection fitted on the run's own augmenter, exported after the head.
+    fitted = tmp_path / "projection.npz"
+    fit = subprocess.run(
+        [
+            str(python), str(ROOT / "scripts" / "fit_projection.py"), str(run),
+            "--batches", "4", "--batch", "64", "--out", str(fitted),
+        ],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    assert "256 pairs" in fit.stdout
+    projected = tmp_path / "encoder-smoke-p.pt"
+    export = subprocess.run(
+        [
+            str(python), str(ROOT / "scripts" / "export_encoder.py"), str(run),
+            "--name", "encoder-smoke-p", "--out", str(projected), "--projection", str(fitted),
+        ],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr[-2000:]
+    with_map = TorchScriptEncoder(config=EncoderConfig(model_path=projected, device="cpu"))
+    assert with_map.metadata["projection"]["pairs"] == 256
+    windows = np.stack(
+        [synth_track(seed=400 + n, duration_s=4.0, sample_rate_hz=SAMPLE_RATE_HZ) for n in range(2)]
+    ).astype(np.float32)
+    mapped, plain = with_map.embed(windows), encoder.embed(windows)
+    assert np.allclose(np.linalg.norm(mapped, axis=1), 1.0, atol=1e-4)
+    assert not np.allclose(mapped, plain, atol=1e-2)
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a numpy file")
+    refused = subprocess.run(
+        [
+            str(python), str(ROOT / "scripts" / "export_encoder.py"), str(run),
+            "--out", str(tmp_path / "x.pt"), "--projection", str(broken),
+        ],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "cannot use the projection" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "x.pt").exists()
