@@ -100,6 +100,7 @@ def open_engine(
     guard = fitted.pop("max_frechet", None)
     path_distance = fitted.pop("path_max_distance", None)
     first_guard = fitted.pop("first_max_frechet", None)
+    scale = fitted.pop("distance_scale", None)
     config = MatcherConfig(
         index_hop_s=library.index_hop_s,
         calibration=Calibration.from_dict(fitted) if fitted else Calibration(),
@@ -110,6 +111,8 @@ def open_engine(
         config = replace(config, path_max_distance=float(path_distance))
     if first_guard is not None:
         config = replace(config, first_max_frechet=float(first_guard))
+    if scale is not None:
+        config = replace(config, distance_scale=float(scale))
     if live_hop_s is not None:
         config = replace(config, live_hop_s=live_hop_s)
     if on_threshold is not None:

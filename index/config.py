@@ -305,6 +305,12 @@ class MatcherConfig:
     played near its own speed than retimed to match another version), and a version
     takes over from the current track only with a lead larger than this, so a tracklist
     does not flip between versions on noise."""
+    distance_scale: float = 1.0
+    """How an encoder's distances run against the ones the distance-unit hysteresis
+    settings were chosen for (``version_tie_frechet`` and the position path's jump margin,
+    set on encoder-v3): both are multiplied by it. A model's calibration JSON carries it
+    when its distances run on another scale, as a projected encoder's do (its true-window
+    distances on clean, codec, speed and tempo queries of val over encoder-v3's)."""
     version_tempo_lead: float = 0.04
     """A tied version is preferred for its tempo only when its ``|log tempo_ratio|`` is
     smaller by more than this (the tempo of a short path is noisy by about 1 %)."""
@@ -358,6 +364,8 @@ class MatcherConfig:
             raise ConfigError(
                 f"version_tempo_lead must be in [0, 1), got {self.version_tempo_lead}"
             )
+        if not 0.0 < require_real("distance_scale", self.distance_scale) <= 10.0:
+            raise ConfigError(f"distance_scale must be in (0, 10], got {self.distance_scale}")
         if not 0.0 <= require_real("version_tie_frechet", self.version_tie_frechet) <= 2.0:
             raise ConfigError(
                 f"version_tie_frechet must be in [0, 2], got {self.version_tie_frechet}"
@@ -367,6 +375,11 @@ class MatcherConfig:
             raise ConfigError(
                 f"calibration must be a Calibration, got {type(self.calibration).__name__}"
             )
+
+    @property
+    def version_tie(self) -> float:
+        """``version_tie_frechet`` on this encoder's distance scale."""
+        return self.version_tie_frechet * self.distance_scale
 
     @property
     def path_distance(self) -> float:

@@ -209,7 +209,9 @@ class _Candidate:
                 self.ema_f, row, s_lo=s_lo, s_hi=s_hi, decay=ema_decay
             )
 
-    def advance_position(self, *, s_lo: int, s_hi: int, max_distance: float) -> tuple[int, ...]:
+    def advance_position(
+        self, *, s_lo: int, s_hi: int, max_distance: float, jump: float = POSITION_JUMP
+    ) -> tuple[int, ...]:
         """Move the position on by this live window; return its path over the stored rows
         (track windows, oldest first). Call once per live window.
 
@@ -226,7 +228,7 @@ class _Candidate:
             and last + s_lo < self.path_f.shape[0]
         ):
             follow = last + s_lo + int(self.path_f[last + s_lo : last + s_hi + 1].argmin())
-            if not self.path_f[end] < self.path_f[follow] - POSITION_JUMP:
+            if not self.path_f[end] < self.path_f[follow] - jump:
                 end = follow
         path = [end]
         for i in range(self.n_rows - 1, 0, -1):
@@ -454,7 +456,10 @@ class Matcher:
             # No coupling: the track is too short to hold the horizon at the slowest step.
             frechet = float(f[end]) if end >= 0 else math.inf
         path = cand.advance_position(
-            s_lo=self._s_lo, s_hi=self._s_hi, max_distance=cfg.path_distance
+            s_lo=self._s_lo,
+            s_hi=self._s_hi,
+            max_distance=cfg.path_distance,
+            jump=POSITION_JUMP * cfg.distance_scale,
         )
         tempo = refined_tempo_ratio(
             rows,
@@ -616,8 +621,7 @@ class Matcher:
             if c.track_id in same_music
             and c.track_id != skip
             and c.score.confidence >= cfg.on_threshold
-            and c.score.frechet
-            <= min(cand.score.frechet + cfg.version_tie_frechet, cfg.max_frechet)
+            and c.score.frechet <= min(cand.score.frechet + cfg.version_tie, cfg.max_frechet)
             and _off_tempo(c) < _off_tempo(cand) - cfg.version_tempo_lead
         ]
         return min(tied, key=lambda c: (_off_tempo(c), c.score.frechet, c.track_id), default=cand)
@@ -653,8 +657,7 @@ class Matcher:
             # A version must fit clearly better, and not at a clearly worse tempo: the
             # Fréchet distances of versions wander by more than their true difference.
             return (
-                c.score.frechet
-                < min(current.score.frechet - cfg.version_tie_frechet, cfg.max_frechet)
+                c.score.frechet < min(current.score.frechet - cfg.version_tie, cfg.max_frechet)
                 and _off_tempo(c) <= _off_tempo(current) + cfg.version_tempo_lead
             )
 

@@ -156,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         " applied when the operating point is chosen)",
     )
     parser.add_argument(
+        "--distance-scale",
+        type=float,
+        default=None,
+        help="the model's distances over encoder-v3's (written to the JSON; scales the"
+        " matcher's version tie and position jump margins)",
+    )
+    parser.add_argument(
         "--threshold",
         type=float,
         default=None,
@@ -196,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         written["first_max_frechet"] = args.first_max_frechet
     if args.path_max_distance is not None:
         written["path_max_distance"] = args.path_max_distance
+    if args.distance_scale is not None:
+        written["distance_scale"] = args.distance_scale
     out.write_text(json.dumps(written, indent=2) + "\n")
     (ROOT / "bench").mkdir(exist_ok=True)
     (ROOT / "bench" / f"calibration-{encoder.name}.json").write_text(

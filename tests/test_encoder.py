@@ -188,7 +188,11 @@ def test_a_models_calibration_may_set_its_own_max_frechet(
     index = tmp_path / "index"
     build_index_cli(index, music, "--model", str(BASELINE))
     for guard in (None, 0.77):
-        calibration = dict(fitted) if guard is None else {**fitted, "max_frechet": guard}
+        calibration = (
+            dict(fitted)
+            if guard is None
+            else {**fitted, "max_frechet": guard, "distance_scale": 0.4, "path_max_distance": 0.3}
+        )
         path = tmp_path / str(guard) / "baseline-v1.pt"
         save_scripted(
             BaselineEncoder(), path, metadata={"name": "baseline-v1", "dim": 128,
@@ -198,6 +202,12 @@ def test_a_models_calibration_may_set_its_own_max_frechet(
         try:
             expected = MatcherConfig().max_frechet if guard is None else guard
             assert engine.matcher_config.max_frechet == expected
+            # The hysteresis margins in distance units follow the model's distance scale.
+            scale = 1.0 if guard is None else 0.4
+            assert engine.matcher_config.distance_scale == scale
+            tie = MatcherConfig().version_tie_frechet * scale
+            assert engine.matcher_config.version_tie == pytest.approx(tie)
+            assert engine.matcher_config.path_distance == (expected if guard is None else 0.3)
             assert engine.matcher_config.calibration.bias == fitted["bias"]
         finally:
             engine.library.close()

@@ -743,6 +743,8 @@ def test_bad_embeddings_raise_model_error() -> None:
         {"path_max_distance": 0.0},
         {"path_max_distance": 2.5},
         {"path_max_distance": math.nan},
+        {"distance_scale": 0.0},
+        {"distance_scale": math.nan},
         {"calibration": {"bias": 1.0}},
     ],
 )
