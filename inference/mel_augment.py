@@ -302,7 +302,7 @@ class MelAugmenter:
         out[torch.from_numpy(rows)] = wet.clamp(min=0.0)
         return out
 
-    def _interference(self, rng: np.random.Generator, n: int, frames: int) -> torch.Tensor:
+    def interference(self, rng: np.random.Generator, n: int, frames: int) -> torch.Tensor:
         """``n`` crops of one random kind of interference each, unit mean power."""
         talkers = ["babble"] * self.config.babble_weight if self.speech is not None else []
         kinds = [*self.noises, "music", *talkers]
@@ -338,11 +338,11 @@ class MelAugmenter:
         rows = np.flatnonzero(rng.random(b) < self.config.noise_p)
         if rows.size == 0:
             return power
-        noise = self._interference(rng, rows.size, frames)
+        noise = self.interference(rng, rows.size, frames)
         # A second layer a third of the time: babble over a fan, music over chatter.
         extra = rng.random(rows.size) < 0.33
         if extra.any():
-            second = self._interference(rng, int(extra.sum()), frames)
+            second = self.interference(rng, int(extra.sum()), frames)
             weight = torch.from_numpy(10.0 ** (rng.uniform(-12.0, 0.0, int(extra.sum())) / 10.0))
             noise[torch.from_numpy(np.flatnonzero(extra))] += weight.float()[:, None, None] * second
         idx = torch.from_numpy(rows)

@@ -349,6 +349,7 @@ def dda_projection(
     degraded: npt.NDArray[np.floating[Any]],
     *,
     shrinkage: float = 1e-3,
+    apart: npt.NDArray[np.floating[Any]] | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Distortion discriminant analysis (Burges, Platt and Jana, 2003) of ``[n, d]`` pairs.
 
@@ -358,6 +359,10 @@ def dda_projection(
     is the clean vectors' covariance and ``S_noise`` the second moment of the
     differences ``degraded - clean``, plus ``shrinkage`` × its mean eigenvalue on the
     diagonal (directions the pairs never moved along are not trusted to be noise-free).
+    ``apart``, ``[m, d]`` vectors of what is not music (speech, noise), joins the clean
+    vectors in ``S_signal`` (not in the centre): the directions that tell them from music
+    count as signal, so a map that quiets babble does not also bring a voice alone near
+    the music.
     """
     x = np.asarray(clean, dtype=np.float64)
     y = np.asarray(degraded, dtype=np.float64)
@@ -369,7 +374,13 @@ def dda_projection(
         raise ConfigError(f"shrinkage must be > 0, got {shrinkage}")
     d = x.shape[1]
     centre = x.mean(axis=0)
-    signal = np.cov(x, rowvar=False)
+    spread = x
+    if apart is not None:
+        others = np.asarray(apart, dtype=np.float64)
+        if others.ndim != 2 or others.shape[1] != d or not np.isfinite(others).all():
+            raise ConfigError(f"apart must be finite [m, {d}] vectors, got {others.shape}")
+        spread = np.concatenate([x, others])
+    signal = np.cov(spread, rowvar=False)
     diff = y - x
     noise = diff.T @ diff / x.shape[0]
     noise += shrinkage * max(float(np.trace(noise)) / d, 1e-12) * np.eye(d)

@@ -30,6 +30,7 @@ import torch
 
 from synesthete.errors import SynestheteError
 from synesthete.inference import training
+from synesthete.inference.mel_augment import power_to_db
 from synesthete.inference.model import EncoderNet, ModelConfig, make_frontend
 
 
@@ -43,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=40, help="draws of --batch pairs")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--shrinkage", type=float, default=1e-3)
+    parser.add_argument(
+        "--interference",
+        type=float,
+        default=0.0,
+        help="pure interference windows (talkers, babble, noise; the augmenter's own) added"
+        " to the clean side, as a share of the pairs: what must stay apart from music",
+    )
     parser.add_argument("--seed", type=int, default=777)
     parser.add_argument("--out", type=Path, default=None, help="default: RUN/projection.npz")
     args = parser.parse_args(argv)
@@ -84,8 +92,29 @@ def main(argv: list[str] | None = None) -> int:
                     x = model.body(model.features_from_db(db))
                     pooled = torch.cat([torch.mean(x, dim=2), torch.amax(x, dim=2)], dim=1)
                     into.append(model.head(pooled).numpy())
+            others: list[np.ndarray] = []
+            n_other = round(args.interference * args.batches * args.batch)
+            frames = config.model.frames
+            for lo in range(0, n_other, args.batch):
+                n = min(args.batch, n_other - lo)
+                half = n // 2
+                # Single talkers (a voice on the radio) and the training's mixed interference.
+                power = torch.cat(
+                    [
+                        augmenter.speech.crops(rng, half, frames)
+                        if augmenter.speech is not None
+                        else augmenter.interference(rng, half, frames),
+                        augmenter.interference(rng, n - half, frames),
+                    ]
+                )
+                x = model.body(model.features_from_db(power_to_db(power)))
+                pooled = torch.cat([torch.mean(x, dim=2), torch.amax(x, dim=2)], dim=1)
+                others.append(model.head(pooled).numpy())
         centre, matrix, ratios = training.dda_projection(
-            np.concatenate(clean), np.concatenate(degraded), shrinkage=args.shrinkage
+            np.concatenate(clean),
+            np.concatenate(degraded),
+            shrinkage=args.shrinkage,
+            apart=np.concatenate(others) if others else None,
         )
     except SynestheteError as err:
         print(f"fit_projection: {err}", file=sys.stderr)
@@ -96,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": args.batches * args.batch,
         "shrinkage": args.shrinkage,
         "seed": args.seed,
+        "interference": args.interference,
         "command": " ".join(["python scripts/fit_projection.py", *(argv or sys.argv[1:])]),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -305,6 +305,15 @@ def test_dda_weights_the_directions_noise_leaves_alone() -> None:
     top = matrix[:, :4]
     assert spread_ratio((clean - centre) @ top, (degraded - centre) @ top) < 0.1
     assert spread_ratio(clean, degraded) > 0.5
+    # What must stay apart from music (a voice alone) far out along a noisy axis: that axis
+    # is signal again, and the map keeps it instead of quieting it.
+    voices = np.zeros((400, 6))
+    voices[:, 0] = 40.0 + rng.standard_normal(400)
+    _, kept, kept_ratios = dda_projection(clean, degraded, shrinkage=1e-3, apart=voices)
+    assert kept_ratios[4] > 50 * ratios[4] and kept_ratios[5] < 2 * ratios[5]
+    assert np.abs(kept[0, 4]) > 10 * np.abs(kept[1, 4])  # the kept direction is axis 0
+    with pytest.raises(ConfigError):
+        dda_projection(clean, degraded, apart=voices[:, :3])
     with pytest.raises(ConfigError):
         dda_projection(clean, degraded[:10])
     with pytest.raises(ConfigError):
@@ -453,7 +462,7 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
     fit = subprocess.run(
         [
             str(python), str(ROOT / "scripts" / "fit_projection.py"), str(run),
-            "--batches", "4", "--batch", "64", "--out", str(fitted),
+            "--batches", "4", "--batch", "64", "--interference", "0.25", "--out", str(fitted),
         ],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
