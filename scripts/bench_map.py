@@ -119,6 +119,15 @@ def main(argv: list[str] | None = None) -> int:
                     "bytes": size,
                 }
             )
+        stored = library.stored_sonic()
+        given = (
+            {
+                int(t): stored.points[s : s + c]
+                for t, s, c in zip(stored.track_ids, stored.starts, stored.counts, strict=True)
+            }
+            if stored is not None and stored.points is not None
+            else None
+        )
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
             written = write_sonic(
@@ -127,12 +136,16 @@ def main(argv: list[str] | None = None) -> int:
                 windows=library.stored_windows,
                 index_hop_s=library.index_hop_s,
                 head=library.sonic_head(),
+                given=given,  # an audio head's curves, as the builder hands them over
             )
             write_s = time.perf_counter() - started
             added = {name: (Path(tmp) / name).stat().st_size for name in written.files}
         generation = {
-            p.name: p.stat().st_size for p in library.generation_dir.iterdir() if p.is_file()
+            p.name: p.stat().st_size
+            for p in library.generation_dir.iterdir()
+            if p.is_file() and p.name not in written.files
         }
+        features_ms = _features_ms_per_window(library)
         audio_h = sum(r.duration_s for r in library.records()) / 3600.0
         commit, dirty = git_commit()
         doc: dict[str, Any] = {
@@ -152,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             "write_sonic_s": round(write_s, 2),
             "write_sonic_meta": written.meta,
             "added_bytes": added,
+            "style_features_ms_per_window": round(features_ms, 3),
+            "style_features_s_per_audio_hour": round(features_ms * 1.8, 2),
             "generation_bytes": generation,
         }
     name = f"map-{commit[:10]}" + (f"-{args.label}" if args.label else "")
@@ -160,6 +175,28 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{name}.md").write_text(_markdown(doc))
     print(_markdown(doc))
     return 0
+
+
+def _features_ms_per_window(library: Library) -> float:
+    """Milliseconds of CPU per 4 s window for the style features an audio head reads (what
+    ``index build`` adds per window, one every 2 s), on the library's first decodable file."""
+    from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+    from synesthete.errors import AudioFormatError
+    from synesthete.index.decode import load_mono
+    from synesthete.index.sonic_audio import window_features
+    from synesthete.stream.windowing import window_audio
+
+    for record in library.records():
+        try:
+            audio = load_mono(record.path, sample_rate_hz=SAMPLE_RATE_HZ, duration_s=130.0)
+        except (AudioFormatError, OSError):
+            continue
+        windows = window_audio(audio, window_samples=WINDOW_SAMPLES, hop_samples=2 * SAMPLE_RATE_HZ)
+        window_features(windows[:2])
+        started = time.process_time()
+        window_features(windows)
+        return (time.process_time() - started) * 1000.0 / max(1, windows.shape[0])
+    return float("nan")
 
 
 def _pickled_bytes(transform: Any) -> int:
@@ -199,6 +236,10 @@ def _markdown(doc: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v} B" for k, v in doc["added_bytes"].items())
         + f": {added_total} B, {100.0 * added_total / max(1, gen_total):.1f} % of the"
         f" generation's other files ({gen_total} B).",
+        "",
+        f"Style features for an audio head: {doc['style_features_ms_per_window']} ms of CPU per"
+        f" 4 s window, a window every 2 s: {doc['style_features_s_per_audio_hour']} s per hour"
+        " of audio.",
         "",
     ]
     return "\n".join(lines)

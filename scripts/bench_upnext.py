@@ -123,19 +123,40 @@ def run_split(summaries: TrackSummaries, tracks: list[Track]) -> dict[str, Any]:
 
 
 def val_summaries(corpus: Path, head: SonicHead | None) -> tuple[TrackSummaries, list[Track]]:
-    """The val split's tracks from train_similarity's feature cache, through ``head``."""
-    from train_similarity import embed_split
+    """The val split's tracks from train_similarity's caches, through ``head`` (an audio
+    head reads the style features of the same windows)."""
+    from train_similarity import embed_split, features_split
 
-    val = embed_split(corpus, "val", model=None, cache_dir=ROOT / "runs" / "sim")
+    cache = ROOT / "runs" / "sim"
+    val = embed_split(corpus, "val", model=None, cache_dir=cache)
+    windows, window_head = val.windows, head
+    if head is not None and head.reads_audio:
+        styles = features_split(corpus, "val", cache_dir=cache)
+        windows, window_head = head.apply(styles.windows), None
     summaries = TrackSummaries.from_windows(
-        windows=val.windows,
+        windows=windows,
         track_ids=[t.track_id for t in val.tracks],
         starts=val.starts,
         counts=val.counts,
         index_hop_s=2.0,
-        head=head,
+        head=window_head,
     )
     return summaries, val.tracks
+
+
+def _window_summaries(
+    library: Any, bench_tracks: list[Track], head: SonicHead | None
+) -> TrackSummaries:
+    """The bench tracks' summaries from the stored windows, through a head of windows."""
+    return TrackSummaries.from_windows(
+        windows=np.asarray(library.windows, dtype=np.float32),
+        track_ids=[t.track_id for t in bench_tracks],
+        starts=[library.record(t.track_id).window_start for t in bench_tracks],
+        counts=[library.record(t.track_id).window_count for t in bench_tracks],
+        content_keys=[library.record(t.track_id).content_hash for t in bench_tracks],
+        index_hop_s=library.index_hop_s,
+        head=head if head is not None and not head.reads_audio else None,
+    )
 
 
 def strip(result: dict[str, Any]) -> dict[str, Any]:
@@ -194,15 +215,23 @@ def main(argv: list[str] | None = None) -> int:
     index_paths = {os.path.normpath(r.path): r.id for r in library.records()}
     tracks, _ = load_tracks(args.corpus, index_paths)
     bench_tracks = [t for t in tracks if t.split == "bench"]
-    bench_summaries = TrackSummaries.from_windows(
-        windows=np.asarray(library.windows, dtype=np.float32),
-        track_ids=[t.track_id for t in bench_tracks],
-        starts=[library.record(t.track_id).window_start for t in bench_tracks],
-        counts=[library.record(t.track_id).window_count for t in bench_tracks],
-        content_keys=[library.record(t.track_id).content_hash for t in bench_tracks],
-        index_hop_s=library.index_hop_s,
-        head=head,
-    )
+    audio = head is not None and head.reads_audio
+    stored = library.stored_sonic()
+    if audio and stored is not None and stored.points is not None:
+        # An audio head: the generation's stored style curves (the index is of the bench
+        # split only, so its summaries are the bench tracks').
+        row = {int(t): n for n, t in enumerate(stored.track_ids)}
+        picks = [row[t.track_id] for t in bench_tracks]
+        bench_summaries = TrackSummaries.from_windows(
+            windows=stored.points,
+            track_ids=[t.track_id for t in bench_tracks],
+            starts=[int(stored.starts[n]) for n in picks],
+            counts=[int(stored.counts[n]) for n in picks],
+            content_keys=[library.record(t.track_id).content_hash for t in bench_tracks],
+            index_hop_s=stored.hop_s,
+        )
+    else:
+        bench_summaries = _window_summaries(library, bench_tracks, head)
     v_summaries, v_tracks = val_summaries(args.corpus, head)
     val = run_split(v_summaries, v_tracks)
     sessions = {k: v for k, v in val["methods"].items() if k.startswith("session")}
@@ -219,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "dirty": dirty,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "index": str(args.index),
-        "space": "sonic" if head is not None else "fingerprint",
+        "space": "fingerprint" if head is None else f"sonic ({head.inputs} head)",
         "decay": decay,
         "val": strip(val),
         "bench": strip(bench),

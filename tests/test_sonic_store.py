@@ -268,10 +268,15 @@ def test_demo_library_stores_sonic_vectors_and_live_audio_lands_on_its_track(
     stats = index_stats(demo_library.index)
     assert stats["sonic_vectors"].startswith("stored (sonic space")
     assert stats["sonic_map"].startswith("stored (umap")
+    from synesthete.clients.map import library_map
+
     engine = open_engine(index_dir=demo_library.index)
     try:
         stored = engine.library.stored_sonic()
-        assert stored is not None and stored.positions is not None
+        assert stored is not None and stored.positions is not None and stored.points is not None
+        assert engine.library.summaries().audio_head is not None  # the packaged head reads audio
+        drawn = library_map(engine.library)
+        assert drawn.stored and drawn.space == "sonic"
         position = {int(t): stored.positions[n] for n, t in enumerate(stored.track_ids)}
         by_title = {info.title: info.id for info in engine.library.tracks()}
         for n in (1, 5):
