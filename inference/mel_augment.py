@@ -321,6 +321,16 @@ class MelAugmenter:
             out[torch.from_numpy(rows)] = _unit_power(crops)
         return out
 
+    def outsiders(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+        """``[n, n_mels, frames]`` dB of interference alone: half single talkers (when
+        there are talkers), the rest the interference mix of ``interference``."""
+        frames = self.config.frames
+        voices = n // 2 if self.speech is not None else 0
+        parts = [self.interference(rng, n - voices, frames)]
+        if voices and self.speech is not None:
+            parts.append(self.speech.crops(rng, voices, frames))
+        return power_to_db(torch.cat(parts))
+
     def _babble(self, rng: np.random.Generator, n: int, frames: int) -> torch.Tensor:
         """2-6 talkers at ±3 dB each: single-talker crops summed as power."""
         assert self.speech is not None

@@ -72,6 +72,10 @@ class TrainConfig:
     Isola 2020) added to NT-Xent. NT-Xent only ranks: a degraded view may sit at cosine 0.7
     from its clean view as long as nothing else is nearer, while the matcher names a track
     by its absolute distance; this term pulls positives in directly."""
+    outsiders: int = 0
+    """Views of interference alone per step (half a single talker, half the augmenter's
+    noise, babble or both), each a negative of every music view: a voice on the radio
+    must stay away from the music the way a noise-robust embedding could forget."""
     mask_gap_frames: int = 100
     """Same-track views closer than this (2 s) are left out as negatives."""
     eval_every: int = 1000
@@ -99,6 +103,8 @@ class TrainConfig:
             raise ConfigError("eval_every must be >= 1")
         if self.reverberant_copies < 0:
             raise ConfigError("reverberant_copies must be >= 0")
+        if self.outsiders < 0:
+            raise ConfigError("outsiders must be >= 0")
         if not self.align_weight >= 0.0:
             raise ConfigError("align_weight must be >= 0")
 
@@ -314,16 +320,21 @@ def nt_xent(
     temperature: float,
     *,
     exclude: torch.Tensor | None = None,
+    outsiders: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Normalised-temperature cross entropy over 2n unit vectors; a[i] and b[i] are positives.
 
     ``exclude [n, n]`` (bool) marks pairs of excerpts that are neither
     positives nor negatives of each other (the same music a second apart);
-    their four view pairs drop out of the softmax.
+    their four view pairs drop out of the softmax. ``outsiders [m, d]`` are
+    unit vectors of what is not music (a voice alone, noise): extra negatives
+    of every view, positives of none.
     """
     n = a.shape[0]
     z = torch.cat([a, b], dim=0)
     logits = z @ z.t() / temperature
+    if outsiders is not None and outsiders.shape[0] > 0:
+        logits = torch.cat([logits, z @ outsiders.t() / temperature], dim=1)
     drop = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     if exclude is not None:
         drop = drop | exclude.to(z.device).repeat(2, 2)
@@ -332,6 +343,11 @@ def nt_xent(
         keep[:n, n:] = positive
         keep[n:, :n] = positive
         drop = drop & ~keep
+    if logits.shape[1] > 2 * n:
+        drop = torch.cat(
+            [drop, torch.zeros(2 * n, logits.shape[1] - 2 * n, dtype=torch.bool, device=z.device)],
+            dim=1,
+        )
     logits = logits.masked_fill(drop, -1e9)
     targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     loss: torch.Tensor = functional.cross_entropy(logits, targets)
@@ -683,7 +699,17 @@ def train(
         query_features = model.features_from_db(batch.query_db.to(device))
         index_vectors = model.embed_features(index_features)
         query_vectors = model.embed_features(query_features)
-        loss = nt_xent(index_vectors, query_vectors, config.temperature, exclude=exclude)
+        outsider_vectors = None
+        if config.outsiders > 0:
+            alone = augmenter.outsiders(rng, config.outsiders)
+            outsider_vectors = model.embed_features(model.features_from_db(alone.to(device)))
+        loss = nt_xent(
+            index_vectors,
+            query_vectors,
+            config.temperature,
+            exclude=exclude,
+            outsiders=outsider_vectors,
+        )
         if config.align_weight > 0.0:
             loss = loss + config.align_weight * alignment(index_vectors, query_vectors)
         optimiser.zero_grad(set_to_none=True)

@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         default=defaults.align_weight,
         help="weight of the positives' mean squared distance added to NT-Xent (0: off)",
     )
+    parser.add_argument(
+        "--outsiders",
+        type=int,
+        default=defaults.outsiders,
+        help="views of interference alone per step, negatives of every music view",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--eval-per-condition", type=int, default=defaults.eval_per_condition)
     parser.add_argument("--time-budget-min", type=float, default=None, help="stop this chunk after")
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             temperature=args.temperature,
             align_weight=args.align_weight,
+            outsiders=args.outsiders,
             eval_every=args.eval_every,
             eval_per_condition=args.eval_per_condition,
             time_budget_s=budget_s,

@@ -79,6 +79,25 @@ def test_nt_xent_rewards_matching_pairs() -> None:
     assert float(matched) < 0.1
 
 
+def test_outsiders_are_negatives_of_every_view() -> None:
+    g = torch.Generator().manual_seed(1)
+    a = torch.nn.functional.normalize(torch.randn(8, 32, generator=g), dim=1)
+    b = torch.nn.functional.normalize(a + 0.3 * torch.randn(8, 32, generator=g), dim=1)
+    plain = nt_xent(a, b, temperature=0.1)
+    far = nt_xent(a, b, temperature=0.1, outsiders=-a[:2])  # opposite every view it copies
+    near = nt_xent(a, b, temperature=0.1, outsiders=a[:2])  # as close as a positive
+    assert torch.allclose(nt_xent(a, b, 0.1, outsiders=a[:0]), plain)
+    assert plain < far < near and near - plain > 5 * (far - plain)
+    # The outsider adds a push away from itself to the view it sits on.
+    grads = []
+    for extra in (None, a[:1]):
+        views = a.clone().requires_grad_(True)
+        nt_xent(views, b, temperature=0.1, outsiders=extra).backward()
+        assert views.grad is not None
+        grads.append(views.grad[0])
+    assert float((grads[1] - grads[0]) @ a[0]) > 0  # descent now moves away from it
+
+
 def test_alignment_is_the_mean_squared_distance_of_positives() -> None:
     a = torch.eye(4)
     assert float(alignment(a, a)) == 0.0
@@ -394,12 +413,13 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
             env=env, capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
 
-    tuned = tune("tuned", "--babble-weight", "3", "--align-weight", "0.5")
+    tuned = tune("tuned", "--babble-weight", "3", "--align-weight", "0.5", "--outsiders", "4")
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     assert f"starting from the weights of {run / 'best.pt'}" in tuned.stdout
     saved = torch.load(tmp_path / "tuned" / "last.pt", map_location="cpu", weights_only=False)
     assert saved["train_config"]["augment"]["babble_weight"] == 3
     assert saved["train_config"]["align_weight"] == 0.5
+    assert saved["train_config"]["outsiders"] == 4
     other = tune("other", "--widths", "64,64", "--strides", "2,2")
     assert other.returncode == 2 and "another shape" in other.stderr
     assert "Traceback" not in other.stderr and not (tmp_path / "other" / "last.pt").exists()
