@@ -5,7 +5,9 @@
 
 ``record`` builds the val library of ``scripts/bench.py --split val`` (its held-out
 negatives stay out), plays degraded 12 s queries and the benchmark's kinds of
-negatives through the real recognizer (with a seed of its own, not the
+negatives (held-out music, clean and degraded, noise and espeak speech; the
+speech since ``7c90a02``'s projection named a voice alone as music) through the
+real recognizer (with a seed of its own, not the
 benchmark's), and saves every live window's embedding, the shipped matcher's
 events (first answer, its track and time), and every stored curve of the
 library (all speed variants). ``report`` then scores decision rules over
@@ -132,6 +134,14 @@ def record(args: argparse.Namespace) -> int:
     for n in range(args.negatives_per_kind // 2):
         noise = pink_noise(seconds=bench.QUERY_S, sample_rate_hz=RATE, seed=SEED + n)
         play(0.3 * noise, -1, "negative:noise", 0.0, 1.0)
+    # After every other draw, so the queries above stay those of older recordings.
+    for _ in range(args.negatives_per_kind // 2 if materials.speech else 0):
+        clips = [materials.speech[int(k)] for k in rng.integers(len(materials.speech), size=4)]
+        voice = np.concatenate(clips)[: int(bench.QUERY_S * RATE)]
+        if voice.size >= bench.QUERY_S * RATE:
+            play(
+                0.5 * voice / max(1e-6, float(np.abs(voice).max())), -1, "negative:speech", 0.0, 1.0
+            )
     print(f"lab: negatives done ({time.perf_counter() - began:.0f} s)")
     engine.close()
     shutil.rmtree(work, ignore_errors=True)
