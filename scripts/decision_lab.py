@@ -315,7 +315,7 @@ def score_rules(feats: np.ndarray, kinds: list[str], max_fp: float) -> None:
                     by6 += bool(right[k]) and t[k] <= 1
             cells.append(f"{kind} {100 * by6 / len(queries):.0f}/{100 * by12 / len(queries):.0f}")
         fp = len(set(q[neg & fires].tolist())) / n_neg
-        print(f"  {name:34s} FP {100 * fp:.1f} %  " + "  ".join(cells))
+        print(f"  {name:34s} FP {100 * fp:.1f} % at {threshold:+.3f}  " + "  ".join(cells))
 
 
 def report(args: argparse.Namespace) -> int:
