@@ -999,7 +999,9 @@ class GenerationWriter:
 
     Use as a context manager: leaving it without ``commit`` (an error) deletes
     the temporary folder and leaves the live generation untouched. Holds the
-    writer lock from construction to commit/abort.
+    writer lock from construction to commit/abort. ``sonic_map``: also lay out
+    the sonic map (``sonic_store.py``; the builder asks for it as
+    ``IndexConfig.sonic_map`` says, on by default).
     """
 
     def __init__(
@@ -1011,7 +1013,7 @@ class GenerationWriter:
         version_config: VersionConfig | None = None,
         layout: StoreLayout = COMPACT_LAYOUT,
         vector_store: VectorStore = ANNOY_STORE,
-        sonic_map: bool = True,
+        sonic_map: bool = False,
     ) -> None:
         self.speed_variants = check_speed_variants(speed_variants)
         self.sonic_map = sonic_map

@@ -133,6 +133,7 @@ def test_compact_index_finds_what_the_full_one_finds(tmp_path, curves):
         "ann_projection.npy",
         "library.sqlite",
         "manifest.json",
+        "sonic_tracks.npy",
         "windows.ann",
         "windows.npy",
     ]
@@ -222,6 +223,7 @@ def test_a_format_2_index_opens_and_stats_say_a_rebuild_would_shrink_it(tmp_path
     assert set(compact_stats["mb_per_hour_by_file"]) == {
         "library.sqlite",
         "manifest.json",
+        "sonic_tracks.npy",
         "windows.ann",
         "windows.npy",
         "ann_projection.npy",

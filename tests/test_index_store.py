@@ -39,10 +39,14 @@ def test_layout_on_disk(index):
     gen = index_dir / "gen-000001"
     names = sorted(p.name for p in gen.iterdir())
     # The compact layout: int8 windows; FakeEncoder's D=32 is at most
-    # the ANN's 32 axes, so no projection file.
+    # the ANN's 32 axes, so no projection file. FakeEncoder has no similarity head:
+    # the sonic map is stored, its curves are the windows themselves (no sonic.npy).
     assert names == [
         "library.sqlite",
         "manifest.json",
+        "sonic_map.npy",
+        "sonic_placer.npz",
+        "sonic_tracks.npy",
         "windows.ann",
         "windows.npy",
     ]
@@ -51,6 +55,9 @@ def test_layout_on_disk(index):
     assert manifest["n_tracks"] == len(files)
     assert set(manifest["files"]) == {
         "library.sqlite",
+        "sonic_map.npy",
+        "sonic_placer.npz",
+        "sonic_tracks.npy",
         "windows.ann",
         "windows.npy",
     }
