@@ -183,8 +183,9 @@ def write_sonic(
         )
         return SonicWritten(meta=meta, files=tuple(files), notes=tuple(notes))
     except LibraryError as err:
+        # Too few tracks to lay out: nothing went wrong, and a user who indexed one file
+        # did not ask for a map; `index stats` and `synesthete map` say why there is none.
         meta["map"] = f"skipped: {err}"
-        notes.append(f"sonic map: not stored: {err}")
         return SonicWritten(meta=meta, files=tuple(files), notes=tuple(notes))
     inputs = placer_inputs(curves, seed=seed)
     targets = np.concatenate([positions, transform(inputs[len(curves) :])])
