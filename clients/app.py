@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -94,25 +95,7 @@ def open_engine(
             f" but the model is {encoder.name!r} (dim {encoder.dim}); rebuild the index or pass"
             " the matching --model"
         )
-    # A model's calibration may carry its own max_frechet: the guard is a distance,
-    # and every encoder has its own distance scale.
-    fitted = dict(encoder.calibration or {})
-    guard = fitted.pop("max_frechet", None)
-    path_distance = fitted.pop("path_max_distance", None)
-    first_guard = fitted.pop("first_max_frechet", None)
-    scale = fitted.pop("distance_scale", None)
-    config = MatcherConfig(
-        index_hop_s=library.index_hop_s,
-        calibration=Calibration.from_dict(fitted) if fitted else Calibration(),
-    )
-    if guard is not None:
-        config = replace(config, max_frechet=float(guard))
-    if path_distance is not None:
-        config = replace(config, path_max_distance=float(path_distance))
-    if first_guard is not None:
-        config = replace(config, first_max_frechet=float(first_guard))
-    if scale is not None:
-        config = replace(config, distance_scale=float(scale))
+    config = matcher_config_for(encoder.calibration, index_hop_s=library.index_hop_s)
     if live_hop_s is not None:
         config = replace(config, live_hop_s=live_hop_s)
     if on_threshold is not None:
@@ -128,3 +111,29 @@ def open_engine(
             matcher=config, resample_quality=resample_quality, sounds_like_distance=distance
         ),
     )
+
+
+def matcher_config_for(
+    calibration: Mapping[str, float] | None, *, index_hop_s: float
+) -> MatcherConfig:
+    """The matcher's settings for a model: its calibration JSON may carry, besides the
+    confidence model, its own distances (``max_frechet``, ``path_max_distance``,
+    ``first_max_frechet``) and ``distance_scale``; every encoder has its own scale."""
+    fitted = dict(calibration or {})
+    guard = fitted.pop("max_frechet", None)
+    path_distance = fitted.pop("path_max_distance", None)
+    first_guard = fitted.pop("first_max_frechet", None)
+    scale = fitted.pop("distance_scale", None)
+    config = MatcherConfig(
+        index_hop_s=index_hop_s,
+        calibration=Calibration.from_dict(fitted) if fitted else Calibration(),
+    )
+    if guard is not None:
+        config = replace(config, max_frechet=float(guard))
+    if path_distance is not None:
+        config = replace(config, path_max_distance=float(path_distance))
+    if first_guard is not None:
+        config = replace(config, first_max_frechet=float(first_guard))
+    if scale is not None:
+        config = replace(config, distance_scale=float(scale))
+    return config

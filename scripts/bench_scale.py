@@ -66,6 +66,7 @@ from bench import (
     make_queries,
     split_library,
 )
+from synesthete.clients.app import matcher_config_for
 from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from synesthete.events import NowPlaying, TrackInfo, Unknown
 from synesthete.index.annoy_index import AnnoyItems, RowMap, build_annoy_from_chunks
@@ -78,7 +79,7 @@ from synesthete.index.compact import (
     project,
     quantize_rows,
 )
-from synesthete.index.config import Calibration, IndexConfig, MatcherConfig
+from synesthete.index.config import IndexConfig, MatcherConfig
 from synesthete.index.matcher import Matcher
 from synesthete.index.milvus_store import MilvusItems, parse_vector_store, write_items
 from synesthete.index.store import Library
@@ -522,20 +523,7 @@ def matcher_config() -> MatcherConfig:
     from dataclasses import replace
 
     encoder = TorchScriptEncoder(config=EncoderConfig(threads=1))
-    fitted = dict(encoder.calibration or {})
-    guard = fitted.pop("max_frechet", None)
-    path_distance = fitted.pop("path_max_distance", None)
-    first_guard = fitted.pop("first_max_frechet", None)
-    config = MatcherConfig(
-        index_hop_s=HOP_S,
-        calibration=Calibration.from_dict(fitted) if fitted else Calibration(),
-    )
-    if guard is not None:
-        config = replace(config, max_frechet=float(guard))
-    if path_distance is not None:
-        config = replace(config, path_max_distance=float(path_distance))
-    if first_guard is not None:
-        config = replace(config, first_max_frechet=float(first_guard))
+    config = matcher_config_for(encoder.calibration, index_hop_s=HOP_S)
     return replace(config, live_hop_s=LIVE_HOP_S)
 
 
