@@ -76,6 +76,11 @@ class TrainConfig:
     """Views of interference alone per step (half a single talker, half the augmenter's
     noise, babble or both), each a negative of every music view: a voice on the radio
     must stay away from the music the way a noise-robust embedding could forget."""
+    queue: int = 0
+    """Clean index views of earlier steps kept as extra negatives of every view (a MoCo-style
+    queue, without a momentum encoder: fine-tuning moves the network little over the ~20
+    steps a queue of 4 096 spans). The matcher searches a whole library, not a batch: a
+    degraded window must stay nearer its own place than thousands of other windows."""
     mask_gap_frames: int = 100
     """Same-track views closer than this (2 s) are left out as negatives."""
     eval_every: int = 1000
@@ -105,6 +110,8 @@ class TrainConfig:
             raise ConfigError("reverberant_copies must be >= 0")
         if self.outsiders < 0:
             raise ConfigError("outsiders must be >= 0")
+        if self.queue < 0:
+            raise ConfigError("queue must be >= 0")
         if not self.align_weight >= 0.0:
             raise ConfigError("align_weight must be >= 0")
 
@@ -321,6 +328,8 @@ def nt_xent(
     *,
     exclude: torch.Tensor | None = None,
     outsiders: torch.Tensor | None = None,
+    queue: torch.Tensor | None = None,
+    queue_exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Normalised-temperature cross entropy over 2n unit vectors; a[i] and b[i] are positives.
 
@@ -328,13 +337,22 @@ def nt_xent(
     positives nor negatives of each other (the same music a second apart);
     their four view pairs drop out of the softmax. ``outsiders [m, d]`` are
     unit vectors of what is not music (a voice alone, noise): extra negatives
-    of every view, positives of none.
+    of every view, positives of none. ``queue [q, d]`` are clean views of
+    earlier batches, extra negatives too; ``queue_exclude [n, q]`` (bool)
+    marks those of the same music as excerpt ``i``, dropped for both its views.
     """
     n = a.shape[0]
     z = torch.cat([a, b], dim=0)
     logits = z @ z.t() / temperature
+    extra_drop: list[torch.Tensor] = []
     if outsiders is not None and outsiders.shape[0] > 0:
         logits = torch.cat([logits, z @ outsiders.t() / temperature], dim=1)
+        extra_drop.append(torch.zeros(2 * n, outsiders.shape[0], dtype=torch.bool, device=z.device))
+    if queue is not None and queue.shape[0] > 0:
+        logits = torch.cat([logits, z @ queue.t() / temperature], dim=1)
+        if queue_exclude is None:
+            queue_exclude = torch.zeros(n, queue.shape[0], dtype=torch.bool)
+        extra_drop.append(queue_exclude.to(z.device).repeat(2, 1))
     drop = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     if exclude is not None:
         drop = drop | exclude.to(z.device).repeat(2, 2)
@@ -343,11 +361,8 @@ def nt_xent(
         keep[:n, n:] = positive
         keep[n:, :n] = positive
         drop = drop & ~keep
-    if logits.shape[1] > 2 * n:
-        drop = torch.cat(
-            [drop, torch.zeros(2 * n, logits.shape[1] - 2 * n, dtype=torch.bool, device=z.device)],
-            dim=1,
-        )
+    if extra_drop:
+        drop = torch.cat([drop, *extra_drop], dim=1)
     logits = logits.masked_fill(drop, -1e9)
     targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     loss: torch.Tensor = functional.cross_entropy(logits, targets)
@@ -416,6 +431,40 @@ def neighbours(
     same = track[:, None] == track[None, :]
     close = np.abs(frame[:, None] - frame[None, :]) < gap_frames
     return torch.from_numpy(same & close)
+
+
+class NegativeQueue:
+    """First in, first out: the last ``size`` clean index views, with their track and frame,
+    so that views of the same music (one track, less than the mask gap apart) are no
+    negatives of each other."""
+
+    def __init__(self, size: int, dim: int) -> None:
+        self.size = size
+        self.vectors = torch.zeros(0, dim)
+        self.track = np.zeros(0, dtype=np.int64)
+        self.frame = np.zeros(0, dtype=np.int64)
+
+    def exclude(
+        self, track: npt.NDArray[np.int64], frame: npt.NDArray[np.int64], gap_frames: int
+    ) -> torch.Tensor:
+        """``[n, len(queue)]`` bool: queued views of the same music as each excerpt."""
+        same = track[:, None] == self.track[None, :]
+        close = np.abs(frame[:, None] - self.frame[None, :]) < gap_frames
+        return torch.from_numpy(same & close)
+
+    def push(
+        self, vectors: torch.Tensor, track: npt.NDArray[np.int64], frame: npt.NDArray[np.int64]
+    ) -> None:
+        self.vectors = torch.cat([self.vectors, vectors.detach().cpu()])[-self.size :]
+        self.track = np.concatenate([self.track, track])[-self.size :]
+        self.frame = np.concatenate([self.frame, frame])[-self.size :]
+
+    def state(self) -> dict[str, Any]:
+        return {"vectors": self.vectors, "track": self.track, "frame": self.frame}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        if state is not None:
+            self.push(state["vectors"], state["track"], state["frame"])
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -564,8 +613,10 @@ def _checkpoint(
     best: dict[str, Any],
     val: dict[str, Any] | None,
     train_seconds: float,
+    queue: NegativeQueue,
 ) -> dict[str, Any]:
     return {
+        "queue": queue.state(),
         "model": model.state_dict(),
         "optimiser": optimiser.state_dict(),
         "model_config": config.model.to_dict(),
@@ -661,7 +712,9 @@ def train(
     train_seconds = 0.0
     best: dict[str, Any] = {"score": -1.0, "step": -1}
     log_path = config.out_dir / "log.jsonl"
+    queue = NegativeQueue(config.queue, config.model.dim)
     if state is not None:
+        queue.restore(state.get("queue"))
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         step = int(state["step"])
@@ -679,7 +732,7 @@ def train(
     def save(val: dict[str, Any] | None) -> dict[str, Any]:
         checkpoint = _checkpoint(
             model=model, optimiser=optimiser, config=config, step=step, rng=rng,
-            best=best, val=val, train_seconds=train_seconds,
+            best=best, val=val, train_seconds=train_seconds, queue=queue,
         )  # fmt: skip
         _save(checkpoint, last_path)
         return checkpoint
@@ -709,12 +762,16 @@ def train(
             config.temperature,
             exclude=exclude,
             outsiders=outsider_vectors,
+            queue=queue.vectors.to(device) if config.queue > 0 else None,
+            queue_exclude=queue.exclude(batch.track, batch.frame, config.mask_gap_frames),
         )
         if config.align_weight > 0.0:
             loss = loss + config.align_weight * alignment(index_vectors, query_vectors)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
+        if config.queue > 0:
+            queue.push(index_vectors, batch.track, batch.frame)
         t2 = time.perf_counter()
         timing["data"] += t1 - t0
         timing["model"] += t2 - t1

@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         default=defaults.outsiders,
         help="views of interference alone per step, negatives of every music view",
     )
+    parser.add_argument(
+        "--queue",
+        type=int,
+        default=defaults.queue,
+        help="clean views of earlier steps kept as extra negatives (0: off; e.g. 4096)",
+    )
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--eval-per-condition", type=int, default=defaults.eval_per_condition)
     parser.add_argument("--time-budget-min", type=float, default=None, help="stop this chunk after")
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             temperature=args.temperature,
             align_weight=args.align_weight,
             outsiders=args.outsiders,
+            queue=args.queue,
             eval_every=args.eval_every,
             eval_per_condition=args.eval_per_condition,
             time_budget_s=budget_s,

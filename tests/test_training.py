@@ -41,7 +41,13 @@ from synesthete.inference.mel_cache import (
 )
 from synesthete.inference.model import EncoderNet, ModelConfig, Projection, mel_centres_hz
 from synesthete.inference.torchscript import TorchScriptEncoder
-from synesthete.inference.training import alignment, dda_projection, neighbours, nt_xent
+from synesthete.inference.training import (
+    NegativeQueue,
+    alignment,
+    dda_projection,
+    neighbours,
+    nt_xent,
+)
 from synesthete.stream.synth import pink_noise, synth_track
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +102,37 @@ def test_outsiders_are_negatives_of_every_view() -> None:
         assert views.grad is not None
         grads.append(views.grad[0])
     assert float((grads[1] - grads[0]) @ a[0]) > 0  # descent now moves away from it
+
+
+def test_queued_views_are_negatives_unless_they_are_the_same_music() -> None:
+    g = torch.Generator().manual_seed(2)
+    a = torch.nn.functional.normalize(torch.randn(4, 32, generator=g), dim=1)
+    b = torch.nn.functional.normalize(a + 0.3 * torch.randn(4, 32, generator=g), dim=1)
+    queue = NegativeQueue(size=6, dim=32)
+    queue.push(a[:2], np.array([0, 1]), np.array([0, 500]))  # excerpts 0 and 1's own music
+    queue.push(-a[2:], np.array([7, 8]), np.array([0, 0]))
+    queue.push(a[2:3], np.array([9]), np.array([0]))  # another track, sitting on excerpt 2
+    assert len(queue.vectors) == 5
+    queue.push(-a[:3], np.array([5, 5, 5]), np.array([0, 0, 0]))
+    assert len(queue.vectors) == 6 and queue.track.tolist() == [7, 8, 9, 5, 5, 5]
+    # The oldest dropped first: excerpt 0's copy is gone, excerpt 2's rival stays.
+    track, frame = np.array([0, 1, 2, 3]), np.array([0, 520, 0, 0])
+    exclude = queue.exclude(track, frame, gap_frames=100)
+    assert exclude.shape == (4, 6) and not bool(exclude.any())
+    plain = nt_xent(a, b, temperature=0.1)
+    with_queue = nt_xent(a, b, 0.1, queue=queue.vectors, queue_exclude=exclude)
+    assert float(with_queue) > float(plain)  # a rival as close as a positive costs
+    # Marked as the same music, a queued view drops out of its excerpt's softmax rows.
+    same = NegativeQueue(size=4, dim=32)
+    same.push(a[:1], np.array([0]), np.array([40]))
+    mask = same.exclude(track, frame, gap_frames=100)
+    assert mask[:, 0].tolist() == [True, False, False, False]
+    masked = nt_xent(a, b, 0.1, queue=same.vectors, queue_exclude=mask)
+    unmasked = nt_xent(a, b, 0.1, queue=same.vectors)
+    assert float(plain) <= float(masked) < float(unmasked)
+    restored = NegativeQueue(size=4, dim=32)
+    restored.restore(same.state())
+    assert torch.equal(restored.vectors, same.vectors) and restored.frame.tolist() == [40]
 
 
 def test_alignment_is_the_mean_squared_distance_of_positives() -> None:
@@ -413,13 +450,15 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
             env=env, capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
 
-    tuned = tune("tuned", "--babble-weight", "3", "--align-weight", "0.5", "--outsiders", "4")
+    extra = ("--babble-weight", "3", "--align-weight", "0.5", "--outsiders", "4", "--queue", "16")
+    tuned = tune("tuned", *extra)
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     assert f"starting from the weights of {run / 'best.pt'}" in tuned.stdout
     saved = torch.load(tmp_path / "tuned" / "last.pt", map_location="cpu", weights_only=False)
     assert saved["train_config"]["augment"]["babble_weight"] == 3
     assert saved["train_config"]["align_weight"] == 0.5
-    assert saved["train_config"]["outsiders"] == 4
+    assert saved["train_config"]["outsiders"] == 4 and saved["train_config"]["queue"] == 16
+    assert saved["queue"]["vectors"].shape == (8, 128)  # one step of 8 clean views queued
     other = tune("other", "--widths", "64,64", "--strides", "2,2")
     assert other.returncode == 2 and "another shape" in other.stderr
     assert "Traceback" not in other.stderr and not (tmp_path / "other" / "last.pt").exists()
