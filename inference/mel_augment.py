@@ -74,11 +74,20 @@ class AugmentConfig:
     """How many lots babble of talkers gets among the interference kinds (one each)."""
     same_track_gap_frames: tuple[int, int] = (100, 500)
     """Same-track pairs 2-10 s apart: each other's hardest negatives (position)."""
+    grouped_fraction: float = 0.0
+    """Share of the batch drawn ``group_size`` excerpts at a time from one group of tracks
+    (one package: one game's soundtrack, one soundfont's renderings): each other's
+    negatives of the same style, as the unknown music a library most often meets is
+    (the rest of a soundtrack). Random tracks from 22 packages rarely share a batch's style,
+    so without it the network may tell tracks apart by timbre alone."""
+    group_size: int = 16
 
     def __post_init__(self) -> None:
         if self.frames < 8 or self.pre_roll_frames < 1:
             raise ConfigError("augment frames and pre-roll must be positive")
-        for name in ("room_p", "real_room_share", "noise_p"):
+        if self.group_size < 2:
+            raise ConfigError("group_size must be >= 2")
+        for name in ("room_p", "real_room_share", "noise_p", "grouped_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -177,8 +186,15 @@ class MelAugmenter:
         centres_hz: Sequence[float],
         config: AugmentConfig,
         reverberant: Sequence[MelStream] = (),
+        groups: npt.NDArray[np.int64] | None = None,
     ) -> None:
         self.music = music
+        self._group_members: list[npt.NDArray[np.int64]] = []
+        if groups is not None:
+            if groups.shape[0] != music.starts.shape[0]:
+                raise ConfigError("one group per music recording is needed")
+            members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+            self._group_members = [m for m in members if m.size >= 2]
         self.reverberant = list(reverberant)
         self.noises = noises
         self.speech = speech
@@ -200,11 +216,12 @@ class MelAugmenter:
         cfg = self.config
         frames = cfg.frames
         track = self.music.pick(rng, batch)
+        pairs = int(batch * cfg.same_track_fraction) // 2
+        self._group_rows(rng, track, first=pairs, last=batch - pairs)
         starts = self.music.starts[track]
         span = self.music.ends[track] - starts
         room_for = np.maximum(1, span - frames)
         frame = starts + (rng.random(batch) * room_for).astype(np.int64)
-        pairs = int(batch * cfg.same_track_fraction) // 2
         for row in range(pairs):
             partner = batch - 1 - row
             track[partner] = track[row]
@@ -222,6 +239,24 @@ class MelAugmenter:
             track=track,
             frame=frame,
         )
+
+    def _group_rows(
+        self, rng: np.random.Generator, track: npt.NDArray[np.int64], *, first: int, last: int
+    ) -> None:
+        """Redraw ``config.grouped_fraction`` of the batch, from row ``first`` on (before the
+        same-track partners at ``last``), ``group_size`` rows at a time from one group each
+        (groups by their length, tracks within by theirs)."""
+        cfg = self.config
+        if not self._group_members or cfg.grouped_fraction <= 0.0:
+            return
+        end = min(last, first + round(cfg.grouped_fraction * track.shape[0]))
+        lengths = (self.music.ends - self.music.starts).astype(np.float64)
+        sizes = np.array([lengths[m].sum() for m in self._group_members])
+        for lo in range(first, end, cfg.group_size):
+            members = self._group_members[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
+            weights = lengths[members] / lengths[members].sum()
+            n = min(cfg.group_size, end - lo)
+            track[lo : lo + n] = rng.choice(members, size=n, p=weights)
 
     def _query_power(
         self, rng: np.random.Generator, track: npt.NDArray[np.int64], frame: npt.NDArray[np.int64]

@@ -315,7 +315,16 @@ def build_augmenter(
         centres_hz=mel_centres_hz(config.model).tolist(),
         config=config.augment,
         reverberant=reverberant,
+        groups=track_groups(train_tracks),
     )
+
+
+def track_groups(tracks: Sequence[Track]) -> npt.NDArray[np.int64]:
+    """One group per package: the part of a corpus id before its colon
+    (``freedoom:freedoom1/D_E1M1`` is in ``freedoom``); an id without one is its own group."""
+    names = [t.name.split(":", 1)[0] if ":" in t.name else t.name for t in tracks]
+    index = {name: k for k, name in enumerate(dict.fromkeys(names))}
+    return np.array([index[name] for name in names], dtype=np.int64)
 
 
 # --- loss -------------------------------------------------------------------------------

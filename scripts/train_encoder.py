@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         default=AugmentConfig.babble_weight,
         help="lots for babble of talkers among the interference kinds (each other kind has one)",
     )
+    parser.add_argument(
+        "--grouped-fraction",
+        type=float,
+        default=AugmentConfig.grouped_fraction,
+        help="share of the batch drawn 16 at a time from one package (negatives of one style)",
+    )
     parser.add_argument("--room-p", type=float, default=AugmentConfig.room_p)
     parser.add_argument(
         "--reverberant-copies",
@@ -137,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             augment=AugmentConfig(
                 same_track_fraction=args.same_track_fraction,
                 babble_weight=args.babble_weight,
+                grouped_fraction=args.grouped_fraction,
                 room_p=args.room_p,
                 real_room_share=args.real_room_share,
             ),

@@ -43,10 +43,12 @@ from synesthete.inference.model import EncoderNet, ModelConfig, Projection, mel_
 from synesthete.inference.torchscript import TorchScriptEncoder
 from synesthete.inference.training import (
     NegativeQueue,
+    Track,
     alignment,
     dda_projection,
     neighbours,
     nt_xent,
+    track_groups,
 )
 from synesthete.stream.synth import pink_noise, synth_track
 
@@ -169,7 +171,9 @@ def test_mel_stream_interpolates_and_never_crosses_a_recording() -> None:
     assert torch.allclose(got, torch.tensor([[2.5, 0.0, 9.0], [10.0, 19.0, 12.25]]), atol=1e-3)
 
 
-def _augmenter(tracks: int = 4, **overrides: float) -> MelAugmenter:
+def _augmenter(
+    tracks: int = 4, groups: np.ndarray | None = None, **overrides: float
+) -> MelAugmenter:
     music = stream_of(
         [_mel_db(synth_track(seed=40 + k, duration_s=20.0, sample_rate_hz=SAMPLE_RATE_HZ))
          for k in range(tracks)]
@@ -186,7 +190,34 @@ def _augmenter(tracks: int = 4, **overrides: float) -> MelAugmenter:
         room_kernels=rooms,
         centres_hz=mel_centres_hz(CONFIG).tolist(),
         config=AugmentConfig(**overrides),  # type: ignore[arg-type]
+        groups=groups,
     )
+
+
+def test_grouped_rows_come_a_group_at_a_time_from_packages_of_several_tracks() -> None:
+    names = ["a:1", "a:2", "a:3", "b:1", "b:2", "solo"]
+    groups = track_groups([Track(name=n, audio=np.zeros(1, np.float32)) for n in names])
+    assert groups.tolist() == [0, 0, 0, 1, 1, 2]
+    augmenter = _augmenter(
+        tracks=6, groups=groups, grouped_fraction=1.0, group_size=4, same_track_fraction=0.0
+    )
+    seen = set()
+    for seed in range(6):
+        track = augmenter.draw(np.random.default_rng(seed), 12).track
+        for lo in range(0, 12, 4):
+            chunk = groups[track[lo : lo + 4]]
+            assert len(set(chunk.tolist())) == 1 and chunk[0] != 2  # a one-track package never
+            seen.add(int(chunk[0]))
+    assert seen == {0, 1}
+    # Off by default, and the same-track partners keep their rows.
+    paired = _augmenter(tracks=6, groups=groups, grouped_fraction=0.5, same_track_fraction=0.5)
+    batch = paired.draw(np.random.default_rng(9), 8)
+    assert [batch.track[k] == batch.track[7 - k] for k in range(2)] == [True, True]
+    plain = _augmenter(tracks=6).draw(np.random.default_rng(3), 12)
+    assert np.array_equal(plain.track, _augmenter(tracks=6, groups=groups).draw(
+        np.random.default_rng(3), 12).track)  # fmt: skip
+    with pytest.raises(ConfigError, match="one group per music recording"):
+        _augmenter(tracks=6, groups=groups[:5])
 
 
 def test_query_view_is_the_index_view_shifted_and_degraded() -> None:
@@ -451,11 +482,12 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
         )  # fmt: skip
 
     extra = ("--babble-weight", "3", "--align-weight", "0.5", "--outsiders", "4", "--queue", "16")
-    tuned = tune("tuned", *extra)
+    tuned = tune("tuned", *extra, "--grouped-fraction", "0.5")
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     assert f"starting from the weights of {run / 'best.pt'}" in tuned.stdout
     saved = torch.load(tmp_path / "tuned" / "last.pt", map_location="cpu", weights_only=False)
     assert saved["train_config"]["augment"]["babble_weight"] == 3
+    assert saved["train_config"]["augment"]["grouped_fraction"] == 0.5
     assert saved["train_config"]["align_weight"] == 0.5
     assert saved["train_config"]["outsiders"] == 4 and saved["train_config"]["queue"] == 16
     assert saved["queue"]["vectors"].shape == (8, 128)  # one step of 8 clean views queued
