@@ -34,7 +34,7 @@ import bench
 from synesthete.clients.app import open_engine
 from synesthete.index.builder import build_index
 from synesthete.index.config import IndexConfig
-from synesthete.index.frechet import distance_row, distance_rows
+from synesthete.index.frechet import distance_row, distance_rows, step_range
 from synesthete.inference.augment import CONDITIONS, source_seconds_needed
 from synesthete.inference.config import EncoderConfig
 from synesthete.inference.torchscript import TorchScriptEncoder
@@ -56,7 +56,9 @@ def record(args: argparse.Namespace) -> int:
         work / "index", [Path(t.path) for t in library], encoder=encoder, config=IndexConfig()
     )
     engine = open_engine(
-        index_dir=work / "index", encoder_config=EncoderConfig(model_path=args.model)
+        index_dir=work / "index",
+        encoder_config=EncoderConfig(model_path=args.model),
+        live_hop_s=args.live_hop,
     )
     print(f"lab: index of {len(library)} tracks in {time.perf_counter() - began:.0f} s")
     lib = engine.library
@@ -157,30 +159,33 @@ def record(args: argparse.Namespace) -> int:
         positions=np.concatenate(positions),
         speeds=np.array(lib.speeds),
         versions=json.dumps({str(i.id): sorted(lib.versions(i.id)) for i in infos}),
+        live_hop_s=np.array(args.live_hop),
     )
     print(f"lab: wrote {args.out} ({len(rows)} queries)")
     return 0
 
 
-STEPS = (3, 5)
-"""Track windows (0.5 s) one live window (2 s) may advance: the matcher's ``step_range``."""
+INDEX_HOP_S = 0.5
 
 PATH_MODES = {"ema": 0.3, "mean": None, "bottleneck": 1.0}
 """How a path's distances are pooled: the matcher's EMA (weight 0.3 on the past), their
 plain mean, or their largest (the stepped Fréchet bottleneck)."""
 
 
-def path_costs(rows: np.ndarray, decay: float | None) -> np.ndarray:
+def path_costs(
+    rows: np.ndarray, decay: float | None, steps: tuple[int, int] = (3, 5)
+) -> np.ndarray:
     """Per live window ``t`` and curve position ``j``, the cost of the best path of stepped
-    positions ending at ``j`` (``rows [T, M]``, the distances): see ``PATH_MODES``."""
+    positions ending at ``j`` (``rows [T, M]``, the distances; ``steps``, the track windows
+    one live window may advance, the matcher's ``step_range``): see ``PATH_MODES``."""
     n_t, m = rows.shape
     out = np.empty_like(rows)
     acc = rows[0].copy()
     out[0] = acc
     for t in range(1, n_t):
         prev = np.full(m, np.inf)
-        for s in range(STEPS[0], STEPS[1] + 1):
-            prev[s:] = np.minimum(prev[s:], acc[:-s])
+        for s in range(steps[0], steps[1] + 1):
+            prev[s:] = np.minimum(prev[s:], acc[:-s] if s else acc)
         if decay is None:
             # Running sum; a path that cannot reach back starts here at the mean cost.
             summed = prev + rows[t]
@@ -201,6 +206,10 @@ def window_features(lab: dict[str, Any], decay: float | None, horizon: int) -> n
     best track's path cost d1, the runner-up track's d2, the mean and std of the next ten
     tracks' costs, query is a negative). Versions of the best track are not its rivals."""
     curves = lab["curves"]
+    hop = lab["live_hop_s"]
+    steps = step_range(live_hop_s=hop, index_hop_s=INDEX_HOP_S, tempo_tolerance=0.12)
+    if decay is not None and 0.0 < decay < 1.0:
+        decay = decay ** (hop / 2.0)  # the same time constant as at the 2 s hop
     out: list[tuple[float, ...]] = []
     for i, r in enumerate(lab["rows"]):
         emb = lab["emb"][lab["starts"][i] : lab["starts"][i] + lab["lengths"][i]]
@@ -209,7 +218,7 @@ def window_features(lab: dict[str, Any], decay: float | None, horizon: int) -> n
         for (track, _variant), (lo, hi) in lab["slices"].items():
             for t in range(len(emb)):
                 first = max(0, t + 1 - horizon)
-                cost = float(path_costs(dist[first : t + 1, lo:hi], decay)[-1].min())
+                cost = float(path_costs(dist[first : t + 1, lo:hi], decay, steps)[-1].min())
                 per_t[t][track] = min(cost, per_t[t].get(track, np.inf))
         for t, scores in enumerate(per_t):
             best = min(scores, key=lambda k: scores[k])
@@ -242,6 +251,7 @@ def load_lab(path: Path) -> dict[str, Any]:
         "curves": z["curves"],
         "slices": slices,
         "versions": {int(k): set(v) for k, v in json.loads(str(z["versions"])).items()},
+        "live_hop_s": float(z["live_hop_s"]) if "live_hop_s" in z else 2.0,
     }
 
 
@@ -262,7 +272,7 @@ def true_window_distances(lab: dict[str, Any]) -> None:
                     continue
                 d = distance_row(q, lab["curves"][lo:hi])
                 if not speed_query:
-                    j = round((r["start_s"] + 2.0 * t * r["tempo"]) / 0.5)
+                    j = round((r["start_s"] + lab["live_hop_s"] * t * r["tempo"]) / INDEX_HOP_S)
                     d = d[max(0, j - 2) : j + 3]
                 if d.size:
                     best = min(best, float(d.min()))
@@ -277,14 +287,17 @@ EXACT_KINDS = ("clean", "codec64", "speed+6", "tempo+6")
 """Conditions whose windows should all support a position path (``path_max_distance``)."""
 
 
-def score_rules(feats: np.ndarray, kinds: list[str], max_fp: float) -> None:
+def score_rules(
+    feats: np.ndarray, kinds: list[str], max_fp: float, live_hop_s: float = 2.0
+) -> None:
     """Each rule at the loosest threshold that fires on at most ``max_fp`` of the
-    negatives: per condition, the known queries answered right by 6 s (the first two
-    windows) and by 12 s."""
+    negatives: per condition, the known queries answered right by 6 s (the live windows
+    up to the one that ends 6 s in: two at the 2 s hop) and by 12 s."""
     q, t = feats[:, 0].astype(int), feats[:, 1].astype(int)
     right, d1, d2, cm, cs = feats[:, 2].astype(bool), *feats[:, 3:7].T
     neg = feats[:, 7].astype(bool)
     first = t >= 1
+    at6 = round(2.0 / live_hop_s)  # the live window that ends 6 s in
     rules = {
         "distance": -d1,
         "margin": d2 - d1,
@@ -300,10 +313,10 @@ def score_rules(feats: np.ndarray, kinds: list[str], max_fp: float) -> None:
     # second live window, 6 s, and at the last).
     cells = []
     for kind in conditions:
-        at6 = np.array([kinds[int(i)] == kind for i in q]) & ~neg & (t == 1)
+        by6 = np.array([kinds[int(i)] == kind for i in q]) & ~neg & (t == at6)
         last = np.array([kinds[int(i)] == kind for i in q]) & ~neg
         ends = [np.flatnonzero(last & (q == i)).max() for i in sorted(set(q[last].tolist()))]
-        cells.append(f"{kind} {100 * right[at6].mean():.0f}/{100 * right[ends].mean():.0f}")
+        cells.append(f"{kind} {100 * right[by6].mean():.0f}/{100 * right[ends].mean():.0f}")
     print(f"  {'best track, no threshold (ceiling)':34s} FP 100 %" + " " * 13 + "  ".join(cells))
     for name, score in rules.items():
         threshold = np.inf
@@ -321,7 +334,7 @@ def score_rules(feats: np.ndarray, kinds: list[str], max_fp: float) -> None:
                 if hits.size:
                     k = hits[np.argmin(t[hits])]
                     by12 += bool(right[k])
-                    by6 += bool(right[k]) and t[k] <= 1
+                    by6 += bool(right[k]) and t[k] <= at6
             cells.append(f"{kind} {100 * by6 / len(queries):.0f}/{100 * by12 / len(queries):.0f}")
         fp = len(set(q[neg & fires].tolist())) / n_neg
         print(f"  {name:34s} FP {100 * fp:.1f} % at {threshold:+.3f}  " + "  ".join(cells))
@@ -348,7 +361,7 @@ def report(args: argparse.Namespace) -> int:
             began = time.perf_counter()
             feats = window_features(lab, PATH_MODES[mode], horizon)
             print(f"path {mode}, last {horizon} windows ({time.perf_counter() - began:.0f} s):")
-            score_rules(feats, kinds, args.max_fp)
+            score_rules(feats, kinds, args.max_fp, lab["live_hop_s"])
     return 0
 
 
@@ -363,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", type=Path, required=True)
     rec.add_argument("--per-condition", type=int, default=60)
     rec.add_argument("--negatives-per-kind", type=int, default=80)
+    rec.add_argument("--live-hop", type=float, default=2.0, help="seconds between live windows")
     rep = sub.add_parser("report")
     rep.add_argument("lab", type=Path)
     rep.add_argument("--modes", nargs="+", choices=sorted(PATH_MODES), default=["ema", "mean"])
