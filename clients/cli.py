@@ -26,7 +26,11 @@ from synesthete.constants import (
     SOUNDS_LIKE_DISTANCES,
 )
 from synesthete.errors import ConfigError, SynestheteError
-from synesthete.index.config import DEFAULT_SPEED_VARIANTS, parse_speed_variants
+from synesthete.index.config import (
+    DEFAULT_DELTA_FRACTION,
+    DEFAULT_SPEED_VARIANTS,
+    parse_speed_variants,
+)
 
 if TYPE_CHECKING:
     from synesthete.clients.app import Engine
@@ -115,6 +119,16 @@ def _speed_variants_arg(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _delta_fraction_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a fraction like 0.1 is needed, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, got {text}")
+    return value
+
+
 def _add_sounds_like_arg(parser: argparse.ArgumentParser, *, flag: str) -> None:
     parser.add_argument(
         flag,
@@ -166,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "index",
         help="build and maintain a library index",
         description="Build and maintain the library index that identify, listen and similar"
-        " search: build, add, remove, stats.",
+        " search: build, add, remove, compact, stats.",
     )
     index_commands = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     for name, text in (
@@ -238,7 +252,29 @@ def build_parser() -> argparse.ArgumentParser:
             " UMAP fit, tens of seconds in a fresh process; 'synesthete map' then lays it"
             " out when asked)",
         )
+        if name == "add":
+            sub.add_argument(
+                "--delta-fraction",
+                type=_delta_fraction_arg,
+                default=None,
+                metavar="F",
+                help="write the new tracks as a delta beside the main generation (the add costs"
+                " what they cost) while the deltas hold at most this fraction of the main"
+                " generation's windows, else a fresh main generation; 0: always a fresh one"
+                f" (default {DEFAULT_DELTA_FRACTION:g})",
+            )
         _add_encoder_args(sub)
+    compact = index_commands.add_parser(
+        "compact",
+        help="merge the deltas of index add into a fresh main generation",
+        description="Merge the deltas that index add wrote beside the main generation into a"
+        " fresh main generation (the ANN, versions and sonic map made anew, as index build"
+        " would). Nothing is written when there are no deltas.",
+    )
+    compact.add_argument("--index", type=Path, required=True, help=INDEX_HELP)
+    compact.add_argument(
+        "--no-map", action="store_true", help="do not lay out and store the sonic map"
+    )
     remove = index_commands.add_parser(
         "remove",
         help="remove tracks by id, path or folder",
@@ -670,6 +706,14 @@ def _cmd_index(args: argparse.Namespace) -> int:
         return 0
     if args.index_command == "list":
         return _list_tracks(args.index, search=args.search, fmt=args.format)
+    if args.index_command == "compact":
+        report = builder.compact_index(
+            args.index, config=IndexConfig(sonic_map=False) if args.no_map else None
+        )
+        for note in report.notes:
+            print(f"synesthete: {note}", file=sys.stderr)
+        print(report.summary())
+        return 0
     if args.index_command == "remove":
         report = builder.remove_from_index(args.index, list(args.targets))
         for target, reason in report.skipped:
@@ -712,7 +756,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
                     [Path(p) for p in args.paths],
                     encoder=encoder,
                     progress=progress,
-                    config=IndexConfig(sonic_map=False) if args.no_map else None,
+                    config=_add_config(args),
                 )
     except builder.NothingIndexedError as err:
         # Every file was bad: say why for each (and in the report) before the error line.
@@ -720,6 +764,19 @@ def _cmd_index(args: argparse.Namespace) -> int:
         raise
     _write_build_report(report, args.report, summary=True)
     return 0
+
+
+def _add_config(args: argparse.Namespace) -> IndexConfig | None:
+    """``index add``'s settings: ``None`` (the index's own, map as the main generation has
+    it) unless ``--no-map`` or ``--delta-fraction`` say otherwise."""
+    from synesthete.index.config import IndexConfig
+
+    if not args.no_map and args.delta_fraction is None:
+        return None
+    return IndexConfig(
+        sonic_map=not args.no_map,
+        **({} if args.delta_fraction is None else {"delta_fraction": args.delta_fraction}),
+    )
 
 
 def _build_on_ray(

@@ -39,7 +39,7 @@ from synesthete.stream.windowing import Windower
 
 from .art import CoverArt, read_cover_art
 from .compact import COMPACT_LAYOUT, StoreLayout
-from .config import IndexConfig
+from .config import MAX_DELTAS, IndexConfig
 from .decode import decode_mono_16k_speeds
 from .milvus_store import ANNOY_STORE, VectorStore
 from .scan import iter_audio_files
@@ -47,6 +47,8 @@ from .sonic import SonicHead
 from .sonic_file import packaged_head
 from .sonic_store import NO_MAP, SONIC_AUDIO_HOP_S
 from .store import (
+    DELTA_BASE_KEY,
+    DELTA_PARENT_KEY,
     GenerationWriter,
     Library,
     TrackRecord,
@@ -82,6 +84,8 @@ _WRITER_META_KEYS = frozenset(
         "ann_dim",
         "vector_store",
         "milvus_collection",
+        DELTA_PARENT_KEY,
+        DELTA_BASE_KEY,
     }
 )
 
@@ -121,7 +125,7 @@ class IndexedTrack:
 class BuildReport:
     """What a build, add or remove did. ``to_json`` is what ``--report`` writes."""
 
-    action: Literal["build", "add", "remove"]
+    action: Literal["build", "add", "remove", "compact"]
     index_dir: str
     generation: str | None = None
     """The live generation afterwards (unchanged if nothing changed)."""
@@ -140,6 +144,10 @@ class BuildReport:
     notes: list[str] = field(default_factory=list)
     """One line each: what the new generation left out (e.g. the sonic map without
     umap-learn)."""
+    delta: bool = False
+    """The new generation is a delta on top of the main one (``add_to_index``)."""
+    merged_deltas: int = 0
+    """Deltas merged into the new main generation (``compact_index``)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -163,6 +171,12 @@ class BuildReport:
         """One line for the terminal."""
         if self.action == "remove":
             done = f"removed {_plural(len(self.removed), 'track')}"
+        elif self.action == "compact":
+            done = (
+                f"merged {_plural(self.merged_deltas, 'delta')} into a fresh main generation"
+                if self.merged_deltas
+                else "no deltas to merge"
+            )
         else:
             done = (
                 f"indexed {_plural(len(self.indexed), 'file')} ({self.windows} windows, "
@@ -175,6 +189,7 @@ class BuildReport:
         state = (
             f"{self.generation}: {_plural(self.total_tracks, 'track')}, "
             f"{_plural(self.total_windows, 'window')}"
+            + (" (a delta beside the main generation)" if self.delta else "")
             if self.generation
             else "no index written"
         )
@@ -270,15 +285,23 @@ def add_to_index(
 ) -> BuildReport:
     """Add the audio files under ``paths`` to an existing index, as a new generation.
 
-    Only new and changed files are embedded; stored windows of the other
-    tracks are copied. A path already indexed with the same content hash is
-    ``unchanged``; with different content it is re-embedded and keeps its id.
-    New tracks get ids after the largest ever given in this index (ids of
-    removed tracks are not reused). The index's stored hop,
-    n_trees and seed are used whatever ``config`` says (existing windows are
-    on that grid); ``config`` supplies the batch size and the length and
-    silence limits. When nothing new could be indexed no generation is
-    written and the report says so.
+    Only new and changed files are embedded. A path already indexed with the same
+    content hash is ``unchanged``; with different content it is re-embedded and keeps its
+    id. New tracks get ids after the largest ever given in this index (ids of removed
+    tracks are not reused). The index's stored hop, n_trees and seed are used whatever
+    ``config`` says (existing windows are on that grid); ``config`` supplies the batch
+    size, the length and silence limits and ``delta_fraction``. When nothing new could be
+    indexed no generation is written and the report says so.
+
+    **A delta, or a fresh main generation.** New tracks alone go into a *delta*
+    generation on top of the live one (their windows, ANN, tables, versions and "sounds
+    like" vectors; ``store.Library`` reads the chain as one), so an add costs what its own
+    tracks cost and leaves the main generation's files untouched. The add writes a fresh
+    main generation instead (every track's stored windows copied, the ANN, versions and
+    map made anew, as ``compact_index`` does) when the deltas would then hold more than
+    ``config.delta_fraction`` of the main generation's windows, when there would be more
+    than ``MAX_DELTAS`` of them, or when a changed file is re-embedded (a delta never
+    holds a track the generations below it hold).
     """
     started = time.perf_counter()
     root = Path(index_dir)
@@ -349,20 +372,11 @@ def add_to_index(
             if progress is not None:
                 progress.on_file(path, "updated")
 
-        for record in sorted(lib.records(), key=lambda r: r.window_start):
-            if record.path in updated:
-                (new_record, windows, variants, art), sonic = updated[record.path]
-                placed = writer.add_track(new_record, windows, variants, art=art, sonic=sonic)
-                _count(report, placed, status="updated")
-                _report_audio(progress, placed.duration_s)
-            else:
-                writer.add_track(
-                    record,
-                    lib.curve(record.id),
-                    lib.variant_curves(record.id),
-                    art=lib.art(record.id),
-                    sonic=lib.sonic_curve(record.id),
-                )
+        # A fresh main generation copies the stored tracks first (as before deltas);
+        # a delta takes the new ones alone, and may still turn into a fresh one below.
+        as_delta = not updated and effective.delta_fraction > 0.0
+        if not as_delta:
+            _copy_tracks(writer, lib, updated=updated, report=report, progress=progress)
 
         # Ids of removed tracks are never handed out again (the store keeps the high-water mark).
         next_id = max([lib.last_track_id, *(r.id for r in existing.values())]) + 1
@@ -385,7 +399,18 @@ def add_to_index(
             if progress is not None:
                 progress.on_file(path, status)
 
-        if report.indexed:
+        if report.indexed and as_delta and _delta_fits(lib, writer.n_rows, effective):
+            report.generation = writer.commit(
+                meta=_carried_meta(lib), n_trees=lib.n_trees, seed=lib.seed, delta_of=lib
+            )
+            report.delta = True
+            report.notes.extend(writer.notes)
+            report.total_tracks = lib.n_tracks + len(writer.records)
+            report.total_windows = lib.n_windows + writer.n_rows
+        elif report.indexed:
+            if as_delta:
+                # Past the deltas' share: the stored tracks follow the new ones.
+                _copy_tracks(writer, lib, updated={}, report=report, progress=progress)
             meta = _carried_meta(lib)
             lib.close()
             report.generation = writer.commit(meta=meta, n_trees=lib.n_trees, seed=lib.seed)
@@ -397,6 +422,88 @@ def add_to_index(
             report.total_tracks = lib.n_tracks
             report.total_windows = lib.n_windows
             writer.abort()
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def _copy_tracks(
+    writer: GenerationWriter,
+    lib: Library,
+    *,
+    updated: dict[str, tuple[_Embedded, npt.NDArray[np.float32] | None]],
+    report: BuildReport,
+    progress: ProgressCallback | None,
+) -> None:
+    """Append every stored track of ``lib`` to ``writer`` in row order (main generation, then
+    its deltas), re-embedded ones (``updated``, by path) in place of their stored curves."""
+    for record in sorted(lib.records(), key=lambda r: r.window_start):
+        if record.path in updated:
+            (new_record, windows, variants, art), sonic = updated[record.path]
+            placed = writer.add_track(new_record, windows, variants, art=art, sonic=sonic)
+            _count(report, placed, status="updated")
+            _report_audio(progress, placed.duration_s)
+        else:
+            writer.add_track(
+                record,
+                lib.curve(record.id),
+                lib.variant_curves(record.id),
+                art=lib.art(record.id),
+                sonic=lib.sonic_curve(record.id),
+            )
+
+
+def _delta_fits(lib: Library, new_windows: int, config: IndexConfig) -> bool:
+    """Whether ``new_windows`` more rows may go into a delta on top of ``lib``."""
+    if len(lib.parts) > MAX_DELTAS:
+        return False
+    return lib.delta_windows + new_windows <= config.delta_fraction * lib.main_windows
+
+
+def compact_index(
+    index_dir: str | os.PathLike[str], *, config: IndexConfig | None = None
+) -> BuildReport:
+    """Merge the deltas of ``index_dir`` into a fresh main generation (``index compact``).
+
+    Every track's stored windows are copied, in the library's row order (the main
+    generation's, then each delta's), and the ANN, version pairs, "sounds like" vectors and
+    map are made anew: the same generation ``index build`` would write from the same
+    curves. Nothing is written when the live generation has no deltas. ``config`` supplies
+    ``sonic_map`` (default: as the main generation did).
+    """
+    started = time.perf_counter()
+    root = Path(index_dir)
+    report = BuildReport(action="compact", index_dir=str(root))
+    with Library.open(root) as probe:
+        dim, speed_variants, layout = probe.dim, probe.speeds[1:], probe.layout
+        store = probe.vector_store
+        sonic_map = config.sonic_map if config is not None else _stores_map(probe)
+    with (
+        GenerationWriter(
+            index_dir=root,
+            dim=dim,
+            speed_variants=speed_variants,
+            layout=layout,
+            vector_store=store,
+            sonic_map=sonic_map,
+        ) as writer,
+        Library.open(root) as lib,
+    ):
+        _check_same_speeds(lib, writer)
+        if len(lib.parts) == 1:
+            report.generation = lib.generation
+            report.total_tracks = lib.n_tracks
+            report.total_windows = lib.n_windows
+            writer.abort()
+        else:
+            _copy_tracks(writer, lib, updated={}, report=report, progress=None)
+            report.merged_deltas = len(lib.parts) - 1
+            meta = _carried_meta(lib)
+            n_trees, seed = lib.n_trees, lib.seed
+            lib.close()
+            report.generation = writer.commit(meta=meta, n_trees=n_trees, seed=seed)
+            report.notes.extend(writer.notes)
+            report.total_tracks = len(writer.records)
+            report.total_windows = writer.n_rows
     report.elapsed_s = time.perf_counter() - started
     return report
 
@@ -480,9 +587,11 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
     root = Path(index_dir)
     with Library.open(root, verify=True if verify else None) as lib:
         records = lib.records()
-        file_bytes = {
-            p.name: p.stat().st_size for p in sorted(lib.generation_dir.iterdir()) if p.is_file()
-        }
+        file_bytes: dict[str, int] = {}
+        for part in lib.parts:
+            for path in sorted((root / part).iterdir()):
+                if path.is_file():
+                    file_bytes[path.name] = file_bytes.get(path.name, 0) + path.stat().st_size
         disk_bytes = sum(file_bytes.values())
         with_art = [r.art for r in records if r.art is not None]
         total_s = sum(r.duration_s for r in records)
@@ -493,6 +602,18 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
             "index_dir": str(root),
             "generation": lib.generation,
             "generations_on_disk": list_generations(root),
+            **(
+                {
+                    "main_generation": lib.base_generation,
+                    "deltas": list(lib.parts[1:]),
+                    "delta_tracks": lib.delta_tracks,
+                    "delta_windows_percent": round(
+                        100.0 * lib.delta_windows / max(lib.main_windows, 1), 1
+                    ),
+                }
+                if len(lib.parts) > 1
+                else {}
+            ),
             "format_version": format_version,
             "layout": lib.layout.describe(),
             "vector_store": lib.vector_store.text,
@@ -595,6 +716,7 @@ def _stored_config(lib: Library, config: IndexConfig | None) -> IndexConfig:
         min_duration_s=base.min_duration_s,
         silence_dbfs=base.silence_dbfs,
         sonic_map=base.sonic_map if config is not None else _stores_map(lib),
+        delta_fraction=base.delta_fraction,
     )
 
 

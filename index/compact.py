@@ -320,3 +320,87 @@ class RowMapLike(Protocol):
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 
     def count_of(self, rows: npt.ArrayLike) -> npt.NDArray[np.int64]: ...
+
+
+class StackedWindows(StoredWindows):
+    """The windows of several generation folders (a main generation and its deltas) as one
+    row space: part ``p``'s rows follow part ``p - 1``'s. ``raw`` is the first part's array
+    (read rows through ``rows`` and ``take``); a curve never straddles two parts."""
+
+    def __init__(self, parts: Sequence[StoredWindows]) -> None:
+        if not parts:
+            raise LibraryError("stacked windows need at least one part")
+        dims = {p.dim for p in parts}
+        dtypes = {p.dtype for p in parts}
+        if len(dims) != 1 or len(dtypes) != 1:
+            raise LibraryError(
+                "a delta's windows differ from its main generation's in dim or dtype"
+            )
+        super().__init__(windows=parts[0].raw)
+        self.parts = tuple(parts)
+        self.n_rows = sum(p.n_rows for p in parts)
+        self._starts = np.cumsum([0, *(p.n_rows for p in parts)]).astype(np.int64)
+
+    def rows(self, start: int, stop: int) -> npt.NDArray[np.float32]:
+        start, stop = max(0, start), min(self.n_rows, stop)
+        if stop <= start:
+            return np.zeros((0, self.dim), np.float32)
+        first = int(np.searchsorted(self._starts, start, side="right")) - 1
+        if stop <= self._starts[first + 1]:
+            base = int(self._starts[first])
+            return self.parts[first].rows(start - base, stop - base)
+        pieces = []
+        for p, part in enumerate(self.parts):
+            lo, hi = max(start, int(self._starts[p])), min(stop, int(self._starts[p + 1]))
+            if lo < hi:
+                base = int(self._starts[p])
+                pieces.append(np.asarray(part.rows(lo - base, hi - base), dtype=np.float32))
+        return np.concatenate(pieces)
+
+    def take(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        flat = np.asarray(rows, dtype=np.int64)
+        out = np.zeros((flat.shape[0], self.dim), np.float32)
+        slot = np.searchsorted(self._starts, flat, side="right") - 1
+        for p, part in enumerate(self.parts):
+            mine = np.flatnonzero(slot == p)
+            if mine.size:
+                out[mine] = part.take(flat[mine] - self._starts[p])
+        return out
+
+
+class MergedCandidates:
+    """A ``CandidateSource`` over several (a main generation's and its deltas'): each query
+    goes to every source, and the hits are merged by distance (top ``k`` of them all).
+
+    Track ids are unique across the sources (a delta never holds a track of the main
+    generation), so the hits need no translation. ``close`` closes every source.
+    """
+
+    def __init__(self, sources: Sequence[ClosableSource]) -> None:
+        if not sources:
+            raise LibraryError("merged candidates need at least one source")
+        self.sources = tuple(sources)
+
+    def query(self, embeddings: npt.NDArray[np.float32], *, k: int) -> list[list[Neighbor]]:
+        """``embeddings [n, D]`` -> n lists of up to ``k`` neighbours, nearest first."""
+        answers = [source.query(embeddings, k=k) for source in self.sources]
+        merged: list[list[Neighbor]] = []
+        for per_source in zip(*answers, strict=True):
+            hits = [n for found in per_source for n in found]
+            hits.sort(key=lambda n: n.distance)
+            merged.append(hits[:k])
+        return merged
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
+
+
+class ClosableSource(Protocol):
+    """A ``protocols.CandidateSource`` that holds files or connections open."""
+
+    def query(
+        self, embeddings: npt.NDArray[np.float32], *, k: int
+    ) -> Sequence[Sequence[Neighbor]]: ...
+
+    def close(self) -> None: ...

@@ -24,6 +24,21 @@ reader sees either the old or the new library, never a mix. The previous
 generation is kept after a switch (a reader that opened it keeps working);
 older ones are deleted.
 
+Deltas
+------
+``index add`` writes a *delta* (``builder.add_to_index``): a generation folder of the
+same kind holding only the new tracks (their int8 curves, an Annoy file over their ANN
+items on the main generation's projection, a copy of that projection, their rows of
+the tables with ids that continue the library's, the version pairs they are in, their
+"sounds like" vectors; no map), with ``format_version`` ``3-delta`` and meta
+``delta_parent`` (the generation it was added on) and ``delta_base`` (the main one).
+``CURRENT`` names the newest delta; ``Library.open`` follows ``delta_parent`` down to the
+main generation and reads the chain as one library (``Library.parts``), so an add
+never rewrites the main generation's files. ``compact`` (or an add past the deltas'
+share, ``IndexConfig.delta_fraction``) writes a fresh main generation; publishing keeps
+the new chain and the previous one (its readers), and deletes the rest. A delta is
+published exactly as any generation is, so what follows holds for it too.
+
 A writer killed at any point (tests/test_kill_loop.py does it with SIGKILL)
 leaves the live generation as it was, plus at most a ``.tmp-gen-*`` folder or
 an unpublished ``gen-N`` above ``CURRENT``; the next writer deletes those once
@@ -89,7 +104,9 @@ from .art import CoverArt
 from .compact import (
     COMPACT_LAYOUT,
     ItemSearch,
+    MergedCandidates,
     RefinedCandidates,
+    StackedWindows,
     StoredWindows,
     StoreLayout,
     ann_rows,
@@ -107,7 +124,15 @@ from .tags import displayable
 from .versions import VersionConfig, VersionPair, find_versions, version_groups
 
 FORMAT_VERSION = 3
-READABLE_FORMAT_VERSIONS = ("1", "2", "3")
+DELTA_FORMAT_VERSION = "3-delta"
+"""The ``format_version`` of a delta generation: a version before deltas refuses it in one
+line ("not supported; rebuild") instead of reading only the tracks the delta added."""
+READABLE_FORMAT_VERSIONS = ("1", "2", "3", DELTA_FORMAT_VERSION)
+DELTA_PARENT_KEY = "delta_parent"
+"""Meta of a delta generation: the generation it was added on top of (main or delta)."""
+DELTA_BASE_KEY = "delta_base"
+"""Meta of a delta generation: the main generation at the bottom of its chain."""
+MAX_DELTA_CHAIN = 64
 CURRENT_NAME = "CURRENT"
 LOCK_NAME = ".lock"
 SQLITE_NAME = "library.sqlite"
@@ -244,11 +269,35 @@ def row_map_of(records: Sequence[TrackRecord]) -> RowMap:
     )
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
+class GenerationPart:
+    """One generation folder as read from disk: a main generation, or a delta on top of one.
+
+    ``records`` carry the folder's own row numbers (its ``windows.npy``); ``Library`` puts
+    the parts one after another in one row space.
+    """
+
+    name: str
+    meta: dict[str, str]
+    records: list[TrackRecord]
+    windows: StoredWindows
+    version_pairs: tuple[VersionPair, ...] = ()
+    projection: npt.NDArray[np.float32] | None = None
+    sizes_bytes: int = 0
+
+
 class Library:
     """A read-only view of the live generation of an index folder.
 
     Implements ``protocols.CurveLibrary``. The windows are memory-mapped, so
     ``curve`` returns views without copying. Open with ``Library.open``.
+
+    The live generation may be a *delta* (``index add``, see ``builder.add_to_index``):
+    a small folder with only the tracks added since the main generation was written, on
+    top of it (and of earlier deltas). The library reads the chain as one: tracks, curves
+    (the parts' rows one after another), versions, "sounds like" vectors, and candidates
+    from every part's ANN merged by distance. ``generation`` is the live (newest) folder,
+    ``base_generation`` and ``generation_dir`` the main one, ``parts`` all of them.
     """
 
     def __init__(
@@ -261,9 +310,11 @@ class Library:
         windows: npt.NDArray[np.float32] | StoredWindows,
         version_pairs: Sequence[VersionPair] = (),
         projection: npt.NDArray[np.float32] | None = None,
+        deltas: Sequence[GenerationPart] = (),
     ) -> None:
         self.index_dir = index_dir
-        self.generation = generation
+        self.base_generation = generation
+        self.generation = deltas[-1].name if deltas else generation
         self.generation_dir = index_dir / generation
         self.meta: dict[str, str] = dict(meta)
         self.encoder_name = self.meta["encoder_name"]
@@ -276,23 +327,52 @@ class Library:
             self.vector_store = parse_vector_store(self.meta.get("vector_store", "annoy"))
         except ConfigError as err:
             raise LibraryError(f"{self.generation_dir}: {err}") from None
+        main = GenerationPart(
+            name=generation,
+            meta=dict(meta),
+            records=list(records),
+            windows=windows
+            if isinstance(windows, StoredWindows)
+            else StoredWindows(windows=windows),
+            version_pairs=tuple(version_pairs),
+            projection=projection,
+        )
+        self._parts: tuple[GenerationPart, ...] = (main, *deltas)
+        self._speeds = (1.0, *parse_speed_variants(self.meta.get("speed_variants", "[]")))
+        # Each part's tracks, on its own rows (its ANN's items), then on the library's.
+        self._part_row_maps: list[RowMap] = []
+        placed: list[TrackRecord] = []
+        self._part_of: dict[int, int] = {}
+        offset = 0
+        for p, part in enumerate(self._parts):
+            self._check_part(part)
+            local = sorted(part.records, key=lambda r: r.window_start)
+            self._part_row_maps.append(row_map_of(local))
+            for r in local:
+                if r.id in self._part_of:
+                    raise LibraryError(
+                        f"{self.index_dir / part.name}: track {r.id} is also in "
+                        f"{self._parts[self._part_of[r.id]].name}"
+                    )
+                self._part_of[r.id] = p
+                placed.append(_shifted(r, offset) if offset else r)
+            offset += part.windows.n_rows
         # The largest id ever given in this index, removed tracks included.
         self.last_track_id = max(
-            _meta_int(self.meta, "last_track_id") if "last_track_id" in self.meta else 0,
-            max((r.id for r in records), default=0),
+            *(
+                _meta_int(part.meta, "last_track_id") if "last_track_id" in part.meta else 0
+                for part in self._parts
+            ),
+            max((r.id for r in placed), default=0),
+            0,
         )
-        self._speeds = (1.0, *parse_speed_variants(self.meta.get("speed_variants", "[]")))
-        ordered = sorted(records, key=lambda r: r.window_start)
-        self._records = {r.id: r for r in ordered}
-        for r in ordered:
-            if len(r.variant_slices) != len(self._speeds) - 1:
-                raise LibraryError(
-                    f"{self.generation_dir}: track {r.id} has {len(r.variant_slices)} speed "
-                    f"variants, the index declares {len(self._speeds) - 1}"
-                )
-        self.row_map = row_map_of(ordered)
+        self._records = {r.id: r for r in placed}
+        self.row_map = row_map_of(placed)
         self.version_pairs = tuple(
-            p for p in version_pairs if p.track_a in self._records and p.track_b in self._records
+            p
+            for part in self._parts
+            for p in part.version_pairs
+            if p.track_a in self._records and p.track_b in self._records
         )
         groups = version_groups(
             list(self._records), [(p.track_a, p.track_b) for p in self.version_pairs]
@@ -301,30 +381,43 @@ class Library:
         for track_id, group in groups.items():
             members.setdefault(group, set()).add(track_id)
         self._versions = {t: frozenset(members[g] - {t}) for t, g in groups.items()}
-        stored = windows if isinstance(windows, StoredWindows) else StoredWindows(windows=windows)
-        if stored.raw.shape != (self.row_map.n_rows, self.dim):
-            raise LibraryError(
-                f"{self.generation_dir}: windows.npy is {stored.raw.shape}, the tracks table "
-                f"needs ({self.row_map.n_rows}, {self.dim})"
-            )
-        if stored.dtype != self.layout.windows_dtype:
-            raise LibraryError(
-                f"{self.generation_dir}: windows.npy is {stored.dtype}, the index meta says "
-                f"{self.layout.windows_dtype}"
-            )
-        expected_projection = (self.layout.ann_dim + 1, self.dim) if self.layout.ann_dim else None
-        if (None if projection is None else projection.shape) != expected_projection:
-            raise LibraryError(
-                f"{self.generation_dir}: {PROJECTION_NAME} does not fit ann_dim "
-                f"{self.layout.ann_dim} and dim {self.dim}"
-            )
-        self._stored: StoredWindows | None = stored
+        self._stored: StoredWindows | None = (
+            main.windows if not deltas else StackedWindows([p.windows for p in self._parts])
+        )
         self._projection = projection
         self._dense: npt.NDArray[np.float32] | None = None
-        self._candidates: list[AnnoyCandidates | RefinedCandidates] = []
+        self._candidates: list[AnnoyCandidates | RefinedCandidates | MergedCandidates] = []
         self._summaries: TrackSummaries | None = None
         self._sonic: tuple[StoredSonic | None] | None = None
         self._head: tuple[SonicHead | None] | None = None
+
+    def _check_part(self, part: GenerationPart) -> None:
+        where = self.index_dir / part.name
+        for r in part.records:
+            if len(r.variant_slices) != len(self._speeds) - 1:
+                raise LibraryError(
+                    f"{where}: track {r.id} has {len(r.variant_slices)} speed "
+                    f"variants, the index declares {len(self._speeds) - 1}"
+                )
+        n_rows = sum(n for r in part.records for _, n in r.slices)
+        stored = part.windows
+        if (stored.n_rows, stored.dim) != (n_rows, self.dim):
+            raise LibraryError(
+                f"{where}: windows.npy is {(stored.n_rows, stored.dim)}, the tracks table "
+                f"needs ({n_rows}, {self.dim})"
+            )
+        if stored.dtype != self.layout.windows_dtype:
+            raise LibraryError(
+                f"{where}: windows.npy is {stored.dtype}, the index meta says "
+                f"{self.layout.windows_dtype}"
+            )
+        expected_projection = (self.layout.ann_dim + 1, self.dim) if self.layout.ann_dim else None
+        shape = None if part.projection is None else part.projection.shape
+        if shape != expected_projection:
+            raise LibraryError(
+                f"{where}: {PROJECTION_NAME} does not fit ann_dim "
+                f"{self.layout.ann_dim} and dim {self.dim}"
+            )
 
     # -- opening -------------------------------------------------------------
 
@@ -339,38 +432,37 @@ class Library:
         when the generation is at most ``VERIFY_ON_OPEN_MAX_BYTES``, so a flipped
         byte in a small index is an error rather than wrong answers; ``False``
         never does. Annoy trusts its file, so a large index of doubtful origin
-        should be verified before it is queried.
+        should be verified before it is queried. A delta is opened with the
+        generations below it (``delta_parent``, down to the main one).
         """
         root = Path(index_dir)
-        generation = read_current(root)
-        gen_dir = root / generation
-        if not gen_dir.is_dir():
-            raise LibraryError(f"{root}: CURRENT names {generation}, which does not exist")
-        for name in (SQLITE_NAME, WINDOWS_NAME, MANIFEST_NAME):
-            if not (gen_dir / name).is_file():
-                raise LibraryError(f"{gen_dir}: {name} is missing")
-        sizes_bytes = _check_sizes(gen_dir, read_manifest(gen_dir))
-        meta, records, pairs = _read_sqlite(gen_dir / SQLITE_NAME)
-        layout = StoreLayout.from_meta(meta, n_trees=_meta_int(meta, "n_trees"))
-        if meta.get("vector_store", "annoy") == "annoy" and not (gen_dir / ANNOY_NAME).is_file():
-            raise LibraryError(f"{gen_dir}: {ANNOY_NAME} is missing")
-        windows = _load_npy(gen_dir / WINDOWS_NAME, dtype=layout.windows_dtype, ndim=2)
-        projection = (
-            np.asarray(_load_npy(gen_dir / PROJECTION_NAME, dtype="float32", ndim=2))
-            if layout.ann_dim
-            else None
-        )
+        chain = [_read_part(root, read_current(root))]
+        while DELTA_PARENT_KEY in chain[-1].meta:
+            if len(chain) > MAX_DELTA_CHAIN:
+                raise LibraryError(f"{root}: more than {MAX_DELTA_CHAIN} deltas in a chain")
+            parent = chain[-1].meta[DELTA_PARENT_KEY]
+            if not GENERATION_RE.match(parent):
+                raise LibraryError(f"{root / chain[-1].name}: meta names a bad parent {parent!r}")
+            chain.append(_read_part(root, parent))
+        main, deltas = chain[-1], chain[-2::-1]
+        for delta in deltas:
+            if delta.meta.get(DELTA_BASE_KEY) != main.name:
+                raise LibraryError(
+                    f"{root / delta.name}: a delta of {delta.meta.get(DELTA_BASE_KEY)!r}, "
+                    f"found on top of {main.name}"
+                )
         library = cls(
             index_dir=root,
-            generation=generation,
-            meta=meta,
-            records=records,
-            windows=StoredWindows(windows=windows),
-            version_pairs=pairs,
-            projection=projection,
+            generation=main.name,
+            meta=main.meta,
+            records=main.records,
+            windows=main.windows,
+            version_pairs=main.version_pairs,
+            projection=main.projection,
+            deltas=deltas,
         )
         if verify is None:
-            verify = sizes_bytes <= VERIFY_ON_OPEN_MAX_BYTES
+            verify = sum(p.sizes_bytes for p in chain) <= VERIFY_ON_OPEN_MAX_BYTES
         if verify:
             try:
                 library.verify()
@@ -378,6 +470,32 @@ class Library:
                 library.close()
                 raise
         return library
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The generation folders this library reads: the main one, then its deltas."""
+        return tuple(p.name for p in self._parts)
+
+    @property
+    def delta_tracks(self) -> int:
+        """Tracks in the deltas on top of the main generation (0 without deltas)."""
+        return sum(len(p.records) for p in self._parts[1:])
+
+    @property
+    def delta_windows(self) -> int:
+        """Windows (rows, every curve) in the deltas on top of the main generation."""
+        return sum(p.windows.n_rows for p in self._parts[1:])
+
+    @property
+    def main_windows(self) -> int:
+        """Windows (rows, every curve) of the main generation."""
+        return self._parts[0].windows.n_rows
+
+    @property
+    def projection(self) -> npt.NDArray[np.float32] | None:
+        """The ANN's axes and mean ``[ann_dim + 1, D]`` (``None``: no projection); a delta
+        projects on its main generation's."""
+        return self._projection
 
     # -- CurveLibrary ----------------------------------------------------------
 
@@ -419,7 +537,8 @@ class Library:
         key = self.record(track_id).art
         if key is None:
             return None
-        uri = f"{(self.generation_dir / SQLITE_NAME).absolute().as_uri()}?mode=ro&immutable=1"
+        database = self.index_dir / self._parts[self._part_of[int(track_id)]].name / SQLITE_NAME
+        uri = f"{database.absolute().as_uri()}?mode=ro&immutable=1"
         try:
             connection = sqlite3.connect(uri, uri=True)
             try:
@@ -429,7 +548,7 @@ class Library:
             finally:
                 connection.close()
         except sqlite3.Error as err:
-            raise LibraryError(f"{self.generation_dir / SQLITE_NAME}: unreadable: {err}") from err
+            raise LibraryError(f"{database}: unreadable: {err}") from err
         if row is None:
             return None
         art = CoverArt(mime=str(row[0]), data=bytes(row[1]))
@@ -448,7 +567,7 @@ class Library:
         storage; int8 storage is dequantised whole on first use (``4 * N * D`` bytes of
         RAM; the matcher reads curves through ``curve`` and never needs this)."""
         stored = self._require_open()
-        if not stored.quantized:
+        if not stored.quantized and not isinstance(stored, StackedWindows):
             return stored.raw  # type: ignore[return-value]
         if self._dense is None:
             self._dense = stored.rows(0, stored.n_rows)
@@ -532,7 +651,10 @@ class Library:
             head = _head_for(self.encoder_name, self.dim)
             if head is not None and head.reads_audio:
                 found = read_sonic(
-                    self.generation_dir, self.meta, head=head, n_tracks=self.n_tracks
+                    self.generation_dir,
+                    self.meta,
+                    head=head,
+                    n_tracks=len(self._parts[0].records),
                 )
                 if found is None or found.points is None:
                     head = _window_head_for(self.encoder_name, self.dim)
@@ -543,11 +665,84 @@ class Library:
         """The generation's stored "sounds like" vectors and map (``sonic_store.py``), or
         ``None`` for a generation without them (older, or written for another head)."""
         if self._sonic is None:
-            found = read_sonic(
-                self.generation_dir, self.meta, head=self.sonic_head(), n_tracks=self.n_tracks
-            )
-            self._sonic = (found,)
+            head = self.sonic_head()
+            found = [
+                read_sonic(
+                    self.index_dir / part.name, part.meta, head=head, n_tracks=len(part.records)
+                )
+                for part in self._parts
+            ]
+            self._sonic = (found[0] if len(found) == 1 else self._merged_sonic(found),)
         return self._sonic[0]
+
+    def _merged_sonic(self, found: Sequence[StoredSonic | None]) -> StoredSonic | None:
+        """The main generation's stored vectors and map with its deltas' vectors appended;
+        the deltas' tracks placed on the stored map by its placer (as live audio is), so the
+        map and the live view keep working until ``index compact`` lays it out again.
+        ``None`` when a part lacks usable vectors (then they are computed on opening)."""
+        main = found[0]
+        parts = [f for f in found if f is not None]
+        if main is None or len(parts) != len(found):
+            return None
+        if any(f.space != main.space or f.hop_s != main.hop_s for f in parts):
+            return None
+        if (main.points is None) != any(f.points is None for f in parts):
+            return None
+        track_ids, starts, counts = [], [], []
+        point_offset = row_offset = 0
+        for part, stored in zip(self._parts, parts, strict=True):
+            track_ids.append(stored.track_ids)
+            # Sonic points number their own rows; fingerprint "points" are window rows.
+            starts.append(stored.starts + (point_offset if main.points is not None else row_offset))
+            counts.append(stored.counts)
+            point_offset += 0 if stored.points is None else int(stored.points.shape[0])
+            row_offset += part.windows.n_rows
+        points = (
+            None
+            if main.points is None
+            else np.concatenate([f.points for f in parts if f.points is not None])
+        )
+        all_ids = np.concatenate(track_ids)
+        all_starts = np.concatenate(starts)
+        all_counts = np.concatenate(counts)
+        positions = main.positions
+        status = dict(main.status)
+        added = self.delta_tracks
+        if positions is not None and main.placer is not None:
+            n_main = main.track_ids.shape[0]
+            means = []
+            for start, count, track_id in zip(
+                all_starts[n_main:].tolist(),
+                all_counts[n_main:].tolist(),
+                all_ids[n_main:].tolist(),
+                strict=True,
+            ):
+                curve = (
+                    points[start : start + count]
+                    if points is not None
+                    else self.curve(int(track_id))
+                )
+                mean = np.asarray(curve, dtype=np.float64).mean(axis=0)
+                means.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+            placed = main.placer.place(np.array(means)) if means else np.zeros((0, 2))
+            positions = np.concatenate([positions, np.asarray(placed, dtype=np.float32)])
+            status["map"] += (
+                f"; {added} tracks added since, placed on it by the placer"
+                " ('index compact' lays the map out again)"
+            )
+        else:
+            status["map"] = (
+                status.get("map", "computed on demand") + f"; {added} tracks added since"
+            )
+        return replace(
+            main,
+            points=points,
+            track_ids=all_ids,
+            starts=all_starts,
+            counts=all_counts,
+            positions=positions,
+            status=status,
+        )
 
     def sonic_status(self) -> dict[str, str]:
         """In words: whether the "sounds like" vectors and the map are stored or computed on
@@ -578,20 +773,25 @@ class Library:
 
     def candidates(
         self, *, search_k_factor: int = DEFAULT_SEARCH_K_FACTOR
-    ) -> AnnoyCandidates | RefinedCandidates:
+    ) -> AnnoyCandidates | RefinedCandidates | MergedCandidates:
         """The generation's ``CandidateSource`` (its Annoy file, or its Milvus collection);
-        closed with the library."""
-        source = open_candidates(
-            self.generation_dir,
-            layout=self.layout,
-            n_trees=self.n_trees,
-            windows=self._require_open(),
-            row_map=self.row_map,
-            projection=self._projection,
-            vector_store=self.vector_store,
-            collection=self.meta.get("milvus_collection", ""),
-            search_k_factor=search_k_factor,
-        )
+        with deltas, every part's, merged by distance. Closed with the library."""
+        self._require_open()
+        sources = [
+            open_candidates(
+                self.index_dir / part.name,
+                layout=self.layout,
+                n_trees=_meta_int(part.meta, "n_trees"),
+                windows=part.windows,
+                row_map=row_map,
+                projection=part.projection,
+                vector_store=self.vector_store,
+                collection=part.meta.get("milvus_collection", ""),
+                search_k_factor=search_k_factor,
+            )
+            for part, row_map in zip(self._parts, self._part_row_maps, strict=True)
+        ]
+        source = sources[0] if len(sources) == 1 else MergedCandidates(sources)
         self._candidates.append(source)
         return source
 
@@ -600,26 +800,30 @@ class Library:
         return BruteForceCandidates(vectors=self.windows, row_map=self.row_map)
 
     def verify(self) -> None:
-        """Recompute the manifest checksums, cross-check counts; ``LibraryError`` on a mismatch."""
-        manifest = read_manifest(self.generation_dir)
-        files = _manifest_files(self.generation_dir, manifest)
-        for name in sorted(files):
-            entry = files[name]
-            if "sha256" not in entry:
-                raise LibraryError(f"{self.generation_dir}: manifest.json lacks {name}")
-            actual = sha256_file(self.generation_dir / name)
-            if actual != entry["sha256"]:
-                raise LibraryError(
-                    f"{self.generation_dir / name}: checksum mismatch "
-                    "(corrupt or modified; rebuild the index)"
-                )
-        if manifest.get("n_windows") != self.n_windows or manifest.get("n_tracks") != len(
-            self._records
-        ):
-            raise LibraryError(f"{self.generation_dir}: manifest counts disagree with the tables")
-        stored = self._require_open()
-        if not stored.quantized and not np.isfinite(stored.raw).all():
-            raise LibraryError(f"{self.generation_dir / WINDOWS_NAME}: non-finite embeddings")
+        """Recompute the manifest checksums, cross-check counts; ``LibraryError`` on a mismatch
+        (every part: the main generation and its deltas)."""
+        self._require_open()
+        for part in self._parts:
+            gen_dir = self.index_dir / part.name
+            manifest = read_manifest(gen_dir)
+            files = _manifest_files(gen_dir, manifest)
+            for name in sorted(files):
+                entry = files[name]
+                if "sha256" not in entry:
+                    raise LibraryError(f"{gen_dir}: manifest.json lacks {name}")
+                actual = sha256_file(gen_dir / name)
+                if actual != entry["sha256"]:
+                    raise LibraryError(
+                        f"{gen_dir / name}: checksum mismatch "
+                        "(corrupt or modified; rebuild the index)"
+                    )
+            if manifest.get("n_windows") != part.windows.n_rows or manifest.get("n_tracks") != len(
+                part.records
+            ):
+                raise LibraryError(f"{gen_dir}: manifest counts disagree with the tables")
+            stored = part.windows
+            if not stored.quantized and not np.isfinite(stored.raw).all():
+                raise LibraryError(f"{gen_dir / WINDOWS_NAME}: non-finite embeddings")
 
     def close(self) -> None:
         for source in self._candidates:
@@ -643,6 +847,61 @@ class Library:
         if self._stored is None:
             raise LibraryError(f"{self.index_dir}: library is closed")
         return self._stored
+
+
+def _read_part(root: Path, generation: str) -> GenerationPart:
+    """One generation folder's tables, windows and projection (checked, memory-mapped)."""
+    gen_dir = root / generation
+    if not gen_dir.is_dir():
+        raise LibraryError(f"{root}: CURRENT names {generation}, which does not exist")
+    for name in (SQLITE_NAME, WINDOWS_NAME, MANIFEST_NAME):
+        if not (gen_dir / name).is_file():
+            raise LibraryError(f"{gen_dir}: {name} is missing")
+    sizes_bytes = _check_sizes(gen_dir, read_manifest(gen_dir))
+    meta, records, pairs = _read_sqlite(gen_dir / SQLITE_NAME)
+    layout = StoreLayout.from_meta(meta, n_trees=_meta_int(meta, "n_trees"))
+    if meta.get("vector_store", "annoy") == "annoy" and not (gen_dir / ANNOY_NAME).is_file():
+        raise LibraryError(f"{gen_dir}: {ANNOY_NAME} is missing")
+    windows = _load_npy(gen_dir / WINDOWS_NAME, dtype=layout.windows_dtype, ndim=2)
+    projection = (
+        np.asarray(_load_npy(gen_dir / PROJECTION_NAME, dtype="float32", ndim=2))
+        if layout.ann_dim
+        else None
+    )
+    return GenerationPart(
+        name=generation,
+        meta=meta,
+        records=records,
+        windows=StoredWindows(windows=windows),
+        version_pairs=tuple(pairs),
+        projection=projection,
+        sizes_bytes=sizes_bytes,
+    )
+
+
+def _shifted(record: TrackRecord, offset: int) -> TrackRecord:
+    """The record with its curves ``offset`` rows further on (a delta's rows in the library)."""
+    return replace(
+        record,
+        window_start=record.window_start + offset,
+        variant_slices=tuple((a + offset, n) for a, n in record.variant_slices),
+    )
+
+
+def delta_chain(index_dir: Path, generation: str) -> list[str]:
+    """``generation`` and the generations below it (a delta's parents down to its main
+    generation), newest first; best effort: an unreadable folder ends the chain."""
+    chain = [generation]
+    while len(chain) <= MAX_DELTA_CHAIN:
+        try:
+            meta, _records, _pairs = _read_sqlite(index_dir / chain[-1] / SQLITE_NAME)
+        except LibraryError:
+            break
+        parent = meta.get(DELTA_PARENT_KEY)
+        if parent is None or not GENERATION_RE.match(parent) or parent in chain:
+            break
+        chain.append(parent)
+    return chain
 
 
 def open_candidates(
@@ -1126,20 +1385,46 @@ class GenerationWriter:
         self._n_rows += int(curve.shape[0])
         return start, int(curve.shape[0])
 
-    def commit(self, *, meta: Mapping[str, str], n_trees: int, seed: int) -> str:
-        """Write tables, windows, Annoy and manifest; publish; return the generation name."""
+    def commit(
+        self,
+        *,
+        meta: Mapping[str, str],
+        n_trees: int,
+        seed: int,
+        delta_of: Library | None = None,
+    ) -> str:
+        """Write tables, windows, Annoy and manifest; publish; return the generation name.
+
+        ``delta_of``: publish a *delta* on top of that library's live generation (which must
+        be this index's, opened under this writer's lock): only the tracks given here, their
+        ANN on the main generation's projection, their versions against the whole library,
+        their "sounds like" vectors and no map of their own (``Library`` reads the chain).
+        """
         if self._raw is None:
             raise LibraryError("generation writer is closed")
         if not self._records:
             raise LibraryError(f"{self.index_dir}: refusing to publish an empty index")
+        if delta_of is not None and (
+            delta_of.index_dir.resolve() != self.index_dir.resolve()
+            or delta_of.layout != self.layout
+            or delta_of.vector_store != self.vector_store
+        ):
+            raise LibraryError(f"{self.index_dir}: a delta must sit on this index's own layout")
         self._raw.close()
         self._raw = None
         try:
             stored = self._write_windows()
             row_map = row_map_of(self._records)
-            projection = self._write_projection(stored)
+            if delta_of is None:
+                projection = self._write_projection(stored)
+            else:
+                projection = delta_of.projection
+                if projection is not None:
+                    np.save(self.tmp_dir / PROJECTION_NAME, projection, allow_pickle=False)
             self._write_ann(stored, row_map, projection, n_trees=n_trees, seed=seed)
-            pairs = self._find_versions(stored, row_map, projection, meta=meta, n_trees=n_trees)
+            pairs = self._find_versions(
+                stored, row_map, projection, meta=meta, n_trees=n_trees, base=delta_of
+            )
             sonic = write_sonic(
                 self.tmp_dir,
                 records=self._records,
@@ -1147,7 +1432,7 @@ class GenerationWriter:
                 index_hop_s=_meta_float(meta, "index_hop_s"),
                 head=_head_for(str(meta.get("encoder_name", "")), self.dim),
                 fallback=_window_head_for(str(meta.get("encoder_name", "")), self.dim),
-                with_map=self.sonic_map,
+                with_map=self.sonic_map and delta_of is None,
                 given=self._sonic_curves,
             )
             self._sonic_files = sonic.files
@@ -1161,6 +1446,15 @@ class GenerationWriter:
                 "vector_store": self.vector_store.text,
                 **({"milvus_collection": self.collection} if self.collection else {}),
                 "format_version": str(FORMAT_VERSION),
+                **(
+                    {
+                        "format_version": DELTA_FORMAT_VERSION,
+                        DELTA_PARENT_KEY: delta_of.generation,
+                        DELTA_BASE_KEY: delta_of.base_generation,
+                    }
+                    if delta_of is not None
+                    else {}
+                ),
                 "dim": str(self.dim),
                 "n_trees": str(n_trees),
                 "seed": str(seed),
@@ -1272,11 +1566,14 @@ class GenerationWriter:
         *,
         meta: Mapping[str, str],
         n_trees: int,
+        base: Library | None = None,
     ) -> list[VersionPair]:
-        """Version pairs of this generation's tracks, found through its own Annoy file."""
-        if len(self._records) < 2:
+        """Version pairs of this generation's tracks, found through its own Annoy file; for a
+        delta (``base``), the pairs with a track of the delta in them, found through the
+        base's candidates and the delta's merged (only the delta's tracks are queried)."""
+        if len(self._records) < 2 and base is None:
             return []
-        source = open_candidates(
+        source: AnnoyCandidates | RefinedCandidates | MergedCandidates = open_candidates(
             self.tmp_dir,
             layout=self.layout,
             n_trees=n_trees,
@@ -1289,17 +1586,23 @@ class GenerationWriter:
         by_id = {r.id: r for r in self._records}
 
         def curve(track_id: int, variant: int) -> npt.NDArray[np.float32]:
+            if track_id not in by_id and base is not None:
+                return base.curve(track_id, variant)
             start, count = by_id[track_id].slices[variant]
             return stored.rows(start, start + count)
 
+        if base is not None:
+            # The base's own sources stay with the base (closed with it).
+            source = MergedCandidates([base.candidates(), source])
         try:
             return find_versions(
-                track_ids=sorted(by_id),
+                track_ids=sorted(by_id) + ([] if base is None else [r.id for r in base.records()]),
                 curve=curve,
                 n_variants=1 + len(self.speed_variants),
                 source=source,
                 index_hop_s=_meta_float(meta, "index_hop_s"),
                 config=self.version_config,
+                query_ids=None if base is None else sorted(by_id),
             )
         finally:
             source.close()
@@ -1409,7 +1712,10 @@ class GenerationWriter:
             os.fsync(handle.fileno())
         current_tmp.replace(self.index_dir / CURRENT_NAME)
         _fsync_path(self.index_dir)
-        keep = {name, previous}
+        # A delta needs the generations below it; so do readers of the previous chain.
+        keep = {*delta_chain(self.index_dir, name)}
+        if previous is not None:
+            keep.update(delta_chain(self.index_dir, previous))
         for old in list_generations(self.index_dir):
             if old not in keep:
                 _drop_milvus_collection(self.index_dir / old)

@@ -158,6 +158,7 @@ def find_versions(
     source: CandidateSource,
     index_hop_s: float,
     config: VersionConfig | None = None,
+    query_ids: Sequence[int] | None = None,
 ) -> list[VersionPair]:
     """Pairs of tracks that hold the same music, sorted by ``(track_a, track_b)``.
 
@@ -165,6 +166,14 @@ def find_versions(
     track as recorded) of track ``t``; ``source`` answers nearest-window
     queries over every curve. Cost: one ``k``-NN query per live-rate window
     of the library, then a few Fréchet alignments per suspect pair.
+
+    ``query_ids`` (default: every track) are the tracks whose windows vote: only pairs
+    with one of them in are found, at the cost of their windows alone. ``index add``
+    asks for the added tracks' pairs this way; a pair is found from either side (an edit's
+    windows vote for its album version, the album version's for the edit in the part they
+    share), so this misses a pair only when the added track is the longer one and the
+    shared part is under ``min_vote_fraction`` of it, which a full build would find from
+    the other side.
     """
     cfg = config or VersionConfig()
     if n_variants < 1:
@@ -177,11 +186,18 @@ def find_versions(
     )
     ids = [int(t) for t in track_ids]
     known = set(ids)
+    voters = ids if query_ids is None else [int(t) for t in query_ids if int(t) in known]
     suspects: set[tuple[int, int]] = set()
-    live = {t: _live_rate(curve(t, 0), stride=stride) for t in ids}
-    for track in ids:
+    live: dict[int, npt.NDArray[np.float32]] = {}
+
+    def live_of(t: int) -> npt.NDArray[np.float32]:
+        if t not in live:
+            live[t] = _live_rate(curve(t, 0), stride=stride)
+        return live[t]
+
+    for track in voters:
         votes: Counter[int] = Counter()
-        queries = np.ascontiguousarray(live[track])
+        queries = np.ascontiguousarray(live_of(track))
         for neighbors in source.query(queries, k=cfg.neighbors_k):
             votes.update({n.track_id for n in neighbors if n.track_id != track})
         needed = cfg.min_vote_fraction * queries.shape[0]
@@ -194,10 +210,10 @@ def find_versions(
         curves_a = [curve(a, v) for v in range(n_variants)]
         curves_b = [curve(b, v) for v in range(n_variants)]
         frac_a, n_a = _coverage(
-            live[a], curves_b, size=cfg.chunk_windows, steps=steps, max_frechet=cfg.max_frechet
+            live_of(a), curves_b, size=cfg.chunk_windows, steps=steps, max_frechet=cfg.max_frechet
         )
         frac_b, n_b = _coverage(
-            live[b], curves_a, size=cfg.chunk_windows, steps=steps, max_frechet=cfg.max_frechet
+            live_of(b), curves_a, size=cfg.chunk_windows, steps=steps, max_frechet=cfg.max_frechet
         )
         if (frac_a >= cfg.min_coverage and n_a >= cfg.min_covered_chunks) or (
             frac_b >= cfg.min_coverage and n_b >= cfg.min_covered_chunks

@@ -6,6 +6,7 @@ The matcher, events and CLI are the same: only where the nearest-window search r
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 
 import numpy as np
@@ -95,6 +96,51 @@ def test_add_and_remove_keep_the_store_and_drop_collections_no_longer_read(libra
         assert client.has_collection(newest)
         # Three generations written, two kept on disk: the first one's collection is gone.
         assert not client.has_collection(first)
+    finally:
+        client.close()
+
+
+def test_an_add_as_a_delta_inserts_only_the_new_tracks_into_its_own_collection(libraries, tmp_path):
+    """A delta add writes the new tracks' items alone, to a collection of its own; the
+    library searches both; compact merges them and drops what no kept generation reads."""
+    from synesthete.index.builder import compact_index
+
+    _root, files, store = libraries
+    index = tmp_path / "index"
+    build_index(index, files[:4], encoder=FakeEncoder(), config=IndexConfig(), vector_store=store)
+    with Library.open(index) as lib:
+        main_collection = lib.meta["milvus_collection"]
+    report = add_to_index(
+        index, files[4:], encoder=FakeEncoder(), config=IndexConfig(delta_fraction=1.0)
+    )
+    assert report.delta
+    with Library.open(index) as lib:
+        assert lib.parts == ("gen-000001", "gen-000002")
+        source = lib.candidates()
+        for track_id in (2, 5, 6):
+            [found] = source.query(lib.curve(track_id)[3][None, :], k=3)
+            assert found[0].track_id == track_id
+        stride = lib.layout.ann_stride
+        new_items = sum(
+            len(range(0, n, stride)) for r in lib.records() if r.id > 4 for _, n in r.slices
+        )
+    with sqlite3.connect(index / "gen-000002" / "library.sqlite") as connection:
+        delta_collection = dict(connection.execute("SELECT key, value FROM meta"))[
+            "milvus_collection"
+        ]
+    assert delta_collection != main_collection
+    client = _connect(store)
+    try:
+        assert client.get_collection_stats(delta_collection)["row_count"] == new_items
+    finally:
+        client.close()
+    compact_index(index)
+    add_to_index(index, [files[0]], encoder=FakeEncoder())  # unchanged: nothing written
+    remove_from_index(index, ["6"])
+    client = _connect(store)
+    try:
+        assert not client.has_collection(main_collection)
+        assert not client.has_collection(delta_collection)
     finally:
         client.close()
 
