@@ -79,7 +79,7 @@ from synesthete.index.compact import (
     project,
     quantize_rows,
 )
-from synesthete.index.config import IndexConfig, MatcherConfig
+from synesthete.index.config import DEFAULT_SEARCH_K_FACTOR, IndexConfig, MatcherConfig
 from synesthete.index.matcher import Matcher
 from synesthete.index.milvus_store import MilvusItems, parse_vector_store, write_items
 from synesthete.index.store import Library
@@ -453,16 +453,18 @@ def item_chunks(catalog: Catalog, chunk: int = 65536) -> Any:
         yield project(catalog.windows.take(rows), catalog.projection)
 
 
-def build_backend(catalog: Catalog, backend: str) -> tuple[Any, float, int]:
+def build_backend(
+    catalog: Catalog, backend: str, *, n_trees: int = N_TREES
+) -> tuple[Any, float, int]:
     """(item search, build seconds, bytes on disk) for ``annoy`` or ``milvus``."""
     started = time.perf_counter()
     if backend == "annoy":
-        path = catalog.folder / "items.ann"
+        path = catalog.folder / f"items-{n_trees}.ann"
         n = build_annoy_from_chunks(
-            item_chunks(catalog), dim=ANN_DIM, n_trees=N_TREES, seed=SEED, path=path
+            item_chunks(catalog), dim=ANN_DIM, n_trees=n_trees, seed=SEED, path=path
         )
         elapsed = time.perf_counter() - started
-        search = AnnoyItems(ann_path=path, dim=ANN_DIM, n_trees=N_TREES, n_items=n)
+        search = AnnoyItems(ann_path=path, dim=ANN_DIM, n_trees=n_trees, n_items=n)
         return search, elapsed, path.stat().st_size
     store = parse_vector_store(f"milvus://{catalog.folder}/milvus/vectors.db")
     n = write_items(store, "scale", item_chunks(catalog), dim=ANN_DIM)
@@ -621,6 +623,13 @@ def run_queries(
 # -- main -------------------------------------------------------------------------------
 
 
+def _label(row: dict[str, Any]) -> str:
+    """A result's series in the plot: the backend, and for Annoy its trees and search_k."""
+    if row["backend"] != "annoy" or "annoy_trees" not in row:
+        return str(row["backend"])
+    return f"annoy {row['annoy_trees']}t sk {row['search_k_setting']}"
+
+
 def plot(results: list[dict[str, Any]], out: Path, commit: str) -> None:
     import matplotlib
 
@@ -628,8 +637,8 @@ def plot(results: list[dict[str, Any]], out: Path, commit: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for backend in sorted({r["backend"] for r in results}):
-        rows = sorted((r for r in results if r["backend"] == backend), key=lambda r: r["tracks"])
+    for backend in sorted({_label(r) for r in results}):
+        rows = sorted((r for r in results if _label(r) == backend), key=lambda r: r["tracks"])
         x = [r["tracks"] for r in rows]
         axes[0].plot(x, [r["window_ms_p50"] for r in rows], "o-", label=f"{backend} p50")
         axes[0].plot(x, [r["window_ms_p99"] for r in rows], "o--", label=f"{backend} p99")
@@ -662,7 +671,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--milvus-max-tracks", type=int, default=10_000)
     parser.add_argument("--milvus-queries", type=int, default=40, help="queries run on Milvus")
+    parser.add_argument(
+        "--annoy-trees", default=str(N_TREES), help="Annoy tree counts to build, e.g. 4,8"
+    )
+    parser.add_argument(
+        "--search-k",
+        default="auto",
+        help="Annoy search_k settings per tree count: 'auto' (the library's, growing with the"
+        " items), or a factor F for a fixed k * trees * F as before (e.g. auto,8,32)",
+    )
     args = parser.parse_args(argv)
+    tree_counts = [int(t) for t in args.annoy_trees.split(",")]
+    search_ks = [s.strip() for s in args.search_k.split(",")]
     sizes = [int(s) for s in args.sizes.split(",")]
     backends = [b.strip() for b in args.backends.split(",")]
     conditions = tuple(c.strip() for c in args.conditions.split(","))
@@ -684,11 +704,29 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         folder = work / f"catalog-{size}"
         catalog = make_catalog(size, real, model, folder)
-        for backend in backends:
+        runs = [
+            (backend, trees, setting)
+            for backend in backends
+            for trees in (tree_counts if backend == "annoy" else [0])
+            for setting in (search_ks if backend == "annoy" else [""])
+        ]
+        built: dict[tuple[str, int], tuple[Any, float, int]] = {}
+        for backend, trees, setting in runs:
             if backend == "milvus" and size > args.milvus_max_tracks:
                 continue
             base_rss = rss_bytes()
-            search, build_s, ann_bytes = build_backend(catalog, backend)
+            if (backend, trees) not in built:
+                for old in built.values():
+                    old[0].close()
+                built = {
+                    (backend, trees): build_backend(catalog, backend, n_trees=trees or N_TREES)
+                }
+            search, build_s, ann_bytes = built[(backend, trees)]
+            if backend == "annoy":
+                search.search_k_factor = (
+                    DEFAULT_SEARCH_K_FACTOR if setting == "auto" else int(setting)
+                )
+                search.scale_search_k = setting == "auto"
             before = rss_bytes()
             subset = queries
             if backend == "milvus" and len(queries) > args.milvus_queries:
@@ -700,6 +738,15 @@ def main(argv: list[str] | None = None) -> int:
             row.update(
                 tracks=size,
                 backend=backend,
+                **(
+                    {
+                        "annoy_trees": trees,
+                        "search_k_setting": setting,
+                        "search_k_at_32": search.search_k(TOP_K),
+                    }
+                    if backend == "annoy"
+                    else {}
+                ),
                 hours=round(catalog.hours, 1),
                 windows=catalog.n_windows,
                 ann_items=int(catalog.items.shape[0]),
@@ -712,11 +759,13 @@ def main(argv: list[str] | None = None) -> int:
                 ram_bytes=max(rss_bytes() - min(base_rss, before), 0) + server,
                 milvus_server_rss_bytes=server,
             )
-            search.close()
             results.append(row)
             print(f"bench_scale: {json.dumps(row)}", flush=True)
             if backend == "milvus":
+                built.pop((backend, trees))[0].close()
                 shutil.rmtree(folder / "milvus", ignore_errors=True)
+        for old in built.values():
+            old[0].close()
         shutil.rmtree(folder, ignore_errors=True)
         del catalog
 
@@ -732,7 +781,8 @@ def main(argv: list[str] | None = None) -> int:
             "windows": "int8",
             "ann_stride": ANN_STRIDE,
             "ann_dim": ANN_DIM,
-            "annoy_trees": N_TREES,
+            "annoy_trees": tree_counts,
+            "annoy_search_k": search_ks,
             "milvus_lite_index": "FLAT",
             "top_k": TOP_K,
             "speeds": SPEEDS,
