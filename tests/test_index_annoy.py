@@ -169,3 +169,55 @@ def test_bad_queries_and_mismatched_index(built):
     )
     with pytest.raises(LibraryError, match="items"):
         AnnoyCandidates(ann_path=path, dim=DIM, n_trees=16, row_map=short_map)
+
+
+def test_the_compact_ann_searches_more_nodes_as_the_catalog_grows(tmp_path):
+    """``search_k`` grows with the square root of the items past 4096 (capped), so recall
+    holds at 10k tracks (bench/scale-*.json); a fixed one is still available."""
+    from synesthete.index.annoy_index import (
+        MAX_SEARCH_K_SCALE,
+        SEARCH_K_REFERENCE_ITEMS,
+        AnnoyItems,
+        items_search_k,
+    )
+
+    def search_k(n_items, scaled=True):
+        return items_search_k(k=32, n_trees=4, factor=8, n_items=n_items, scaled=scaled)
+
+    assert search_k(SEARCH_K_REFERENCE_ITEMS) == search_k(100) == 32 * 4 * 8
+    assert search_k(4 * SEARCH_K_REFERENCE_ITEMS) == 2 * 32 * 4 * 8
+    assert search_k(250_000) > search_k(25_000) > search_k(2_500)
+    assert search_k(10**12) == round(32 * 4 * 8 * MAX_SEARCH_K_SCALE)
+    assert search_k(2_500_000, scaled=False) == 32 * 4 * 8
+
+    # More nodes find more of the true neighbours (brute force) of the same queries.
+    rng = np.random.default_rng(3)
+    vectors = unit(rng.standard_normal((20_000, 8)))
+    path = tmp_path / "items.ann"
+    build_annoy(vectors, n_trees=2, seed=1, path=path)
+    queries = unit(vectors[:200] + 0.2 * rng.standard_normal((200, 8)))
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    recalls = []
+    for scaled in (False, True):
+        items = AnnoyItems(
+            ann_path=path,
+            dim=8,
+            n_trees=2,
+            n_items=20_000,
+            search_k_factor=1,
+            scale_search_k=scaled,
+        )
+        assert items.search_k(10) == items_search_k(
+            k=10, n_trees=2, factor=1, n_items=20_000, scaled=scaled
+        )
+        found = items.query_items(queries, k=10)
+        items.close()
+        recalls.append(
+            np.mean(
+                [
+                    len(set(f.tolist()) & set(e.tolist())) / 10
+                    for f, e in zip(found, exact, strict=True)
+                ]
+            )
+        )
+    assert recalls[1] > recalls[0]
