@@ -15,8 +15,9 @@ costs little and the writer's share shows):
 - ``full``: ``delta_fraction = 0``, a fresh main generation with every track, which is
   what every ``index add`` did before deltas (its cost is also that of ``index compact``).
 
-The figure that matters is how each grows with L at fixed N. Results:
-``bench/add-<commit>.json``.
+The figure that matters is how each grows with L at fixed N. Wall seconds and this
+process's CPU seconds are both recorded: on a machine shared with other work the CPU
+seconds are the steadier figure. Results: ``bench/add-<commit>.json``.
 """
 
 from __future__ import annotations
@@ -91,9 +92,7 @@ def walk(rng: np.random.Generator, n: int) -> npt.NDArray[np.float32]:
     for i in range(1, n):
         x[i] = 0.8 * x[i - 1] + 0.6 * steps[i]
     x = 2.0 * centre + x
-    out: npt.NDArray[np.float32] = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(
-        np.float32
-    )
+    out: npt.NDArray[np.float32] = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     return out
 
 
@@ -169,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
             main_index = work / f"main-{size}"
             build_s = build_main(main_index, tracks=size, track_s=args.track_s)
             print(f"library of {size} tracks built from vectors in {build_s:.1f} s", flush=True)
-            for n in adds:
-                for mode, fraction in (("delta", 1.0), ("full", 0.0)):
+            # Deltas first: on a shared machine the slow full rewrites may not all finish.
+            for mode, fraction in (("delta", 1.0), ("full", 0.0)):
+                for n in adds:
                     index = work / f"run-{size}-{n}-{mode}"
                     linked_copy(main_index, index)
                     started = time.perf_counter()
+                    cpu_started = time.process_time()
                     report = add_to_index(
                         index,
                         files[n],
@@ -181,22 +182,33 @@ def main(argv: list[str] | None = None) -> int:
                         config=IndexConfig(delta_fraction=fraction, sonic_map=False),
                     )
                     elapsed_s = time.perf_counter() - started
+                    cpu_s = time.process_time() - cpu_started
                     assert report.delta == (mode == "delta") and len(report.indexed) == n
                     row = {
                         "library_tracks": size,
                         "added_tracks": n,
                         "mode": mode,
                         "seconds": round(elapsed_s, 3),
-                        "seconds_per_added_track": round(elapsed_s / n, 4),
+                        "cpu_seconds": round(cpu_s, 3),
+                        "cpu_seconds_per_added_track": round(cpu_s / n, 4),
                         "total_windows": report.total_windows,
                         "added_windows": report.windows,
                     }
                     results.append(row)
                     print(json.dumps(row), flush=True)
+                    write_results(results, args=args, commit=commit, dirty=dirty)
                     shutil.rmtree(index)
             shutil.rmtree(main_index)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {write_results(results, args=args, commit=commit, dirty=dirty)}")
+    return 0
+
+
+def write_results(
+    results: list[dict[str, Any]], *, args: argparse.Namespace, commit: str, dirty: bool
+) -> Path:
+    """``bench/add-<commit>.json`` with the rows so far (written after every row)."""
     out = ROOT / "bench" / f"add-{commit[:10]}.json"
     out.write_text(
         json.dumps(
@@ -215,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         + "\n",
         encoding="utf-8",
     )
-    print(f"wrote {out}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":
