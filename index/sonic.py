@@ -12,6 +12,14 @@ it unchanged; the live query goes through the same head.
 The head is two dense layers with a ReLU, in numpy (the runtime needs no torch
 for it). It is tied to the encoder it was trained on: ``encoder_name``.
 
+A head may end in **anchors** ``[C, E]``: unit vectors in its space, one per
+group of tracks of the train split that share a game, album or composer (the
+group's mean track vector). Each window's unit vector ``y`` then becomes
+``normalise(exp(anchor_scale * (anchors · y - 1)))`` ``[C]``: how near it lies
+to each known style, softly. Tracks near the same anchors rank together even
+where the metric space leaves them apart (on val: score 0.31 → 0.38,
+scripts/train_similarity.py ``--anchor-scale``).
+
 A head reads one of two inputs (``inputs``):
 
 ``windows``
@@ -60,6 +68,9 @@ class SonicHead:
     meta: Mapping[str, Any] = field(default_factory=dict)
     inputs: str = "windows"
     feature_version: int = 0
+    anchors: FloatArray | None = None
+    """``[C, E]`` unit rows: the output is the soft nearness to each (see the module)."""
+    anchor_scale: float = 0.0
 
     def __post_init__(self) -> None:
         if self.inputs not in HEAD_INPUTS:
@@ -76,8 +87,18 @@ class SonicHead:
             )
         if self.w2.shape[1] != self.b2.shape[0]:
             raise ConfigError(f"sonic head: w2 {self.w2.shape} and b2 {self.b2.shape} disagree")
-        for name in ("w1", "b1", "w2", "b2"):
-            if not np.all(np.isfinite(getattr(self, name))):
+        if self.anchors is not None:
+            if self.anchors.ndim != 2 or self.anchors.shape[1] != self.w2.shape[1]:
+                raise ConfigError(
+                    f"sonic head: anchors {self.anchors.shape} do not read w2's"
+                    f" {self.w2.shape[1]} outputs"
+                )
+            if not (np.isfinite(self.anchor_scale) and self.anchor_scale > 0.0):
+                raise ConfigError(
+                    f"sonic head: anchor_scale must be positive, not {self.anchor_scale}"
+                )
+        for name, array in self.arrays().items():
+            if not np.all(np.isfinite(array)):
                 raise ConfigError(f"sonic head: {name} has non-finite values")
 
     @property
@@ -86,6 +107,9 @@ class SonicHead:
 
     @property
     def dim(self) -> int:
+        """Size of the style vectors: the anchors' count, or w2's outputs."""
+        if self.anchors is not None:
+            return int(self.anchors.shape[0])
         return int(self.w2.shape[1])
 
     @property
@@ -128,8 +152,17 @@ class SonicHead:
             y = hidden @ self.w2
             y += self.b2
             y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+            if self.anchors is not None:
+                # exp(s (cos - 1)) lies in (0, 1]: no overflow at any scale.
+                y = np.exp(np.float32(self.anchor_scale) * (y @ self.anchors.T - 1.0))
+                y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
             out[start : start + chunk.shape[0]] = y
         return out
 
     def arrays(self) -> dict[str, FloatArray]:
-        return {"w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
+        """The weights (and the anchors, if any), by name: what a head's digest reads."""
+        out = {"w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2}
+        if self.anchors is not None:
+            out["anchors"] = self.anchors
+            out["anchor_scale"] = np.array([self.anchor_scale], dtype=np.float32)
+        return out

@@ -13,7 +13,13 @@ window, gain-invariant (the level in dB is taken relative to the window's own):
   log-spaced lags from 40 ms to 2 s (rhythm and tempo), and its variation;
 - the pitch-class profile, rotated so its strongest class comes first
   (key-invariant: a major and a minor profile still differ), and its entropy;
-- the spectral peakiness (mean over frames of the std across bands).
+- the spectral peakiness (mean over frames of the std across bands);
+- (version 2) the 10th and 90th percentiles over time of each band's level
+  (the dynamics the mean and deviation blur), and, over ``COARSE_BANDS``
+  groups of adjacent bands, the modulation spectrum (the share of each group's
+  level changes at 0.5–2, 2–4, 4–8 and 8–16 Hz: phrasing, beat, tremolo,
+  roughness) and the correlations between the groups' levels over time (which
+  parts of the spectrum move together: one instrument or several).
 
 The front end is its own (Hann STFT, HTK mel bands), not the encoder's: the
 runtime needs no torchaudio for it, and a live window and an indexed one go
@@ -46,9 +52,25 @@ MIN_LAG_FRAMES = 2
 MAX_LAG_FRAMES = 100
 CHROMA_MIN_HZ = 80.0
 CHROMA_MAX_HZ = 4000.0
-FEATURE_VERSION = 1
+QUANTILES_PCT = (10.0, 90.0)
+COARSE_BANDS = 8
+"""Groups of ``N_MELS // COARSE_BANDS`` adjacent mel bands for the modulation spectrum and
+the band correlations."""
+FRAME_RATE_HZ = SAMPLE_RATE_HZ / HOP_SAMPLES
+MODULATION_BANDS_HZ = ((0.5, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, 16.0))
+FEATURE_VERSION = 2
 """Bumped whenever the features change: caches and stored vectors name it."""
-FEATURE_DIM = 3 * N_MELS + ONSET_LAGS + 1 + 12 + 1 + 1
+FEATURE_DIM = (
+    3 * N_MELS
+    + ONSET_LAGS
+    + 1
+    + 12
+    + 1
+    + 1
+    + len(QUANTILES_PCT) * N_MELS
+    + COARSE_BANDS * len(MODULATION_BANDS_HZ)
+    + COARSE_BANDS * (COARSE_BANDS - 1) // 2
+)
 _BATCH_WINDOWS = 32
 """Windows whose spectrograms are held at once (memory: 32 x 197 x 513 float32, 13 MB)."""
 
@@ -129,6 +151,23 @@ def _features(windows: npt.NDArray[np.floating]) -> FloatArray:
     rotated = pcp[np.arange(n)[:, None], (shift[:, None] + np.arange(12)[None, :]) % 12]
     entropy = -(pcp * np.log(np.maximum(pcp, 1e-12))).sum(axis=1, keepdims=True) / np.log(12.0)
     peaky = db.std(axis=2).mean(axis=1, keepdims=True)
+    quantiles = np.percentile(db - level, QUANTILES_PCT, axis=1)  # [Q, n, N_MELS]
+    coarse = db.reshape(n, db.shape[1], COARSE_BANDS, N_MELS // COARSE_BANDS).mean(axis=3)
+    coarse = coarse - coarse.mean(axis=1, keepdims=True)  # [n, F, COARSE_BANDS]
+    modulation = np.abs(np.fft.rfft(coarse, axis=1)) ** 2  # [n, F // 2 + 1, COARSE_BANDS]
+    rates_hz = np.fft.rfftfreq(coarse.shape[1], 1.0 / FRAME_RATE_HZ)
+    varying = np.maximum(modulation[:, 1:].sum(axis=1), 1e-9)  # [n, COARSE_BANDS]
+    shares = np.stack(
+        [
+            modulation[:, (rates_hz >= lo) & (rates_hz < hi)].sum(axis=1) / varying
+            for lo, hi in MODULATION_BANDS_HZ
+        ],
+        axis=2,
+    )  # [n, COARSE_BANDS, len(MODULATION_BANDS_HZ)]
+    spread = np.maximum(coarse.std(axis=1), 1e-6)
+    corr = np.einsum("nfi,nfj->nij", coarse, coarse) / coarse.shape[1]
+    corr = corr / (spread[:, :, None] * spread[:, None, :])
+    upper = np.triu_indices(COARSE_BANDS, 1)
     feats = np.concatenate(
         [
             band_mean / 10.0,
@@ -139,6 +178,9 @@ def _features(windows: npt.NDArray[np.floating]) -> FloatArray:
             12.0 * rotated - 1.0,
             entropy,
             peaky / 10.0,
+            *(q / 10.0 for q in quantiles),
+            np.log10(shares + 1e-6).reshape(n, -1) / 2.0,
+            corr[:, upper[0], upper[1]],
         ],
         axis=1,
     )

@@ -13,8 +13,10 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from synesthete.errors import ConfigError
 
@@ -30,18 +32,20 @@ def save_head(head: SonicHead, path: str | os.PathLike[str]) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "w1": head.w1,
+        "b1": head.b1,
+        "w2": head.w2,
+        "b2": head.b2,
+        "encoder_name": np.array(head.encoder_name),
+        "meta": np.array(json.dumps(dict(head.meta), sort_keys=True)),
+        "inputs": np.array(head.inputs),
+        "feature_version": np.array(head.feature_version),
+    }
+    if head.anchors is not None:
+        arrays.update(anchors=head.anchors, anchor_scale=np.array(head.anchor_scale))
     with tmp.open("wb") as out:
-        np.savez(
-            out,
-            w1=head.w1,
-            b1=head.b1,
-            w2=head.w2,
-            b2=head.b2,
-            encoder_name=np.array(head.encoder_name),
-            meta=np.array(json.dumps(dict(head.meta), sort_keys=True)),
-            inputs=np.array(head.inputs),
-            feature_version=np.array(head.feature_version),
-        )
+        np.savez(out, allow_pickle=False, **arrays)
     tmp.replace(target)
 
 
@@ -55,12 +59,21 @@ def load_head(path: str | os.PathLike[str]) -> SonicHead:
             # Heads written before audio heads read the windows.
             inputs = str(saved["inputs"]) if "inputs" in saved else "windows"
             version = int(saved["feature_version"]) if "feature_version" in saved else 0
+            # Heads written before anchors end in their own space.
+            anchors = np.asarray(saved["anchors"], dtype=np.float32) if "anchors" in saved else None
+            scale = float(saved["anchor_scale"]) if "anchor_scale" in saved else 0.0
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such similarity head") from None
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise ConfigError(f"{path}: not a similarity head ({err})") from None
     return SonicHead(
-        encoder_name=encoder_name, meta=meta, inputs=inputs, feature_version=version, **arrays
+        encoder_name=encoder_name,
+        meta=meta,
+        inputs=inputs,
+        feature_version=version,
+        anchors=anchors,
+        anchor_scale=scale,
+        **arrays,
     )
 
 

@@ -181,24 +181,39 @@ def live_curves(
     return curves
 
 
-def live_style_curves(
-    tracks: Sequence[Track], head: SonicHead, *, live_hop_s: float, horizon: int
+def live_excerpt_windows(
+    tracks: Sequence[Track], *, live_hop_s: float, horizon: int
 ) -> dict[int, np.ndarray]:
-    """``live_curves``' excerpts (same seed, same offsets) through an audio head:
-    ``[<=horizon, E]`` style vectors of the last windows."""
+    """``live_curves``' excerpts (same seed, same offsets): the last ``horizon`` audio
+    windows of each, ``[<=horizon, WINDOW_SAMPLES]``."""
     from synesthete.index.decode import load_mono_16k
     from synesthete.stream.windowing import Windower
 
     rng = np.random.default_rng(SEED)
-    curves: dict[int, np.ndarray] = {}
+    out: dict[int, np.ndarray] = {}
     for track in tracks:
         start_s = float(rng.uniform(0.0, max(0.0, track.duration_s - LIVE_EXCERPT_S)))
         audio = load_mono_16k(track.path, start_s=start_s, duration_s=LIVE_EXCERPT_S)
         windows = Windower(hop_s=live_hop_s).push(audio)
         if windows:
-            batch = np.stack([w.samples for w in windows[-horizon:]])
-            curves[track.track_id] = head.apply_audio(batch)
-    return curves
+            out[track.track_id] = np.stack([w.samples for w in windows[-horizon:]])
+    return out
+
+
+def live_style_curves(
+    tracks: Sequence[Track],
+    head: SonicHead,
+    *,
+    live_hop_s: float,
+    horizon: int,
+    excerpts: dict[int, np.ndarray] | None = None,
+) -> dict[int, np.ndarray]:
+    """``live_curves``' excerpts (same seed, same offsets) through an audio head:
+    ``[<=horizon, E]`` style vectors of the last windows (``excerpts``: those windows,
+    decoded once for several heads)."""
+    if excerpts is None:
+        excerpts = live_excerpt_windows(tracks, live_hop_s=live_hop_s, horizon=horizon)
+    return {t: head.apply_audio(windows) for t, windows in excerpts.items()}
 
 
 @dataclass
@@ -246,6 +261,23 @@ def style_curves(
         if track.manifest_id in by_manifest:
             out[by_manifest[track.manifest_id]] = head.apply(split.windows[start : start + count])
     return out
+
+
+def reading_current_features(head: SonicHead) -> SonicHead:
+    """An audio head of feature version 1 as a head of this version's features: version 2
+    appends its columns to version 1's 175, so zero weights on them give the same vectors."""
+    from dataclasses import replace
+
+    from synesthete.index.sonic_audio import FEATURE_DIM, FEATURE_VERSION
+
+    if head.feature_version != 1 or FEATURE_VERSION != 2 or head.in_dim != V1_FEATURE_DIM:
+        return head
+    w1 = np.zeros((FEATURE_DIM, head.w1.shape[1]), dtype=np.float32)
+    w1[:V1_FEATURE_DIM] = head.w1
+    return replace(head, w1=w1, feature_version=FEATURE_VERSION)
+
+
+V1_FEATURE_DIM = 175
 
 
 def average_precision(ranked_relevance: np.ndarray) -> float:
@@ -589,6 +621,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f" {choice['map_difference_ci95_best_minus']}).",
             "",
         ]
+    if not doc["timing"]:  # --no-timing
+        return "\n".join(lines)
     lines += [
         "## Cost per live update",
         "",
@@ -637,6 +671,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also an audio similarity head (reads the style features, index/sonic_audio.py):"
         " the bench split's tracks and live excerpts through it, compared with --head's space",
+    )
+    parser.add_argument(
+        "--baseline-audio-head",
+        type=Path,
+        default=None,
+        help="with --audio-head (or an audio --head): an earlier audio head, measured on the"
+        " same queries and compared with paired intervals",
+    )
+    parser.add_argument("--no-timing", action="store_true", help="skip the cost per live update")
+    parser.add_argument(
+        "--no-dev",
+        action="store_true",
+        help="skip the train+val group (the default distance's choice): bench figures only",
     )
     parser.add_argument(
         "--cache", type=Path, default=ROOT / "runs" / "sim", help="style feature cache"
@@ -698,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         spaces["sonic"] = head
     split_of = {
         "bench": [t for t in tracks if t.split == "bench"],
-        "dev": [t for t in tracks if t.split in ("train", "val")],
+        "dev": [t for t in tracks if t.split in ("train", "val") and not args.no_dev],
     }
     by_space: dict[str, dict[str, Any]] = {}
     for space, space_head in spaces.items():
@@ -714,27 +761,39 @@ def main(argv: list[str] | None = None) -> int:
         }
     comparisons: dict[str, Any] = {}
     if args.audio_head is not None:
-        audio = load_head(args.audio_head) if args.audio_head.is_file() else None
-        if audio is None or not audio.reads_audio:
-            sys.exit(f"bench_similar: {args.audio_head} is not an audio similarity head")
         bench_tracks = split_of["bench"]
-        styles = StyleLibrary(
-            style_curves(args.corpus, bench_tracks, audio, args.cache),
-            library,
-            hop_s=DEFAULT_LIVE_HOP_S,
-        )
-        style_live = live_style_curves(bench_tracks, audio, live_hop_s=args.hop, horizon=horizon)
-        members = [t for t in bench_tracks if t.track_id in styles._records]
-        by_space["sonic-audio"] = {
-            "bench": evaluate_group(
-                make_group("audio bench", members, styles, None),
-                styles,
-                style_live,
-                live_hop_s=args.hop,
+        complete = True
+        excerpts: dict[int, np.ndarray] | None = None
+        audio_spaces = [("sonic-audio", args.audio_head)]
+        if args.baseline_audio_head is not None:
+            audio_spaces.insert(0, ("baseline-audio", args.baseline_audio_head))
+        for space, path in audio_spaces:
+            audio = load_head(path) if path.is_file() else None
+            if audio is None or not audio.reads_audio:
+                sys.exit(f"bench_similar: {path} is not an audio similarity head")
+            audio = reading_current_features(audio)
+            styles = StyleLibrary(
+                style_curves(args.corpus, bench_tracks, audio, args.cache),
+                library,
+                hop_s=DEFAULT_LIVE_HOP_S,
             )
-        }
-        for old_space in ("sonic", "fingerprint"):
-            if old_space in by_space and len(members) == len(bench_tracks):
+            if excerpts is None:
+                excerpts = live_excerpt_windows(bench_tracks, live_hop_s=args.hop, horizon=horizon)
+            style_live = live_style_curves(
+                bench_tracks, audio, live_hop_s=args.hop, horizon=horizon, excerpts=excerpts
+            )
+            members = [t for t in bench_tracks if t.track_id in styles._records]
+            by_space[space] = {
+                "bench": evaluate_group(
+                    make_group(f"{space[:5]} bench", members, styles, None),
+                    styles,
+                    style_live,
+                    live_hop_s=args.hop,
+                )
+            }
+            complete = complete and len(members) == len(bench_tracks)
+        for old_space in ("baseline-audio", "sonic", "fingerprint"):
+            if old_space in by_space and complete:
                 comparisons[f"{old_space} → sonic-audio"] = compare_spaces(
                     by_space, old_space=old_space, new_space="sonic-audio"
                 )
@@ -751,11 +810,15 @@ def main(argv: list[str] | None = None) -> int:
     step = round(args.hop / DEFAULT_INDEX_HOP_S)
     picks = rng.integers(0, windows.shape[0] - step * horizon, size=50)
     synth_queries = [windows[p : p + step * horizon : step] for p in picks]
-    timing = {
-        # Fresh summaries of the whole index, so their build is timed too.
-        "corpus": time_updates(library.summaries, corpus_queries, live_hop_s=args.hop),
-        "synthetic 500x600": time_updates(synthetic, synth_queries, live_hop_s=args.hop),
-    }
+    timing = (
+        {}
+        if args.no_timing
+        else {
+            # Fresh summaries of the whole index, so their build is timed too.
+            "corpus": time_updates(library.summaries, corpus_queries, live_hop_s=args.hop),
+            "synthetic 500x600": time_updates(synthetic, synth_queries, live_hop_s=args.hop),
+        }
+    )
     library.close()
     for space_results in by_space.values():
         for result in space_results.values():

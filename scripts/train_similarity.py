@@ -2,6 +2,8 @@
 
     python scripts/train_similarity.py [--corpus DIR] [--model PT] [--out NPZ]
                                        [--steps N] [--seed S] [--label-weight W ...]
+                                       [--inputs windows|audio] [--ensemble K]
+                                       [--anchor-scale S ...]
 
 1. **Features.** Every track of the train and val splits (decoded once to
    corpus/cache/train16k, as the encoder training does) is cut into 4 s
@@ -24,6 +26,13 @@
    windows 2 s apart at a seeded offset), P@5 and MAP with the same labels.
    The checkpoint and label weight with the best mean of whole and live MAP
    win. The bench split is never read here.
+5. **Ensemble** (``--ensemble K``). K heads from seeds ``seed .. seed+K-1``, each
+   chosen on val as above, side by side as one two-layer head (``combine_heads``:
+   their outputs concatenated before the one normalisation). Seeds disagree by
+   about 0.03 of val score; three together beat each alone on val.
+6. **Anchors** (``--anchor-scale S ...``, optional). The head may end in soft
+   nearness to the train split's label groups (``anchor_centroids``); val picks
+   the scale, or none.
 
 Writes the head (``--out``, default inference/models/<encoder>.sonic.npz) with
 its settings, its val figures and this command in ``meta``.
@@ -333,6 +342,78 @@ def evaluate(
     }
 
 
+def label_groups(tracks: list[Track]) -> np.ndarray:
+    """``[T]`` group of each track: its game, else its first credited artist or composer,
+    else its album, else itself (the labels ``relevant`` reads, one per track)."""
+    keys = []
+    for t in tracks:
+        if t.game is not None:
+            keys.append(f"game:{t.game}")
+        elif t.artists:
+            keys.append(f"artist:{min(t.artists)}")
+        elif t.album is not None:
+            keys.append(f"album:{t.album}")
+        else:
+            keys.append(f"track:{t.manifest_id}")
+    names = sorted(set(keys))
+    return np.array([names.index(k) for k in keys], dtype=np.int64)
+
+
+def anchor_centroids(project: Any, split: Split) -> np.ndarray:
+    """``[C, E]`` unit anchors: each label group's mean track vector (the normalised mean
+    of its windows through ``project``), over ``split`` (the train split)."""
+    tracks = _unit(
+        np.stack(
+            [
+                project(split.windows[a : a + c]).mean(axis=0)
+                for a, c in zip(split.starts, split.counts, strict=True)
+            ]
+        )
+    )
+    groups = label_groups(split.tracks)
+    return _unit(np.stack([tracks[groups == g].mean(axis=0) for g in range(groups.max() + 1)]))
+
+
+def through_anchors(project: Any, anchors: np.ndarray, scale: float) -> Any:
+    """``project`` followed by the head's anchor stage (``SonicHead.apply``)."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return _unit(np.exp(scale * (project(x) @ anchors.T - 1.0)))
+
+    return run
+
+
+def state_project(state: dict[str, np.ndarray]) -> Any:
+    """Rows through a head's weights (``SonicHead.apply`` without anchors), in numpy."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        hidden = np.maximum(np.asarray(x, dtype=np.float32) @ state["w1"] + state["b1"], 0.0)
+        return _unit(hidden @ state["w2"] + state["b2"])
+
+    return run
+
+
+def combine_heads(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One head whose output is the members' outputs side by side (before the one
+    normalisation): hidden layers stacked, second layers block-diagonal. An ensemble of
+    seeds as a plain two-layer head, so nothing downstream changes."""
+    if len(states) == 1:
+        return states[0]
+    hidden = [s["w2"].shape[0] for s in states]
+    outs = [s["w2"].shape[1] for s in states]
+    w2 = np.zeros((sum(hidden), sum(outs)), dtype=np.float32)
+    row = col = 0
+    for s, h, o in zip(states, hidden, outs, strict=True):
+        w2[row : row + h, col : col + o] = s["w2"]
+        row, col = row + h, col + o
+    return {
+        "w1": np.concatenate([s["w1"] for s in states], axis=1).astype(np.float32),
+        "b1": np.concatenate([s["b1"] for s in states]).astype(np.float32),
+        "w2": w2,
+        "b2": np.concatenate([s["b2"] for s in states]).astype(np.float32),
+    }
+
+
 def train_head(
     train: Split,
     val: Split,
@@ -434,6 +515,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-tracks", type=int, default=96)
     parser.add_argument("--temperature", type=float, default=0.1)
     parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="train this many heads (seeds seed, seed+1, ...) and ship them side by side as"
+        " one head (combine_heads)",
+    )
+    parser.add_argument(
+        "--anchor-scale",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also try the head ending in anchors (the train split's label groups) at these"
+        " scales; val picks among them and the plain head",
+    )
+    parser.add_argument(
         "--inputs",
         choices=("windows", "audio"),
         default="windows",
@@ -469,19 +565,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_similarity: style features, {train.windows.shape[1]} per window", flush=True)
     runs = []
     for weight in args.label_weight:
-        state, record = train_head(
-            train,
-            val,
-            steps=args.steps,
-            seed=args.seed,
-            label_weight=weight,
-            hidden=args.hidden,
-            dim=args.dim,
-            batch_tracks=args.batch_tracks,
-            temperature=args.temperature,
-        )
-        runs.append((record["best"]["score"], weight, state, record))
+        members = []
+        for member in range(args.ensemble):
+            state, record = train_head(
+                train,
+                val,
+                steps=args.steps,
+                seed=args.seed + member,
+                label_weight=weight,
+                hidden=args.hidden,
+                dim=args.dim,
+                batch_tracks=args.batch_tracks,
+                temperature=args.temperature,
+            )
+            members.append((state, record))
+        state = combine_heads([m[0] for m in members])
+        figures = evaluate(state_project(state), val, val_rel, val_cand, args.seed)
+        if args.ensemble > 1:
+            print(f"train_similarity: w={weight} ensemble of {args.ensemble}: {figures}")
+        record = {"best": figures, "members": [m[1]["best"] for m in members]}
+        runs.append((figures["score"], weight, state, record))
     _, weight, state, record = max(runs, key=lambda r: r[0])
+    anchors, anchor_scale = None, 0.0
+    if args.anchor_scale:
+        project = state_project(state)
+        centroids = anchor_centroids(project, train)
+        for trial in args.anchor_scale:
+            figures = evaluate(
+                through_anchors(project, centroids, trial), val, val_rel, val_cand, args.seed
+            )
+            print(f"train_similarity: anchors at scale {trial:g}: {figures}")
+            record.setdefault("anchor_scales", {})[f"{trial:g}"] = figures
+            if figures["score"] > record["best"]["score"]:
+                anchors, anchor_scale = centroids.astype(np.float32), float(trial)
+                record["best"] = {**figures, "anchor_scale": trial}
     if centre is not None and scale is not None:
         # The standardisation folds into the first layer: the head reads raw features.
         state["w1"] = (state["w1"] / scale[:, None]).astype(np.float32)
@@ -501,10 +618,15 @@ def main(argv: list[str] | None = None) -> int:
         "batch_tracks": args.batch_tracks,
         "temperature": args.temperature,
         "label_weight": weight,
+        "anchor_scale": anchor_scale,
+        "anchors": 0 if anchors is None else int(anchors.shape[0]),
         "inputs": args.inputs,
         "val_fingerprint": fingerprint,
         "val_best": record["best"],
+        "ensemble": args.ensemble,
         "val_by_label_weight": {str(r[1]): r[3]["best"] for r in runs},
+        "val_members": record["members"],
+        "val_anchor_scales": record.get("anchor_scales", {}),
         "runtime_s": round(time.perf_counter() - began, 1),
     }
     from synesthete.index.sonic_audio import FEATURE_VERSION
@@ -514,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         meta=meta,
         inputs=args.inputs,
         feature_version=FEATURE_VERSION if args.inputs == "audio" else 0,
+        anchors=anchors,
+        anchor_scale=anchor_scale,
         **state,
     )
     from synesthete.index.sonic_file import save_head

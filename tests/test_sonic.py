@@ -179,6 +179,66 @@ def test_training_the_head_is_deterministic_under_a_seed_and_learns_the_labels()
     assert record["best"]["whole_p5"] >= 0.35
 
 
+def test_a_head_ending_in_anchors_gives_soft_nearness_to_each(tmp_path: Path) -> None:
+    """Anchors: each window's unit vector becomes normalise(exp(s (anchors . y - 1))),
+    one value per anchor; the file keeps them, and they change the head's digest."""
+    from synesthete.index.sonic_store import head_digest
+
+    plain = random_head(3)
+    anchors = unit(np.random.default_rng(4).standard_normal((6, 4)))
+    head = SonicHead(
+        encoder_name="fake-v1",
+        w1=plain.w1,
+        b1=plain.b1,
+        w2=plain.w2,
+        b2=plain.b2,
+        anchors=anchors,
+        anchor_scale=20.0,
+    )
+    windows = unit(np.random.default_rng(5).standard_normal((30, 8)))
+    out = head.apply(windows)
+    assert head.dim == 6 and out.shape == (30, 6)
+    expected = unit(np.exp(20.0 * (plain.apply(windows) @ anchors.T - 1.0)))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert (out > 0).all()
+    # The nearest anchor has the largest share.
+    np.testing.assert_array_equal(out.argmax(1), (plain.apply(windows) @ anchors.T).argmax(1))
+    path = tmp_path / "fake-v1.sonic.npz"
+    save_head(head, path)
+    loaded = load_head(path)
+    assert loaded.anchor_scale == 20.0 and loaded.anchors is not None
+    np.testing.assert_array_equal(loaded.apply(windows), out)
+    assert head_digest(loaded) == head_digest(head) != head_digest(plain)
+    # A head without anchors reads as before (and its digest is the one stored so far).
+    save_head(plain, path)
+    assert load_head(path).anchors is None
+    for bad in ({"anchors": anchors[:, :3], "anchor_scale": 20.0}, {"anchors": anchors}):
+        with pytest.raises(ConfigError):
+            SonicHead(encoder_name="x", w1=plain.w1, b1=plain.b1, w2=plain.w2, b2=plain.b2, **bad)
+
+
+def test_an_ensemble_of_heads_is_one_head_with_the_members_side_by_side() -> None:
+    """combine_heads stacks the members: its output is theirs concatenated, then normalised,
+    and anchors at the label groups' means are deterministic unit rows."""
+    script = load_script("train_similarity")
+    members = [random_head(seed, in_dim=16) for seed in (1, 2, 3)]
+    states = [{k: v for k, v in h.arrays().items()} for h in members]
+    combined = script.combine_heads(states)
+    head = SonicHead(encoder_name="fake-v1", **combined)
+    windows = unit(np.random.default_rng(6).standard_normal((20, 16)))
+    raw = [np.maximum(windows @ h.w1 + h.b1, 0.0) @ h.w2 + h.b2 for h in members]
+    np.testing.assert_allclose(head.apply(windows), unit(np.concatenate(raw, 1)), atol=1e-5)
+    np.testing.assert_allclose(
+        script.state_project(combined)(windows), head.apply(windows), atol=1e-5
+    )
+    assert script.combine_heads(states[:1]) is states[0]
+    split = synthetic_split(script, seed=1, games=4, per_game=5)
+    anchors = script.anchor_centroids(head.apply, split)
+    assert anchors.shape == (4, head.dim)
+    np.testing.assert_allclose(np.linalg.norm(anchors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(anchors, script.anchor_centroids(head.apply, split))
+
+
 # -- up next ---------------------------------------------------------------------------
 
 

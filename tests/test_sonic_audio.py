@@ -106,3 +106,33 @@ def test_an_audio_head_reads_audio_and_round_trips(tmp_path: Path) -> None:
         window_head.apply_audio(windows)
     with pytest.raises(ConfigError, match="inputs"):
         SonicHead(encoder_name="x", w1=head.w1, b1=head.b1, w2=head.w2, b2=head.b2, inputs="video")
+
+
+def test_version_2_features_show_the_rate_of_level_changes_and_bands_moving_together() -> None:
+    """Noise whose loudness swells 3 or 10 times a second puts the largest share of its
+    level changes in the 2-4 or 8-16 Hz modulation band, and its bands rise and fall
+    together (correlations near 1); the 10th percentile of each band lies below the 90th."""
+    from synesthete.index.sonic_audio import (
+        COARSE_BANDS,
+        MODULATION_BANDS_HZ,
+        ONSET_LAGS,
+        QUANTILES_PCT,
+    )
+
+    t = np.arange(WINDOW_SAMPLES) / SAMPLE_RATE_HZ
+    noise = np.random.default_rng(2).standard_normal(WINDOW_SAMPLES)
+    quantiles = 3 * N_MELS + ONSET_LAGS + 1 + 12 + 1 + 1
+    modulation = quantiles + len(QUANTILES_PCT) * N_MELS
+    rates = len(MODULATION_BANDS_HZ)
+    correlations = modulation + COARSE_BANDS * rates
+    assert FEATURE_VERSION == 2 and correlations + COARSE_BANDS * (COARSE_BANDS - 1) // 2 == (
+        FEATURE_DIM
+    )
+    for swell_hz, band in ((3.0, 1), (10.0, 3)):
+        envelope = 1.0 + 0.9 * np.sin(2 * np.pi * swell_hz * t)
+        row = window_features((noise * envelope).astype(np.float32)[None])[0]
+        shares = row[modulation:correlations].reshape(COARSE_BANDS, rates).mean(axis=0)
+        assert int(shares.argmax()) == band
+        assert row[correlations:].min() > 0.8
+        low, high = row[quantiles : quantiles + N_MELS], row[quantiles + N_MELS : modulation]
+        assert (low < high).all()
