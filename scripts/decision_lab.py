@@ -41,6 +41,7 @@ from synesthete.inference.torchscript import TorchScriptEncoder
 from synesthete.stream.synth import pink_noise
 
 SEED = 4_2031
+HOLDOUT_SEED = 7_2031
 RATE = bench.QUERY_RATE_HZ
 LAB_CONDITIONS = ("clean", "pink5", "babble0", "room", "codec64", "speed+6", "tempo+6", "pitch+1")
 
@@ -48,6 +49,13 @@ LAB_CONDITIONS = ("clean", "pink5", "babble0", "room", "codec64", "speed+6", "te
 def record(args: argparse.Namespace) -> int:
     manifest = bench.load_manifest(args.corpus)
     library, negatives = bench.split_library(manifest, "val")
+    if args.holdout > 0.0:
+        # More unknown pieces than the benchmark's few: a seeded share of the val library
+        # leaves the index and joins them (0 keeps older recordings' queries).
+        order = np.random.default_rng(HOLDOUT_SEED).permutation(len(library))
+        n_out = round(args.holdout * len(library))
+        negatives = [*negatives, *(library[int(i)] for i in sorted(order[:n_out]))]
+        library = [library[int(i)] for i in sorted(order[n_out:])]
     materials = bench.load_materials(args.corpus)
     encoder = TorchScriptEncoder(config=EncoderConfig(model_path=args.model))
     work = Path(tempfile.mkdtemp(prefix="synesthete-lab-"))
@@ -160,6 +168,7 @@ def record(args: argparse.Namespace) -> int:
         speeds=np.array(lib.speeds),
         versions=json.dumps({str(i.id): sorted(lib.versions(i.id)) for i in infos}),
         live_hop_s=np.array(args.live_hop),
+        holdout=np.array(args.holdout),
     )
     print(f"lab: wrote {args.out} ({len(rows)} queries)")
     return 0
@@ -377,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--per-condition", type=int, default=60)
     rec.add_argument("--negatives-per-kind", type=int, default=80)
     rec.add_argument("--live-hop", type=float, default=2.0, help="seconds between live windows")
+    rec.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="share of the val library moved out of the index among the unknown pieces",
+    )
     rep = sub.add_parser("report")
     rep.add_argument("lab", type=Path)
     rep.add_argument("--modes", nargs="+", choices=sorted(PATH_MODES), default=["ema", "mean"])
