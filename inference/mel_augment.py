@@ -195,6 +195,10 @@ class MelAugmenter:
                 raise ConfigError("one group per music recording is needed")
             members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
             self._group_members = [m for m in members if m.size >= 2]
+        lengths = (music.ends - music.starts).astype(np.float64)
+        self._member_weights = [lengths[m] / lengths[m].sum() for m in self._group_members]
+        sizes = np.array([lengths[m].sum() for m in self._group_members])
+        self._group_weights = sizes / sizes.sum() if sizes.size else sizes
         self.reverberant = list(reverberant)
         self.noises = noises
         self.speech = speech
@@ -250,13 +254,12 @@ class MelAugmenter:
         if not self._group_members or cfg.grouped_fraction <= 0.0:
             return
         end = min(last, first + round(cfg.grouped_fraction * track.shape[0]))
-        lengths = (self.music.ends - self.music.starts).astype(np.float64)
-        sizes = np.array([lengths[m].sum() for m in self._group_members])
         for lo in range(first, end, cfg.group_size):
-            members = self._group_members[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
-            weights = lengths[members] / lengths[members].sum()
+            g = int(rng.choice(len(self._group_weights), p=self._group_weights))
             n = min(cfg.group_size, end - lo)
-            track[lo : lo + n] = rng.choice(members, size=n, p=weights)
+            track[lo : lo + n] = rng.choice(
+                self._group_members[g], size=n, p=self._member_weights[g]
+            )
 
     def _query_power(
         self, rng: np.random.Generator, track: npt.NDArray[np.int64], frame: npt.NDArray[np.int64]

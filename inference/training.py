@@ -322,7 +322,7 @@ def build_augmenter(
 def track_groups(tracks: Sequence[Track]) -> npt.NDArray[np.int64]:
     """One group per package: the part of a corpus id before its colon
     (``freedoom:freedoom1/D_E1M1`` is in ``freedoom``); an id without one is its own group."""
-    names = [t.name.split(":", 1)[0] if ":" in t.name else t.name for t in tracks]
+    names = [t.name.split(":", 1)[0] for t in tracks]
     index = {name: k for k, name in enumerate(dict.fromkeys(names))}
     return np.array([index[name] for name in names], dtype=np.int64)
 
@@ -437,8 +437,20 @@ def neighbours(
     track: npt.NDArray[np.int64], frame: npt.NDArray[np.int64], gap_frames: int
 ) -> torch.Tensor:
     """``[n, n]`` bool: excerpts of one track less than ``gap_frames`` apart (self included)."""
-    same = track[:, None] == track[None, :]
-    close = np.abs(frame[:, None] - frame[None, :]) < gap_frames
+    return same_music(track, frame, track, frame, gap_frames)
+
+
+def same_music(
+    track: npt.NDArray[np.int64],
+    frame: npt.NDArray[np.int64],
+    other_track: npt.NDArray[np.int64],
+    other_frame: npt.NDArray[np.int64],
+    gap_frames: int,
+) -> torch.Tensor:
+    """``[n, m]`` bool: excerpt ``i`` and other excerpt ``j`` are one track less than
+    ``gap_frames`` apart."""
+    same = track[:, None] == other_track[None, :]
+    close = np.abs(frame[:, None] - other_frame[None, :]) < gap_frames
     return torch.from_numpy(same & close)
 
 
@@ -457,9 +469,7 @@ class NegativeQueue:
         self, track: npt.NDArray[np.int64], frame: npt.NDArray[np.int64], gap_frames: int
     ) -> torch.Tensor:
         """``[n, len(queue)]`` bool: queued views of the same music as each excerpt."""
-        same = track[:, None] == self.track[None, :]
-        close = np.abs(frame[:, None] - self.frame[None, :]) < gap_frames
-        return torch.from_numpy(same & close)
+        return same_music(track, frame, self.track, self.frame, gap_frames)
 
     def push(
         self, vectors: torch.Tensor, track: npt.NDArray[np.int64], frame: npt.NDArray[np.int64]
