@@ -310,20 +310,7 @@ def add_to_index(
     files = _scan(paths, report)
     if progress is not None:
         progress.on_start(len(files))
-    with Library.open(root) as probe:
-        speed_variants, layout, store = probe.speeds[1:], probe.layout, probe.vector_store
-        sonic_map = config.sonic_map if config is not None else _stores_map(probe)
-    with (
-        GenerationWriter(
-            index_dir=root,
-            dim=encoder.dim,
-            speed_variants=speed_variants,
-            layout=layout,
-            vector_store=store,
-            sonic_map=sonic_map,
-        ) as writer,
-        Library.open(root) as lib,
-    ):
+    with _writer_like(root, config, dim=encoder.dim) as writer, Library.open(root) as lib:
         if lib.encoder_name != encoder.name or lib.dim != encoder.dim:
             raise LibraryError(
                 f"{root}: index was built with encoder {lib.encoder_name!r} (dim {lib.dim}), "
@@ -473,21 +460,7 @@ def compact_index(
     started = time.perf_counter()
     root = Path(index_dir)
     report = BuildReport(action="compact", index_dir=str(root))
-    with Library.open(root) as probe:
-        dim, speed_variants, layout = probe.dim, probe.speeds[1:], probe.layout
-        store = probe.vector_store
-        sonic_map = config.sonic_map if config is not None else _stores_map(probe)
-    with (
-        GenerationWriter(
-            index_dir=root,
-            dim=dim,
-            speed_variants=speed_variants,
-            layout=layout,
-            vector_store=store,
-            sonic_map=sonic_map,
-        ) as writer,
-        Library.open(root) as lib,
-    ):
+    with _writer_like(root, config) as writer, Library.open(root) as lib:
         _check_same_speeds(lib, writer)
         if len(lib.parts) == 1:
             report.generation = lib.generation
@@ -522,21 +495,7 @@ def remove_from_index(
     started = time.perf_counter()
     root = Path(index_dir)
     report = BuildReport(action="remove", index_dir=str(root))
-    with Library.open(root) as probe:
-        dim, speed_variants, layout = probe.dim, probe.speeds[1:], probe.layout
-        store = probe.vector_store
-        sonic_map = _stores_map(probe)
-    with (
-        GenerationWriter(
-            index_dir=root,
-            dim=dim,
-            speed_variants=speed_variants,
-            layout=layout,
-            vector_store=store,
-            sonic_map=sonic_map,
-        ) as writer,
-        Library.open(root) as lib,
-    ):
+    with _writer_like(root, None) as writer, Library.open(root) as lib:
         _check_same_speeds(lib, writer)
         doomed: set[int] = set()
         records = lib.records()
@@ -694,6 +653,27 @@ def _carried_meta(lib: Library) -> dict[str, str]:
     meta = {k: v for k, v in lib.meta.items() if k not in _WRITER_META_KEYS}
     meta["last_track_id"] = str(lib.last_track_id)
     return meta
+
+
+def _writer_like(
+    root: Path, config: IndexConfig | None, *, dim: int | None = None
+) -> GenerationWriter:
+    """A writer of the next generation shaped like the current one: its speed variants,
+    layout and vector store, and the map as ``config`` says (else as the current one did).
+    ``dim`` is the new vectors' width where the caller's encoder sets it (``index add``
+    then checks it against the library's)."""
+    with Library.open(root) as probe:
+        width = probe.dim if dim is None else dim
+        speed_variants, layout, store = probe.speeds[1:], probe.layout, probe.vector_store
+        sonic_map = config.sonic_map if config is not None else _stores_map(probe)
+    return GenerationWriter(
+        index_dir=root,
+        dim=width,
+        speed_variants=speed_variants,
+        layout=layout,
+        vector_store=store,
+        sonic_map=sonic_map,
+    )
 
 
 def _check_same_speeds(lib: Library, writer: GenerationWriter) -> None:
