@@ -37,6 +37,7 @@ class ModelConfig:
     strides: tuple[int, ...] = (2, 2, 2, 1)
     kernel: int = 5
     hidden: int = 512
+    blocks: int = 1
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists; keep equality and hashing exact.
@@ -44,6 +45,8 @@ class ModelConfig:
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
         if len(self.widths) != len(self.strides) or not self.widths:
             raise ValueError("widths and strides must be non-empty and of equal length")
+        if not 1 <= self.blocks <= 8:
+            raise ValueError(f"blocks must be 1 to 8, got {self.blocks}")
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -86,6 +89,27 @@ def mel_centres_hz(config: ModelConfig) -> torch.Tensor:
     return 700.0 * (torch.pow(10.0, mels / 2595.0) - 1.0)
 
 
+def pool_in_blocks(
+    weights: dict[str, torch.Tensor], config: ModelConfig, blocks: int
+) -> dict[str, torch.Tensor]:
+    """A whole-window network's weights (``config.blocks == 1``) for ``blocks`` stretches.
+
+    The head's first layer reads the whole-window pools first and the
+    stretches' pools after them; the stretches' columns start at zero, so the
+    new network starts out as exactly the old one and training learns what
+    order adds (``train_encoder.py --init RUN/last.pt --blocks 4``).
+    """
+    if config.blocks != 1:
+        raise ValueError(f"can only split a whole-window network, this one pools {config.blocks}")
+    out = dict(weights)
+    first = weights["head.0.weight"]
+    channels = first.shape[1] // 2
+    out["head.0.weight"] = torch.cat(
+        [first, first.new_zeros(first.shape[0], 2 * channels * blocks)], dim=1
+    )
+    return out
+
+
 class EncoderNet(nn.Module):
     """Waveform windows in, unit vectors out.
 
@@ -94,7 +118,10 @@ class EncoderNet(nn.Module):
     (a 2-D separable stack of the same accuracy ran at a third of the views
     per second here). Mean and max pooling over time make the vector
     indifferent to where in the window an event falls (a live window is up to
-    a quarter second off the stored ones).
+    a quarter second off the stored ones). With ``blocks`` > 1 the head also
+    reads the pools of that many consecutive stretches of the window (four:
+    one second each), so the vector can keep the order of what it heard: two
+    passages of one style with the same sounds in another order stay apart.
     """
 
     def __init__(self, config: ModelConfig, frontend: nn.Module) -> None:
@@ -115,8 +142,12 @@ class EncoderNet(nn.Module):
             ]  # fmt: skip
             channels = width
         self.body = nn.Sequential(*layers)
+        self.blocks = config.blocks
+        pools = 1 + (config.blocks if config.blocks > 1 else 0)  # whole window, then stretches
         self.head = nn.Sequential(
-            nn.Linear(2 * channels, config.hidden), nn.ReLU(), nn.Linear(config.hidden, config.dim)
+            nn.Linear(2 * channels * pools, config.hidden),
+            nn.ReLU(),
+            nn.Linear(config.hidden, config.dim),
         )
         # Training leaves this the identity; export may put a fitted Projection here.
         self.post: nn.Module = nn.Identity()
@@ -137,11 +168,20 @@ class EncoderNet(nn.Module):
         db = torch.clamp(db - peak, min=-self.top_db)
         return db / (self.top_db / 2.0) + 1.0
 
-    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
-        """``[n, n_mels, frames]`` → ``[n, dim]`` unit vectors."""
+    def head_outputs(self, features: torch.Tensor) -> torch.Tensor:
+        """``[n, n_mels, frames]`` → ``[n, dim]``, the head's outputs before normalisation."""
         x = self.body(features)
         pooled = torch.cat([torch.mean(x, dim=2), torch.amax(x, dim=2)], dim=1)
-        vectors: torch.Tensor = self.post(functional.normalize(self.head(pooled), dim=1))
+        if self.blocks > 1:
+            means = functional.adaptive_avg_pool1d(x, self.blocks).flatten(1)
+            peaks = functional.adaptive_max_pool1d(x, self.blocks).flatten(1)
+            pooled = torch.cat([pooled, means, peaks], dim=1)
+        out: torch.Tensor = self.head(pooled)
+        return out
+
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """``[n, n_mels, frames]`` → ``[n, dim]`` unit vectors."""
+        vectors: torch.Tensor = self.post(functional.normalize(self.head_outputs(features), dim=1))
         return vectors
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,13 @@ from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from synesthete.errors import ConfigError
 from synesthete.inference import augment, mel_cache
 from synesthete.inference.mel_augment import AugmentConfig, MelAugmenter, MelStream
-from synesthete.inference.model import EncoderNet, ModelConfig, make_frontend, mel_centres_hz
+from synesthete.inference.model import (
+    EncoderNet,
+    ModelConfig,
+    make_frontend,
+    mel_centres_hz,
+    pool_in_blocks,
+)
 from synesthete.stream.synth import synth_track
 
 FloatArray = npt.NDArray[np.float32]
@@ -658,9 +664,14 @@ def _read_init(config: TrainConfig) -> dict[str, Any]:
         raise ConfigError(f"cannot read the starting checkpoint {path}: {err}") from err
     if not isinstance(state, dict) or "model" not in state:
         raise ConfigError(f"{path} is not a training checkpoint (RUN/best.pt or RUN/last.pt)")
-    if ModelConfig.from_dict(state["model_config"]) != config.model:
-        raise ConfigError(f"{path} holds a network of another shape than this run's")
+    saved = ModelConfig.from_dict(state["model_config"])
     weights: dict[str, Any] = state["model"]
+    if saved.blocks == 1 and replace(saved, blocks=config.model.blocks) == config.model:
+        if config.model.blocks > 1:
+            weights = pool_in_blocks(weights, saved, config.model.blocks)
+        return weights
+    if saved != config.model:
+        raise ConfigError(f"{path} holds a network of another shape than this run's")
     return weights
 
 

@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.batches):
                 batch = augmenter.draw(rng, args.batch)
                 for db, into in ((batch.index_db, clean), (batch.query_db, degraded)):
-                    x = model.body(model.features_from_db(db))
-                    pooled = torch.cat([torch.mean(x, dim=2), torch.amax(x, dim=2)], dim=1)
-                    into.append(model.head(pooled).numpy())
+                    into.append(model.head_outputs(model.features_from_db(db)).numpy())
             others: list[np.ndarray] = []
             n_other = round(args.interference * args.batches * args.batch)
             frames = config.model.frames
@@ -107,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                         augmenter.interference(rng, n - half, frames),
                     ]
                 )
-                x = model.body(model.features_from_db(power_to_db(power)))
-                pooled = torch.cat([torch.mean(x, dim=2), torch.amax(x, dim=2)], dim=1)
-                others.append(model.head(pooled).numpy())
+                others.append(
+                    model.head_outputs(model.features_from_db(power_to_db(power))).numpy()
+                )
         centre, matrix, ratios = training.dda_projection(
             np.concatenate(clean),
             np.concatenate(degraded),

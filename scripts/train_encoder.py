@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         "--widths", type=_ints, default=ModelConfig.widths, help="e.g. 128,192,256,256"
     )
     parser.add_argument("--strides", type=_ints, default=ModelConfig.strides, help="e.g. 2,2,2,1")
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=ModelConfig.blocks,
+        help="pool each window in this many consecutive stretches, in order (1: whole window;"
+        " --init from a whole-window run spreads its head over them)",
+    )
     parser.add_argument("--synthetic-tracks", type=int, default=defaults.synthetic_tracks)
     parser.add_argument("--rooms", type=int, default=defaults.rooms, help="simulated rooms")
     parser.add_argument("--talkers", type=int, default=defaults.talkers, help="espeak talkers")
@@ -148,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                 real_room_share=args.real_room_share,
             ),
             init=None if args.init is None else str(args.init),
-            model=ModelConfig(dim=args.dim, widths=args.widths, strides=args.strides),
+            model=ModelConfig(
+                dim=args.dim, widths=args.widths, strides=args.strides, blocks=args.blocks
+            ),
         )
     except (SynestheteError, ValueError) as err:
         print(f"train_encoder: {err}", file=sys.stderr)

@@ -39,7 +39,13 @@ from synesthete.inference.mel_cache import (
     room_kernel,
     stream_of,
 )
-from synesthete.inference.model import EncoderNet, ModelConfig, Projection, mel_centres_hz
+from synesthete.inference.model import (
+    EncoderNet,
+    ModelConfig,
+    Projection,
+    mel_centres_hz,
+    pool_in_blocks,
+)
 from synesthete.inference.torchscript import TorchScriptEncoder
 from synesthete.inference.training import (
     NegativeQueue,
@@ -365,6 +371,39 @@ def test_the_network_pools_position_away_and_keeps_unit_norm() -> None:
     assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
     assert torch.allclose(out, louder, atol=1e-5)  # gain does not matter
     assert ModelConfig.from_dict(CONFIG.to_dict()) == CONFIG
+
+
+def test_a_block_pooled_network_starts_as_its_whole_window_parent_then_hears_order() -> None:
+    torch.manual_seed(0)
+    parent = EncoderNet(CONFIG, _front()).eval()
+    blocked_config = ModelConfig(blocks=4)
+    child = EncoderNet(blocked_config, _front()).eval()
+    child.load_state_dict(pool_in_blocks(parent.state_dict(), CONFIG, 4))
+    db = torch.randn(3, CONFIG.n_mels, CONFIG.frames) * 10.0 - 30.0
+    # The same frames with the window's halves swapped: the same sounds in another order.
+    half = CONFIG.frames // 2
+    swapped = torch.cat([db[:, :, half:], db[:, :, :half]], dim=2)
+    with torch.inference_mode():
+        start, start_swapped = (
+            child.embed_features(child.features_from_db(x)) for x in (db, swapped)
+        )
+        parent_out = parent.embed_features(parent.features_from_db(db))
+    assert torch.allclose(start, parent_out, atol=1e-5)
+    with torch.no_grad():  # what training would do to the stretches' columns
+        child.head[0].weight[:, 2 * CONFIG.widths[-1] :].normal_(0.0, 0.05)
+        moved, moved_swapped = (
+            child.embed_features(child.features_from_db(x)) for x in (db, swapped)
+        )
+    apart_before = float((start - start_swapped).norm(dim=1).mean())
+    apart_after = float((moved - moved_swapped).norm(dim=1).mean())
+    assert apart_after > 2.0 * apart_before
+    assert ModelConfig.from_dict(blocked_config.to_dict()) == blocked_config
+    scripted = torch.jit.script(child)
+    assert scripted(torch.randn(2, 64_000) * 0.1).shape == (2, CONFIG.dim)
+    with pytest.raises(ValueError, match="whole-window"):
+        pool_in_blocks(child.state_dict(), blocked_config, 2)
+    with pytest.raises(ValueError, match="blocks"):
+        ModelConfig(blocks=0)
 
 
 def test_dda_weights_the_directions_noise_leaves_alone() -> None:
