@@ -22,6 +22,8 @@ from synesthete.inference.config import EncoderConfig
 
 METADATA_FILE = "synesthete.json"
 FORMAT_VERSION = 1
+HALF = "float16"
+"""``parameters`` in a model's metadata when its weights are stored as float16."""
 SEGMENT_ATOL = 1e-4
 """How far the one-front-end-per-segment path may move a vector from the waveform path's."""
 _EDGE_SAMPLES_PER_FFT = 5 / 4
@@ -31,9 +33,19 @@ the window."""
 
 
 def save_scripted(
-    module: torch.nn.Module, path: Path, *, metadata: dict[str, Any]
+    module: torch.nn.Module,
+    path: Path,
+    *,
+    metadata: dict[str, Any],
+    half_parameters: bool = False,
 ) -> torch.jit.ScriptModule:
-    """Script ``module`` and write it with ``metadata`` (merged over the signal contract)."""
+    """Script ``module`` and write it with ``metadata`` (merged over the signal contract).
+
+    With ``half_parameters`` the learned weights are stored as float16 (half the file;
+    buffers such as the filterbank and a projection stay float32) and the loader turns
+    them back to float32: the model then computes in float32 with weights rounded once,
+    the same for the index and the live windows.
+    """
     module = module.eval()
     scripted = torch.jit.script(module)
     doc = {
@@ -43,11 +55,15 @@ def save_scripted(
         "window_samples": WINDOW_SAMPLES,
         **metadata,
     }
+    if half_parameters:
+        doc["parameters"] = HALF
+        for parameter in scripted.parameters():
+            parameter.data = parameter.data.half()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(doc, indent=2)})
     tmp.replace(path)
-    return scripted
+    return scripted.float()
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -116,6 +132,8 @@ class TorchScriptEncoder:
             raise ModelError(f"{path}: not a loadable TorchScript model ({reason})") from err
         self._module.eval()
         self.metadata = _parse_metadata(path, extra[METADATA_FILE])
+        if self.metadata.get("parameters") == HALF:
+            self._module.float()  # stored as float16, computed in float32
         self.path = path
         self._segments_ok: bool | None = None
 

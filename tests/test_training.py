@@ -46,7 +46,7 @@ from synesthete.inference.model import (
     mel_centres_hz,
     pool_in_blocks,
 )
-from synesthete.inference.torchscript import TorchScriptEncoder
+from synesthete.inference.torchscript import TorchScriptEncoder, save_scripted
 from synesthete.inference.training import (
     NegativeQueue,
     Track,
@@ -468,6 +468,23 @@ def test_a_projection_after_the_head_keeps_unit_vectors_and_scripts() -> None:
         Projection(torch.zeros(4), torch.eye(3))
 
 
+def test_a_model_stored_with_half_weights_loads_and_computes_in_float32(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = EncoderNet(CONFIG, _front()).eval()
+    meta = {"name": "tiny", "kind": "trained", "dim": CONFIG.dim}
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    save_scripted(model, full, metadata=meta)
+    save_scripted(model, half, metadata=meta, half_parameters=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    waves = (0.1 * torch.randn(3, 64_000)).numpy()
+    exact = TorchScriptEncoder(config=EncoderConfig(model_path=full, device="cpu"))
+    rounded = TorchScriptEncoder(config=EncoderConfig(model_path=half, device="cpu"))
+    assert rounded.metadata["parameters"] == "float16" and "parameters" not in exact.metadata
+    a, b = exact.embed(waves), rounded.embed(waves)
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert 0.0 < float(np.abs(a - b).max()) < 1e-2  # rounded once, not computed in float16
+
+
 def _require_train_python() -> Path:
     if TRAIN_PYTHON.is_file():
         return TRAIN_PYTHON
@@ -550,7 +567,7 @@ def test_tiny_training_run_exports_a_model_the_runtime_loads(tmp_path: Path) -> 
             sys.executable, "-c",
             "import sys, numpy as np; from pathlib import Path;"
             "from synesthete.inference.config import EncoderConfig;"
-            "from synesthete.inference.torchscript import TorchScriptEncoder;"
+            "from synesthete.inference.torchscript import TorchScriptEncoder, save_scripted;"
             f"e = TorchScriptEncoder(config=EncoderConfig(model_path=Path({str(model)!r})));"
             "v = e.embed(np.zeros((2, 64000), np.float32));"
             "assert 'torchaudio' not in sys.modules;"
