@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         help="pool each window in this many consecutive stretches, in order (1: whole window;"
         " --init from a whole-window run spreads its head over them)",
     )
+    parser.add_argument(
+        "--synthetic-mix",
+        type=int,
+        default=defaults.synthetic_mix,
+        help="synthesized tracks added to the corpus's train split (pieces of one synthesizer"
+        " as each other's negatives)",
+    )
     parser.add_argument("--synthetic-tracks", type=int, default=defaults.synthetic_tracks)
     parser.add_argument("--rooms", type=int, default=defaults.rooms, help="simulated rooms")
     parser.add_argument("--talkers", type=int, default=defaults.talkers, help="espeak talkers")
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             threads=args.threads,
             synthetic_tracks=args.synthetic_tracks,
+            synthetic_mix=args.synthetic_mix,
             rooms=args.rooms,
             reverberant_copies=args.reverberant_copies,
             talkers=args.talkers,
