@@ -675,13 +675,11 @@ def _read_init(config: TrainConfig) -> dict[str, Any]:
         raise ConfigError(f"{path} is not a training checkpoint (RUN/best.pt or RUN/last.pt)")
     saved = ModelConfig.from_dict(state["model_config"])
     weights: dict[str, Any] = state["model"]
-    if saved.blocks == 1 and replace(saved, blocks=config.model.blocks) == config.model:
-        if config.model.blocks > 1:
-            weights = pool_in_blocks(weights, saved, config.model.blocks)
+    if saved == config.model:
         return weights
-    if saved != config.model:
-        raise ConfigError(f"{path} holds a network of another shape than this run's")
-    return weights
+    if saved.blocks == 1 and replace(saved, blocks=config.model.blocks) == config.model:
+        return pool_in_blocks(weights, saved, config.model.blocks)
+    raise ConfigError(f"{path} holds a network of another shape than this run's")
 
 
 def _save(checkpoint: dict[str, Any], path: Path) -> None:

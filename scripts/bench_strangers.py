@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 from provenance import git_commit
 
 from synesthete.clients.app import open_engine
@@ -39,6 +38,7 @@ from synesthete.clients.demo import DEMO_RATE_HZ, prepare_demo
 from synesthete.errors import SynestheteError
 from synesthete.index.builder import build_index
 from synesthete.index.config import IndexConfig
+from synesthete.index.decode import load_mono
 from synesthete.inference.config import EncoderConfig
 from synesthete.inference.torchscript import TorchScriptEncoder
 from synesthete.stream.synth import synth_track
@@ -91,13 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             known: list[dict[str, Any]] = []
             for _ in range(args.known):
                 path = tracks[int(rng.integers(len(tracks)))]
-                audio, rate = sf.read(path, dtype="float32", always_2d=True)
-                audio = audio.mean(axis=1)
-                length = int(PIECE_S * rate)
+                audio = load_mono(path, sample_rate_hz=DEMO_RATE_HZ)  # the rate play() feeds
+                length = int(PIECE_S * DEMO_RATE_HZ)
                 start = int(rng.integers(0, max(1, audio.shape[0] - length)))
                 named = play(engine, audio[start : start + length])
                 truth = by_path[path.name]
-                known.append({"track": path.name, "start_s": start / rate, "named": named,
+                known.append({"track": path.name, "start_s": start / DEMO_RATE_HZ, "named": named,
                               "right": bool(named) and named[0] == truth})  # fmt: skip
             engine.close()
     except SynestheteError as err:
