@@ -29,6 +29,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -41,7 +42,7 @@ import torch
 from torch.nn import functional
 
 from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
-from synesthete.errors import ConfigError
+from synesthete.errors import ConfigError, ModelError
 from synesthete.inference import augment, mel_cache
 from synesthete.inference.mel_augment import AugmentConfig, MelAugmenter, MelStream
 from synesthete.inference.model import (
@@ -51,6 +52,7 @@ from synesthete.inference.model import (
     mel_centres_hz,
     pool_in_blocks,
 )
+from synesthete.inference.torchscript import read_metadata
 from synesthete.stream.synth import synth_track
 
 FloatArray = npt.NDArray[np.float32]
@@ -222,10 +224,11 @@ use, so training never sees the pieces it is judged on."""
 
 
 def synthetic_split(count: int, *, seed: int, seconds: float = 40.0) -> list[Track]:
-    """Generated songs, for smoke runs and tests (no corpus needed)."""
+    """Generated songs, for smoke runs and tests (no corpus needed). They are one package,
+    ``synth``, so ``--grouped-fraction`` draws pieces of the one synthesizer side by side."""
     return [
         Track(
-            name=f"synth-{seed + n}",
+            name=f"synth:{seed + n}",
             audio=synth_track(seed=seed + n, duration_s=seconds, sample_rate_hz=SAMPLE_RATE_HZ),
         )
         for n in range(count)
@@ -664,15 +667,31 @@ def _checkpoint(
     }
 
 
-def _read_init(config: TrainConfig) -> dict[str, Any]:
-    """Another run's weights to start from; its network must have this run's shape."""
+def read_init(config: TrainConfig) -> dict[str, Any]:
+    """Another run's weights to start from; its network must have this run's shape.
+
+    A training checkpoint (``RUN/last.pt``) or an exported model file
+    (``inference/models/encoder-v10p.pt``): from the latter the network's weights, in
+    float32, without its projection (a fine-tune fits its own) or its traced front end
+    (fixed, rebuilt by the run). So a shipped model is a starting point that outlives the
+    session whose ``runs/`` folder held its checkpoint.
+    """
     path = Path(str(config.init))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            # An exported file is a TorchScript archive: torch.load hands it to
+            # torch.jit.load, and says so.
+            warnings.filterwarnings("ignore", message=".*TorchScript archive")
+            state = torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError) as err:
         raise ConfigError(f"cannot read the starting checkpoint {path}: {err}") from err
+    if isinstance(state, torch.jit.ScriptModule):
+        state = _exported_weights(path, state)
     if not isinstance(state, dict) or "model" not in state:
-        raise ConfigError(f"{path} is not a training checkpoint (RUN/best.pt or RUN/last.pt)")
+        raise ConfigError(
+            f"{path} is not a training checkpoint (RUN/best.pt or RUN/last.pt)"
+            " or an exported encoder"
+        )
     saved = ModelConfig.from_dict(state["model_config"])
     weights: dict[str, Any] = state["model"]
     if saved == config.model:
@@ -680,6 +699,20 @@ def _read_init(config: TrainConfig) -> dict[str, Any]:
     if saved.blocks == 1 and replace(saved, blocks=config.model.blocks) == config.model:
         return pool_in_blocks(weights, saved, config.model.blocks)
     raise ConfigError(f"{path} holds a network of another shape than this run's")
+
+
+def _exported_weights(path: Path, scripted: torch.jit.ScriptModule) -> dict[str, Any]:
+    """An exported encoder's network weights and shape, in a checkpoint's keys."""
+    try:
+        model_config = read_metadata(path)["model"]
+    except (ModelError, KeyError) as err:
+        raise ConfigError(f"{path}: an exported encoder without its network's shape") from err
+    weights = {
+        key: value.float() if value.is_floating_point() else value
+        for key, value in scripted.state_dict().items()
+        if not key.startswith(("frontend.", "post."))
+    }
+    return {"model": weights, "model_config": model_config}
 
 
 def _save(checkpoint: dict[str, Any], path: Path) -> None:
@@ -709,7 +742,7 @@ def train(
         state = torch.load(last_path, map_location="cpu", weights_only=False)
         saved = TrainConfig.from_dict(state["train_config"])
         config = replace(saved, time_budget_s=config.time_budget_s, out_dir=config.out_dir)
-    init_weights = _read_init(config) if state is None and config.init is not None else None
+    init_weights = read_init(config) if state is None and config.init is not None else None
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     if config.threads is not None:
@@ -768,7 +801,12 @@ def train(
         log(f"train: resuming at step {step}/{config.steps} ({train_seconds / 60:.1f} min so far)")
     else:
         if init_weights is not None:
-            model.load_state_dict(init_weights)
+            missing, unexpected = model.load_state_dict(init_weights, strict=False)
+            if unexpected or any(not key.startswith("frontend.") for key in missing):
+                raise ConfigError(
+                    f"{config.init} does not hold this network's weights"
+                    f" (missing {missing[:3]}, unexpected {unexpected[:3]})"
+                )
             log(f"train: starting from the weights of {config.init}")
         log_path.write_text("")
 

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,12 @@ from synesthete.inference.torchscript import TorchScriptEncoder, save_scripted
 from synesthete.inference.training import (
     NegativeQueue,
     Track,
+    TrainConfig,
     alignment,
     dda_projection,
     neighbours,
     nt_xent,
+    read_init,
     track_groups,
 )
 from synesthete.stream.synth import pink_noise, synth_track
@@ -483,6 +486,38 @@ def test_a_model_stored_with_half_weights_loads_and_computes_in_float32(tmp_path
     a, b = exact.embed(waves), rounded.embed(waves)
     assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
     assert 0.0 < float(np.abs(a - b).max()) < 1e-2  # rounded once, not computed in float16
+
+
+def test_a_fine_tune_starts_from_an_exported_model_file_without_its_projection(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    config = replace(CONFIG, blocks=2)
+    model = EncoderNet(config, _front()).eval()
+    db = torch.randn(3, config.n_mels, config.frames) * 10.0 - 30.0
+    with torch.inference_mode():
+        plain = model.embed_features(model.features_from_db(db))
+    model.post = Projection(torch.zeros(config.dim), -2.0 * torch.eye(config.dim))
+    shipped = tmp_path / "encoder-shipped.pt"
+    meta = {"name": "encoder-shipped", "kind": "trained", "dim": config.dim}
+    save_scripted(
+        model, shipped, metadata={**meta, "model": config.to_dict()}, half_parameters=True
+    )
+    run = TrainConfig(model=config, init=str(shipped), corpus=None, out_dir=tmp_path / "run")
+    weights = read_init(run)
+    assert not any(key.startswith("post.") for key in weights)
+    fresh = EncoderNet(config, _front()).eval()
+    missing, unexpected = fresh.load_state_dict(weights, strict=False)
+    assert not unexpected and all(key.startswith("frontend.") for key in missing)
+    with torch.inference_mode():
+        start = fresh.embed_features(fresh.features_from_db(db))
+    assert 0.0 < float((start - plain).abs().max()) < 1e-2  # the float16 weights, as float32
+    # Another shape, or a file without its network's shape, is refused in one line.
+    with pytest.raises(ConfigError, match="another shape"):
+        read_init(replace(run, model=CONFIG))
+    save_scripted(model, shipped, metadata=meta)
+    with pytest.raises(ConfigError, match="without its network's shape"):
+        read_init(run)
 
 
 def _require_train_python() -> Path:
