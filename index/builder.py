@@ -49,6 +49,7 @@ from .sonic_store import NO_MAP, SONIC_AUDIO_HOP_S
 from .store import (
     DELTA_BASE_KEY,
     DELTA_PARENT_KEY,
+    DISTANCE_SCALE_KEY,
     GenerationWriter,
     Library,
     TrackRecord,
@@ -582,6 +583,7 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
             "speed_variants": list(lib.speeds[1:]),
             "n_trees": lib.n_trees,
             "seed": lib.seed,
+            "separation": None if lib.separation is None else round(lib.separation, 4),
             "created": lib.meta.get("created"),
             "tracks": lib.n_tracks,
             "windows": lib.n_windows,
@@ -646,7 +648,17 @@ def _meta(*, encoder: Encoder, index_hop_s: float) -> dict[str, str]:
         "index_hop_s": repr(float(index_hop_s)),
         "window_s": repr(WINDOW_S),
         "sample_rate_hz": str(SAMPLE_RATE_HZ),
+        DISTANCE_SCALE_KEY: repr(distance_scale_of(encoder)),
     }
+
+
+def distance_scale_of(encoder: Encoder) -> float:
+    """How the encoder's distances run against encoder-v3's (its calibration's
+    ``distance_scale``; 1 without one): the library's distance settings, such as how close
+    two versions of a piece come, scale with it."""
+    calibration = getattr(encoder, "calibration", None)
+    scale = calibration.get("distance_scale") if isinstance(calibration, dict) else None
+    return float(scale) if isinstance(scale, int | float) else 1.0
 
 
 def _carried_meta(lib: Library) -> dict[str, str]:
