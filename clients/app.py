@@ -95,9 +95,7 @@ def open_engine(
             f" but the model is {encoder.name!r} (dim {encoder.dim}); rebuild the index or pass"
             " the matching --model"
         )
-    config = matcher_config_for(
-        encoder.calibration, index_hop_s=library.index_hop_s, separation=library.separation
-    )
+    config = matcher_config_for(encoder.calibration, index_hop_s=library.index_hop_s)
     if live_hop_s is not None:
         config = replace(config, live_hop_s=live_hop_s)
     if on_threshold is not None:
@@ -116,28 +114,16 @@ def open_engine(
 
 
 def matcher_config_for(
-    calibration: Mapping[str, float] | None,
-    *,
-    index_hop_s: float,
-    separation: float | None = None,
+    calibration: Mapping[str, float] | None, *, index_hop_s: float
 ) -> MatcherConfig:
     """The matcher's settings for a model: its calibration JSON may carry, besides the
     confidence model, its own distances (``max_frechet``, ``path_max_distance``,
-    ``first_max_frechet``) and ``distance_scale``; every encoder has its own scale.
-
-    ``separation`` (``Library.separation``): how close the library's own pieces come to
-    one another. The calibration records the separation of the val library it was fitted
-    on (``fitted_separation``); where this library's pieces come closer, the operating
-    distance moves in by the same ratio (``index/separation.py``): unknown music of the
-    library's style comes closer as its pieces do. A library as varied as val's, or more,
-    keeps the fitted point.
-    """
+    ``first_max_frechet``) and ``distance_scale``; every encoder has its own scale."""
     fitted = dict(calibration or {})
     guard = fitted.pop("max_frechet", None)
     path_distance = fitted.pop("path_max_distance", None)
     first_guard = fitted.pop("first_max_frechet", None)
     scale = fitted.pop("distance_scale", None)
-    fitted_separation = fitted.pop("fitted_separation", None)
     config = MatcherConfig(
         index_hop_s=index_hop_s,
         calibration=Calibration.from_dict(fitted) if fitted else Calibration(),
@@ -150,8 +136,4 @@ def matcher_config_for(
         config = replace(config, first_max_frechet=float(first_guard))
     if scale is not None:
         config = replace(config, distance_scale=float(scale))
-    if separation is not None and fitted_separation is not None and separation < fitted_separation:
-        fitted_at = config.calibration.operating_distance(horizon_windows=config.horizon_windows)
-        closer = fitted_at * separation / fitted_separation
-        config = replace(config, calibration=config.calibration.moved_by(closer - fitted_at))
     return config

@@ -79,7 +79,7 @@ def prepare_demo(
     encoder = TorchScriptEncoder()
     if not fresh and _built_with(index) != encoder.name:
         # An earlier version's demo: index it again with the model shipped now.
-        _note(notes, f"demo: {index} was built by an earlier version; indexing again")
+        _note(notes, f"demo: {index} was built with another model; indexing again")
         shutil.rmtree(index)
         fresh = True
     if fresh:
@@ -120,8 +120,7 @@ def prepare_demo(
 
 
 def _built_with(index: Path) -> str | None:
-    """The encoder name an existing demo index records (None if it cannot be read, or if
-    it predates the library's separation, which keeps the demo's unknown piece unknown)."""
+    """The encoder name an existing demo index records (None if it cannot be read)."""
     from synesthete.index.store import Library
 
     try:
@@ -129,7 +128,7 @@ def _built_with(index: Path) -> str | None:
     except SynestheteError:
         return None
     try:
-        return library.encoder_name if library.separation is not None else None
+        return library.encoder_name
     finally:
         library.close()
 

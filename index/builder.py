@@ -583,7 +583,6 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
             "speed_variants": list(lib.speeds[1:]),
             "n_trees": lib.n_trees,
             "seed": lib.seed,
-            "separation": None if lib.separation is None else round(lib.separation, 4),
             "created": lib.meta.get("created"),
             "tracks": lib.n_tracks,
             "windows": lib.n_windows,

