@@ -236,13 +236,8 @@ def build_index(
     files = _scan(paths, report)
     if progress is not None:
         progress.on_start(len(files))
-    with GenerationWriter(
-        index_dir=root,
-        dim=encoder.dim,
-        speed_variants=config.speed_variants,
-        layout=layout,
-        vector_store=vector_store,
-        sonic_map=config.sonic_map,
+    with _fresh_writer(
+        root, dim=encoder.dim, config=config, layout=layout, vector_store=vector_store
     ) as writer:
         by_hash: dict[str, str] = {}
         next_id = 1
@@ -261,19 +256,52 @@ def build_index(
                 next_id += 1
             if progress is not None:
                 progress.on_file(path, status)
-        if writer.n_rows == 0:
-            report.elapsed_s = time.perf_counter() - started
-            raise NothingIndexedError(_nothing_indexed_message(paths, files, report), report=report)
-        report.generation = writer.commit(
-            meta=_meta(encoder=encoder, index_hop_s=config.index_hop_s),
-            n_trees=layout.n_trees if layout.n_trees is not None else config.n_trees,
-            seed=config.seed,
-        )
-        report.notes.extend(writer.notes)
-        report.total_tracks = len(writer.records)
-        report.total_windows = writer.n_rows
+        _commit_build(
+            writer, report, paths=paths, files=files, encoder=encoder, config=config,
+            layout=layout, started=started,
+        )  # fmt: skip
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+def _fresh_writer(
+    root: Path, *, dim: int, config: IndexConfig, layout: StoreLayout, vector_store: VectorStore
+) -> GenerationWriter:
+    """The writer of a whole new index (``build``; the Ray build's too)."""
+    return GenerationWriter(
+        index_dir=root,
+        dim=dim,
+        speed_variants=config.speed_variants,
+        layout=layout,
+        vector_store=vector_store,
+        sonic_map=config.sonic_map,
+    )
+
+
+def _commit_build(
+    writer: GenerationWriter,
+    report: BuildReport,
+    *,
+    paths: Sequence[str | os.PathLike[str]],
+    files: list[Path],
+    encoder: Encoder,
+    config: IndexConfig,
+    layout: StoreLayout,
+    started: float,
+) -> None:
+    """Publish a whole new index and put its totals in ``report``; ``NothingIndexedError``
+    when no file gave a window (the folder is left as it was)."""
+    if writer.n_rows == 0:
+        report.elapsed_s = time.perf_counter() - started
+        raise NothingIndexedError(_nothing_indexed_message(paths, files, report), report=report)
+    report.generation = writer.commit(
+        meta=_meta(encoder=encoder, index_hop_s=config.index_hop_s),
+        n_trees=layout.n_trees if layout.n_trees is not None else config.n_trees,
+        seed=config.seed,
+    )
+    report.notes.extend(writer.notes)
+    report.total_tracks = len(writer.records)
+    report.total_windows = writer.n_rows
 
 
 def add_to_index(

@@ -39,14 +39,13 @@ from synesthete.inference.encoder import Encoder
 
 from .builder import (
     BuildReport,
-    NothingIndexedError,
     ProgressCallback,
     _check_encoder,
+    _commit_build,
     _count,
     _embed_styled_track,
     _Embedded,
-    _meta,
-    _nothing_indexed_message,
+    _fresh_writer,
     _report_audio,
     _scan,
     audio_head,
@@ -163,13 +162,8 @@ def build_index_ray(
     with _ray_session(options) as ray:
         if progress is not None:
             progress.on_start(len(files))
-        with GenerationWriter(
-            index_dir=root,
-            dim=local.dim,
-            speed_variants=config.speed_variants,
-            layout=layout,
-            vector_store=vector_store,
-            sonic_map=config.sonic_map,
+        with _fresh_writer(
+            root, dim=local.dim, config=config, layout=layout, vector_store=vector_store
         ) as writer:
             by_hash: dict[str, str] = {}
             next_id = 1
@@ -190,19 +184,10 @@ def build_index_ray(
                     status = "indexed"
                 if progress is not None:
                     progress.on_file(path, status)
-            if writer.n_rows == 0:
-                report.elapsed_s = time.perf_counter() - started
-                raise NothingIndexedError(
-                    _nothing_indexed_message(paths, files, report), report=report
-                )
-            report.generation = writer.commit(
-                meta=_meta(encoder=local, index_hop_s=config.index_hop_s),
-                n_trees=layout.n_trees if layout.n_trees is not None else config.n_trees,
-                seed=config.seed,
-            )
-            report.notes.extend(writer.notes)
-            report.total_tracks = len(writer.records)
-            report.total_windows = writer.n_rows
+            _commit_build(
+                writer, report, paths=paths, files=files, encoder=local, config=config,
+                layout=layout, started=started,
+            )  # fmt: skip
     report.elapsed_s = time.perf_counter() - started
     return report
 
