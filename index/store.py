@@ -132,10 +132,10 @@ READABLE_FORMAT_VERSIONS = ("1", "2", "3", DELTA_FORMAT_VERSION)
 DELTA_PARENT_KEY = "delta_parent"
 """Meta of a delta generation: the generation it was added on top of (main or delta)."""
 DELTA_BASE_KEY = "delta_base"
+"""Meta of a delta generation: the main generation at the bottom of its chain."""
 DISTANCE_SCALE_KEY = "distance_scale"
 """Meta key: the encoder's distance scale (``MatcherConfig.distance_scale``), which the
 version search's distances are multiplied by; absent in indexes written before it (1)."""
-"""Meta of a delta generation: the main generation at the bottom of its chain."""
 MAX_DELTA_CHAIN = 64
 CURRENT_NAME = "CURRENT"
 LOCK_NAME = ".lock"
