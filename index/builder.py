@@ -19,7 +19,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -40,6 +40,7 @@ from synesthete.stream.windowing import Windower
 from .art import CoverArt, read_cover_art
 from .compact import COMPACT_LAYOUT, StoreLayout
 from .config import MAX_DELTAS, IndexConfig
+from .constellation import PeakArray, PeakStream
 from .decode import decode_mono_16k_speeds
 from .milvus_store import ANNOY_STORE, VectorStore
 from .scan import iter_audio_files
@@ -60,9 +61,6 @@ from .store import (
 from .tags import read_tags
 
 FileStatus = Literal["indexed", "updated", "unchanged", "skipped"]
-_Embedded = tuple[
-    TrackRecord, npt.NDArray[np.float32], list[npt.NDArray[np.float32]], CoverArt | None
-]
 _UNIT_NORM_TOLERANCE = 1e-3
 SEGMENT_S = 64.0
 """Audio per front-end pass on the segment path: as many windows as start in 64 s (128 at
@@ -195,6 +193,26 @@ class BuildReport:
             else "no index written"
         )
         return f"{self.action}: {done} in {self.elapsed_s:.1f} s -> {state}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbeddedTrack:
+    """One decoded file as a generation stores it: its record (row slices not yet set),
+    ``[M, D]`` windows, speed-variant curves, cover art, "sounds like" curve (``None``
+    without an audio similarity head) and constellation (``constellation.py``)."""
+
+    record: TrackRecord
+    windows: npt.NDArray[np.float32]
+    variants: list[npt.NDArray[np.float32]]
+    art: CoverArt | None
+    sonic: npt.NDArray[np.float32] | None
+    peaks: PeakArray
+
+    def add_to(self, writer: GenerationWriter, *, track_id: int | None = None) -> TrackRecord:
+        record = self.record if track_id is None else replace(self.record, id=track_id)
+        return writer.add_track(
+            record, self.windows, self.variants, art=self.art, sonic=self.sonic, peaks=self.peaks
+        )
 
 
 def _plural(count: int, noun: str) -> str:
@@ -366,7 +384,7 @@ def add_to_index(
                 changed.add(record.path)
 
         # Changed tracks are re-embedded first; a failure keeps the stored version.
-        updated: dict[str, tuple[_Embedded, npt.NDArray[np.float32] | None]] = {}
+        updated: dict[str, EmbeddedTrack] = {}
         for path_text in sorted(changed):
             path = Path(path_text)
             old = existing[path_text]
@@ -384,7 +402,7 @@ def add_to_index(
                 _skip(report, path, f"{result} (previous version kept)", progress)
                 continue
             updated[path_text] = result
-            by_hash[result[0][0].content_hash] = path_text
+            by_hash[result.record.content_hash] = path_text
             if progress is not None:
                 progress.on_file(path, "updated")
 
@@ -446,7 +464,7 @@ def _copy_tracks(
     writer: GenerationWriter,
     lib: Library,
     *,
-    updated: dict[str, tuple[_Embedded, npt.NDArray[np.float32] | None]],
+    updated: dict[str, EmbeddedTrack],
     report: BuildReport,
     progress: ProgressCallback | None,
 ) -> None:
@@ -454,18 +472,23 @@ def _copy_tracks(
     its deltas), re-embedded ones (``updated``, by path) in place of their stored curves."""
     for record in sorted(lib.records(), key=lambda r: r.window_start):
         if record.path in updated:
-            (new_record, windows, variants, art), sonic = updated[record.path]
-            placed = writer.add_track(new_record, windows, variants, art=art, sonic=sonic)
+            placed = updated[record.path].add_to(writer)
             _count(report, placed, status="updated")
             _report_audio(progress, placed.duration_s)
         else:
-            writer.add_track(
-                record,
-                lib.curve(record.id),
-                lib.variant_curves(record.id),
-                art=lib.art(record.id),
-                sonic=lib.sonic_curve(record.id),
-            )
+            _copy_track(writer, lib, record)
+
+
+def _copy_track(writer: GenerationWriter, lib: Library, record: TrackRecord) -> None:
+    """Append a stored track of ``lib`` to ``writer`` as it is."""
+    writer.add_track(
+        record,
+        lib.curve(record.id),
+        lib.variant_curves(record.id),
+        art=lib.art(record.id),
+        sonic=lib.sonic_curve(record.id),
+        peaks=lib.peaks(record.id),
+    )
 
 
 def _delta_fits(lib: Library, new_windows: int, config: IndexConfig) -> bool:
@@ -547,13 +570,7 @@ def remove_from_index(
                 if record.id in doomed:
                     report.removed.append({"id": record.id, "path": record.path})
                 else:
-                    writer.add_track(
-                        record,
-                        lib.curve(record.id),
-                        lib.variant_curves(record.id),
-                        art=lib.art(record.id),
-                        sonic=lib.sonic_curve(record.id),
-                    )
+                    _copy_track(writer, lib, record)
             report.removed.sort(key=lambda item: int(item["id"]))
             meta = _carried_meta(lib)
             n_trees, seed = lib.n_trees, lib.seed
@@ -820,37 +837,11 @@ def _add_new_file(
     if isinstance(result, str):
         report.skipped.append((str(path), result))
         return "skipped"
-    (record, windows, variants, art), sonic = result
-    placed = writer.add_track(record, windows, variants, art=art, sonic=sonic)
+    placed = result.add_to(writer)
     by_hash[content_hash] = str(path)
     _count(report, placed, status="added")
     _report_audio(progress, placed.duration_s)
     return "indexed"
-
-
-def _embed_track(
-    path: Path,
-    *,
-    track_id: int,
-    content_hash: str,
-    added: str,
-    encoder: Encoder,
-    config: IndexConfig,
-    progress: ProgressCallback | None,
-) -> _Embedded | str:
-    """Decode and embed one file: (record, ``[M, D]`` windows, speed-variant curves, cover
-    art), or the reason it was skipped."""
-    result = _embed_styled_track(
-        path,
-        track_id=track_id,
-        content_hash=content_hash,
-        added=added,
-        encoder=encoder,
-        config=config,
-        progress=progress,
-        style_head=None,
-    )
-    return result if isinstance(result, str) else result[0]
 
 
 def _embed_styled_track(
@@ -863,13 +854,14 @@ def _embed_styled_track(
     config: IndexConfig,
     progress: ProgressCallback | None,
     style_head: SonicHead | None,
-) -> tuple[_Embedded, npt.NDArray[np.float32] | None] | str:
-    """``_embed_track``, and the track's curve through an audio similarity head
-    (``style_head``; ``None`` without one) from the same decode."""
+) -> EmbeddedTrack | str:
+    """Decode and embed one file (``EmbeddedTrack``; its curve through an audio similarity
+    head ``style_head`` too, where there is one), or the reason it was skipped."""
     style = _StyleCurve(style_head) if style_head is not None else None
+    peaks = PeakStream()
     try:
         curves, duration_s = _embed_curves(
-            path, encoder=encoder, config=config, progress=progress, style=style
+            path, encoder=encoder, config=config, progress=progress, style=style, peaks=peaks
         )
     except AudioFormatError as err:
         return _reason(err, path)
@@ -892,7 +884,14 @@ def _embed_styled_track(
     sonic = style.finish() if style is not None else None
     if sonic is not None and sonic.shape[0] == 0:
         sonic = None
-    return (record, windows, variants, read_cover_art(path)), sonic
+    return EmbeddedTrack(
+        record=record,
+        windows=windows,
+        variants=variants,
+        art=read_cover_art(path),
+        sonic=sonic,
+        peaks=peaks.finish(),
+    )
 
 
 class _StyleCurve:
@@ -1041,10 +1040,11 @@ def _embed_curves(
     config: IndexConfig,
     progress: ProgressCallback | None,
     style: _StyleCurve | None = None,
+    peaks: PeakStream | None = None,
 ) -> tuple[list[npt.NDArray[np.float32]], float]:
     """``[M_k, D]`` embeddings of every full window at the index hop, as recorded and at each
-    speed variant (one decode pass), and the file's length in seconds; ``style`` is fed the
-    recorded speed's blocks too."""
+    speed variant (one decode pass), and the file's length in seconds; ``style`` and
+    ``peaks`` are fed the recorded speed's blocks too."""
     embedders = [
         _CurveEmbedder(encoder=encoder, config=config, speed=speed, progress=progress)
         for speed in (1.0, *config.speed_variants)
@@ -1061,6 +1061,8 @@ def _embed_curves(
             embedder.push(block)
         if style is not None:
             style.push(blocks[0])
+        if peaks is not None:
+            peaks.push(blocks[0])
     return [e.finish() for e in embedders], total_samples / SAMPLE_RATE_HZ
 
 

@@ -328,6 +328,17 @@ class MatcherConfig:
     """A tied version is preferred for its tempo only when its ``|log tempo_ratio|`` is
     smaller by more than this (the tempo of a short path is noisy by about 1 %)."""
     report_candidates: int = 5
+    verify_min_z: float | None = 8.5
+    """A candidate whose confidence falls short is still named when its spectral peaks
+    (``constellation.py``) land on the stored track's at one alignment this far above
+    chance (``Match.z``); ``None`` turns the check off. On val's decision lab
+    (encoder-v10p, 1 200 known queries, 480 unknown ones) unknown music reached 5.0 at
+    most, known tracks under babble a median of 7.5 and in the room 10."""
+    verify_max_distance: float | None = None
+    """Only candidates within this Fréchet distance are checked (``None``:
+    ``max_frechet``)."""
+    verify_candidates: int = 3
+    """How many of the nearest tracks are checked on a window."""
     calibration: Calibration = field(default_factory=Calibration)
 
     def __post_init__(self) -> None:
@@ -384,6 +395,15 @@ class MatcherConfig:
                 f"version_tie_frechet must be in [0, 2], got {self.version_tie_frechet}"
             )
         require_int("report_candidates", self.report_candidates, minimum=0)
+        if self.verify_min_z is not None and require_real("verify_min_z", self.verify_min_z) <= 0:
+            raise ConfigError(f"verify_min_z must be > 0 or None, got {self.verify_min_z}")
+        if self.verify_max_distance is not None and not (
+            0.0 < require_real("verify_max_distance", self.verify_max_distance) <= 2.0
+        ):
+            raise ConfigError(
+                f"verify_max_distance must be in (0, 2], got {self.verify_max_distance}"
+            )
+        require_int("verify_candidates", self.verify_candidates, minimum=1)
         if not isinstance(self.calibration, Calibration):
             raise ConfigError(
                 f"calibration must be a Calibration, got {type(self.calibration).__name__}"
@@ -393,6 +413,11 @@ class MatcherConfig:
     def version_tie(self) -> float:
         """``version_tie_frechet`` on this encoder's distance scale."""
         return self.version_tie_frechet * self.distance_scale
+
+    @property
+    def verify_distance(self) -> float:
+        """The distance within which candidates get the peak check (``verify_max_distance``)."""
+        return self.max_frechet if self.verify_max_distance is None else self.verify_max_distance
 
     @property
     def path_distance(self) -> float:

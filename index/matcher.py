@@ -40,11 +40,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from synesthete.constants import SAMPLE_RATE_HZ
 from synesthete.errors import ConfigError, LibraryError, ModelError
 from synesthete.events import (
     Candidates,
@@ -56,6 +57,7 @@ from synesthete.events import (
 )
 
 from .config import MatcherConfig
+from .constellation import PeakArray, PeakVerifier, spectral_peaks
 from .frechet import (
     averaged_path_step,
     best_end,
@@ -273,9 +275,22 @@ class Matcher:
       outgoing track fades out of the windows before the incoming one is
       clear of it; the hold bridges that stretch instead of reporting a gap.
     * Two ``Unknown`` events never follow each other.
+
+    With a ``verifier`` and the live audio (``push(..., audio=)``), a candidate within
+    ``verify_max_distance`` whose confidence falls short is checked by its spectral
+    peaks (``constellation.py``): one that passes ``verify_min_z`` is named (nothing
+    identified) or keeps the current track from counting as low, with its confidence
+    raised to ``on_threshold``.
     """
 
-    def __init__(self, *, config: MatcherConfig, library: CurveLibrary, stream: str) -> None:
+    def __init__(
+        self,
+        *,
+        config: MatcherConfig,
+        library: CurveLibrary,
+        stream: str,
+        verifier: PeakVerifier | None = None,
+    ) -> None:
         if not isinstance(config, MatcherConfig):
             raise ConfigError(f"config must be a MatcherConfig, got {type(config).__name__}")
         if not math.isclose(library.index_hop_s, config.index_hop_s, rel_tol=1e-9):
@@ -304,6 +319,12 @@ class Matcher:
         self._low_windows = 0
         self._challenger_id: int | None = None
         self._challenger_windows = 0
+        self._verifier = verifier if config.verify_min_z is not None else None
+        self._audio: npt.NDArray[np.float32] | None = None
+        self._live_peaks: dict[bool, PeakArray] = {}
+        """This window's live peaks: of the whole ``audio`` (False), of the window alone (True)."""
+        self._checked: dict[tuple[int, bool], float] = {}
+        """This window's peak checks: (track id, window alone) to ``Match.z``."""
 
     # ----------------------------------------------------------------- streaming shape
 
@@ -350,14 +371,20 @@ class Matcher:
         neighbors: Sequence[Neighbor],
         *,
         t: float,
+        audio: npt.NDArray[np.float32] | None = None,
     ) -> list[Event]:
         """Take one live window and return its events.
 
         ``embedding`` is ``[D]`` (unit norm); ``neighbors`` its nearest library
-        windows (any order); ``t`` the stream seconds at the end of the window.
+        windows (any order); ``t`` the stream seconds at the end of the window;
+        ``audio`` the stream's last seconds of 16 kHz audio up to ``t`` (at least the
+        window; ``constellation.SPAN_S`` serve best), for the peak check.
         """
         q = self._check_embedding(embedding)
         cfg = self._config
+        self._audio = audio
+        self._live_peaks = {}
+        self._checked = {}
         self._recent.append(q)
         self._n_windows += 1
         window = self._n_windows
@@ -573,6 +600,51 @@ class Matcher:
         end = cand.score.end_index * self._config.index_hop_s + self._config.window_s
         return end * cand.speed
 
+    # ----------------------------------------------------------------- peak check
+
+    def _verified(self, cand: _Candidate, *, window_only: bool = False) -> bool:
+        """Whether ``cand`` passes the peak check on this window (its confidence is then
+        raised to ``on_threshold``). ``window_only``: on the live window's audio alone, not
+        the seconds before it, which may still be the track that just ended (the check that
+        keeps the current track)."""
+        cfg = self._config
+        if (
+            self._verifier is None
+            or self._audio is None
+            or cfg.verify_min_z is None
+            or cand.score.frechet > cfg.verify_distance
+        ):
+            return False
+        key = (cand.track_id, window_only)
+        z = self._checked.get(key)
+        if z is None:
+            audio = self._audio
+            if window_only:
+                audio = audio[-round(cfg.window_s * SAMPLE_RATE_HZ) :]
+            live = self._live_peaks.get(window_only)
+            if live is None:
+                live = self._live_peaks[window_only] = spectral_peaks(audio)
+            live_s = audio.shape[0] / SAMPLE_RATE_HZ
+            start = cand.score.end_index * cfg.index_hop_s + cfg.window_s - live_s
+            z = self._verifier.match(cand.track_id, cand.speed, live=live, offset_s=start).z
+            self._checked[key] = z
+        if z < cfg.verify_min_z:
+            return False
+        if cand.score.confidence < cfg.on_threshold:
+            cand.score = replace(cand.score, confidence=cfg.on_threshold)
+        return True
+
+    def _verified_candidate(self) -> _Candidate | None:
+        """Of the ``verify_candidates`` nearest tracks, the one whose peaks fit best, if
+        it passes the peak check."""
+        cfg = self._config
+        nearest = sorted(
+            (c for c in self._best.values() if c.score.frechet <= cfg.verify_distance),
+            key=lambda c: (c.score.frechet, c.track_id),
+        )[: cfg.verify_candidates]
+        passed = [c for c in nearest if self._verified(c)]
+        return max(passed, key=lambda c: self._checked[(c.track_id, False)], default=None)
+
     # ----------------------------------------------------------------- decisions
 
     def _now_playing(self, cand: _Candidate, t: float, *, state: str = "playing") -> NowPlaying:
@@ -642,12 +714,17 @@ class Matcher:
                 and by_confidence[0].score.frechet <= guard
             ):
                 return self._identify(self._among_versions(by_confidence[0]), t)
+            verified = self._verified_candidate()
+            if verified is not None:
+                return self._identify(verified, t)
             if self._n_windows == 1:
                 return self._unknown("no_match", t)
             return None
 
         current = self._best[self._current_id]
-        low = current.score.confidence < cfg.off_threshold
+        low = current.score.confidence < cfg.off_threshold and not self._verified(
+            current, window_only=True
+        )
         self._low_windows = self._low_windows + 1 if low else 0
         same_music = self._library.versions(self._current_id)
 

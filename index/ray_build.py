@@ -27,7 +27,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,12 @@ from synesthete.inference.encoder import Encoder
 
 from .builder import (
     BuildReport,
+    EmbeddedTrack,
     ProgressCallback,
     _check_encoder,
     _commit_build,
     _count,
     _embed_styled_track,
-    _Embedded,
     _fresh_writer,
     _report_audio,
     _scan,
@@ -103,9 +103,8 @@ class EmbeddedFile:
     """
 
     content_hash: str | None
-    result: tuple[_Embedded, npt.NDArray[np.float32] | None] | str
-    """The track and its sonic curve (``None`` without an audio similarity head), as
-    ``builder._embed_styled_track`` gives them, or the reason it was skipped."""
+    result: EmbeddedTrack | str
+    """The track as ``builder._embed_styled_track`` gives it, or the reason it was skipped."""
     error: str | None = None
     """Set when the worker's encoder broke its contract (``ModelError``): the build stops."""
 
@@ -255,8 +254,7 @@ def _place(
         return f"same content as {twin}"
     if isinstance(outcome.result, str):
         return outcome.result
-    (record, windows, variants, art), sonic = outcome.result
-    placed = writer.add_track(replace(record, id=track_id), windows, variants, art=art, sonic=sonic)
+    placed = outcome.result.add_to(writer, track_id=track_id)
     by_hash[outcome.content_hash] = str(path)
     return placed
 

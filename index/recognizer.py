@@ -20,6 +20,7 @@ from synesthete.constants import SAMPLE_RATE_HZ, WINDOW_SAMPLES
 from synesthete.errors import ConfigError
 from synesthete.events import Event, NowPlaying, SoundsLike, Unknown, UpNext
 from synesthete.index.config import RecognizerConfig
+from synesthete.index.constellation import SPAN_S, PeakVerifier
 from synesthete.index.matcher import Matcher
 from synesthete.index.protocols import CandidateSource, CurveLibrary
 from synesthete.index.similar import TrackSummaries, check_distance
@@ -28,7 +29,7 @@ from synesthete.index.upnext import up_next
 from synesthete.inference.encoder import Encoder
 from synesthete.stream.guard import InputGuard
 from synesthete.stream.resample import StreamResampler
-from synesthete.stream.windowing import Window, Windower
+from synesthete.stream.windowing import RecentAudio, Window, Windower
 
 TIMING_WINDOWS = 4096
 """``WindowTiming`` keeps at least this many recent windows, at most twice as many.
@@ -91,7 +92,14 @@ class Recognizer:
             in_rate_hz=input_rate_hz, out_rate_hz=SAMPLE_RATE_HZ, quality=config.resample_quality
         )
         self._windower = Windower(hop_s=config.matcher.live_hop_s)
-        self._matcher = Matcher(config=config.matcher, library=library, stream=stream)
+        peaks = getattr(library, "peaks", None)
+        self._matcher = Matcher(
+            config=config.matcher,
+            library=library,
+            stream=stream,
+            verifier=PeakVerifier(peaks) if callable(peaks) else None,
+        )
+        self._recent_audio = RecentAudio(seconds=SPAN_S)
         self._windows_seen = 0
         self._library = library
         self._summaries = summaries
@@ -159,6 +167,7 @@ class Recognizer:
         self._resampler.reset()
         self._windower.reset()
         self._matcher.reset()
+        self._recent_audio.reset()
         self._windows_seen = 0
         self.guard.reset()
         self.timing.clear()
@@ -235,7 +244,8 @@ class Recognizer:
         ):
             if styles:
                 self._recent_style.append(styles[n])
-            for event in self._matcher.push(embedding, found, t=window.end_s):
+            audio = self._recent_audio.push(window)
+            for event in self._matcher.push(embedding, found, t=window.end_s, audio=audio):
                 events.append(event)
                 if isinstance(event, NowPlaying):
                     following = self._up_next(event)

@@ -5,7 +5,8 @@ Layout of an index folder::
     DIR/CURRENT                      name of the live generation (one line)
     DIR/.lock                        flock'ed by writers (build/add/remove)
     DIR/gen-000003/library.sqlite    meta(key, value); tracks(...); variants(...);
-                                     versions(...); art(sha256, mime, data); track_art(...)
+                                     versions(...); art(sha256, mime, data); track_art(...);
+                                     peaks(track_id, data): each track's constellation
     DIR/gen-000003/windows.npy       [N, D] int8 (or float32), every curve's windows, row order
     DIR/gen-000003/ann_projection.npy [d + 1, D] float32, the ANN's axes and mean (if d > 0)
     DIR/gen-000003/windows.ann       Annoy (angular) over every ann_stride-th window of each curve
@@ -116,6 +117,9 @@ from .compact import (
     quantize_rows,
 )
 from .config import DEFAULT_SEARCH_K_FACTOR, check_speed_variants, parse_speed_variants
+from .constellation import PeakArray
+from .constellation import from_bytes as peaks_from_bytes
+from .constellation import to_bytes as peaks_to_bytes
 from .milvus_store import ANNOY_STORE, VectorStore, new_collection_name, parse_vector_store
 from .similar import TrackSummaries
 from .sonic import SonicHead
@@ -198,6 +202,7 @@ CREATE TABLE track_art (
     track_id INTEGER PRIMARY KEY REFERENCES tracks (id),
     sha256 TEXT NOT NULL REFERENCES art (sha256)
 );
+CREATE TABLE peaks (track_id INTEGER PRIMARY KEY REFERENCES tracks (id), data BLOB NOT NULL);
 """
 _TRACK_COLUMNS = (
     "id, path, title, artist, album, duration_s, content_hash, window_start, window_count, added"
@@ -557,6 +562,33 @@ class Library:
             return None
         art = CoverArt(mime=str(row[0]), data=bytes(row[1]))
         return art if art.sha256 == key else None
+
+    def peaks(self, track_id: int) -> PeakArray | None:
+        """The track's constellation at the recorded speed (``constellation.py``), or
+        ``None`` where its generation stores none (written before them, or a damaged row).
+
+        Read from the generation's sqlite on each call (a few kB); the matcher keeps the
+        few it is comparing. ``LibraryError`` for an unknown id or an unreadable database.
+        """
+        self.record(track_id)
+        database = self.index_dir / self._parts[self._part_of[int(track_id)]].name / SQLITE_NAME
+        uri = f"{database.absolute().as_uri()}?mode=ro&immutable=1"
+        try:
+            connection = sqlite3.connect(uri, uri=True)
+            try:
+                row = _rows_if_table(
+                    connection, "peaks", f"SELECT data FROM peaks WHERE track_id = {int(track_id)}"
+                )
+            finally:
+                connection.close()
+        except sqlite3.Error as err:
+            raise LibraryError(f"{database}: unreadable: {err}") from err
+        if not row:
+            return None
+        try:
+            return peaks_from_bytes(bytes(row[0][0]))
+        except ValueError:
+            return None
 
     def versions(self, track_id: int) -> frozenset[int]:
         """The other tracks holding the same music as ``track_id`` (see ``versions.py``)."""
@@ -1315,6 +1347,9 @@ class GenerationWriter:
             # in the sqlite file: memory holds one picture at a time, whatever the library.
             self._art_dir = self.tmp_dir / "art.part"
             self._art_dir.mkdir()
+            # Constellations likewise wait one file per track (``constellation.py``).
+            self._peaks_dir = self.tmp_dir / "peaks.part"
+            self._peaks_dir.mkdir()
         except BaseException:
             self._lock.release()
             raise
@@ -1344,11 +1379,13 @@ class GenerationWriter:
         *,
         art: CoverArt | None = None,
         sonic: npt.NDArray[np.float32] | None = None,
+        peaks: PeakArray | None = None,
     ) -> TrackRecord:
         """Append one track's ``[M, D]`` windows, then its speed variants' ``[M_k, D]``
         (one per ``speed_variants``, in order), and its cover ``art``; returns the record
         with its row slices and art key set (``record.art`` itself is not read). ``sonic``
-        is its curve ``[M_s, E]`` through an audio similarity head (``sonic_store.py``)."""
+        is its curve ``[M_s, E]`` through an audio similarity head (``sonic_store.py``);
+        ``peaks`` its constellation at the recorded speed (``constellation.py``)."""
         if self._raw is None:
             raise LibraryError("generation writer is closed")
         if len(variants) != len(self.speed_variants):
@@ -1372,6 +1409,8 @@ class GenerationWriter:
             art=None if art is None else self._keep_art(art),
         )
         self._records.append(placed)
+        if peaks is not None:
+            (self._peaks_dir / str(placed.id)).write_bytes(peaks_to_bytes(peaks))
         if sonic is not None:
             self._sonic_curves[placed.id] = np.asarray(sonic, dtype=np.float32)
         self._paths.add(placed.path)
@@ -1481,6 +1520,7 @@ class GenerationWriter:
             }
             self._write_sqlite(self.tmp_dir / SQLITE_NAME, full_meta, pairs)
             shutil.rmtree(self._art_dir)
+            shutil.rmtree(self._peaks_dir)
             self._write_manifest(full_meta)
             for name in (*self._data_files(), MANIFEST_NAME):
                 _fsync_path(self.tmp_dir / name)
@@ -1668,6 +1708,14 @@ class GenerationWriter:
                 connection.executemany(
                     "INSERT INTO track_art (track_id, sha256) VALUES (?, ?)",
                     [(r.id, r.art) for r in self._records if r.art is not None],
+                )
+                connection.executemany(
+                    "INSERT INTO peaks (track_id, data) VALUES (?, ?)",
+                    (
+                        (r.id, (self._peaks_dir / str(r.id)).read_bytes())
+                        for r in self._records
+                        if (self._peaks_dir / str(r.id)).is_file()
+                    ),
                 )
             # Fold the WAL into the main file so the published folder is one file.
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -29,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soxr
 
 import bench
 from synesthete.clients.app import open_engine
 from synesthete.index.builder import build_index
 from synesthete.index.config import IndexConfig
+from synesthete.index.decode import decode_mono_16k_speeds
 from synesthete.index.frechet import distance_row, distance_rows, step_range
 from synesthete.inference.augment import CONDITIONS, source_seconds_needed
 from synesthete.inference.config import EncoderConfig
@@ -43,6 +45,8 @@ from synesthete.stream.synth import pink_noise
 SEED = 4_2031
 HOLDOUT_SEED = 7_2031
 RATE = bench.QUERY_RATE_HZ
+AUDIO_RATE = 16_000
+"""``record --keep-audio`` keeps every query's audio at this rate (float16)."""
 LAB_CONDITIONS = ("clean", "pink5", "babble0", "room", "codec64", "speed+6", "tempo+6", "pitch+1")
 
 
@@ -83,6 +87,7 @@ def record(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(SEED)
     rows: list[dict[str, Any]] = []
     embeddings: list[np.ndarray] = []
+    kept_audio: list[np.ndarray] = []
 
     def play(audio: np.ndarray, truth: int, kind: str, start_s: float, tempo: float) -> None:
         rec = engine.recognizer(stream="lab", input_rate_hz=RATE)
@@ -93,6 +98,11 @@ def record(args: argparse.Namespace) -> int:
                     first = (float(e.t), int(e.track.id))  # type: ignore[attr-defined]
         emb = rec.matcher.recent_embeddings()
         embeddings.append(emb)
+        if args.keep_audio:
+            clip = np.zeros(int(bench.QUERY_S * AUDIO_RATE), dtype=np.float16)
+            low = soxr.resample(audio.astype(np.float32), RATE, AUDIO_RATE)[: clip.size]
+            clip[: low.size] = low
+            kept_audio.append(clip)
         rows.append(
             {
                 "kind": kind,
@@ -169,6 +179,8 @@ def record(args: argparse.Namespace) -> int:
         versions=json.dumps({str(i.id): sorted(lib.versions(i.id)) for i in infos}),
         live_hop_s=np.array(args.live_hop),
         holdout=np.array(args.holdout),
+        paths=json.dumps({str(i.id): i.path for i in infos}),
+        **({"audio": np.stack(kept_audio)} if args.keep_audio else {}),
     )
     print(f"lab: wrote {args.out} ({len(rows)} queries)")
     return 0
@@ -374,6 +386,97 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def peak_table(args: argparse.Namespace) -> int:
+    """The peak check (``index/constellation.py``) over a recording made with
+    ``--keep-audio``: per live window, the three nearest tracks by path distance (the
+    matcher's EMA) each checked against its stored peaks at the path's position, over
+    the last ``SPAN_S`` of audio; then, per ``--z``, the queries answered right by 6 s and
+    by 12 s when a window fires on the distance (the loosest point at ``--max-fp``) or on
+    the best-fitting checked track within ``--cap`` of distance."""
+    from synesthete.index import constellation as peaks_of
+
+    z = np.load(args.lab)
+    if "audio" not in z:
+        print(f"decision_lab: {args.lab} has no audio; record it with --keep-audio")
+        return 2
+    lab = load_lab(args.lab)
+    paths = {int(k): v for k, v in json.loads(str(z["paths"])).items()}
+    audio, speeds = z["audio"], [float(x) for x in z["speeds"]]
+    stored = {}
+    for track, path in paths.items():
+        stream = peaks_of.PeakStream()
+        for blocks in decode_mono_16k_speeds(Path(path), speeds=()):
+            stream.push(blocks[0])
+        stored[track] = stream.finish()
+    verifier = peaks_of.PeakVerifier(stored.get, keep=4 * len(stored))
+    steps = step_range(live_hop_s=lab["live_hop_s"], index_hop_s=INDEX_HOP_S, tempo_tolerance=0.12)
+    hop = lab["live_hop_s"]
+    out = []  # (query, window, truth, best track, its cost, checked track, its z)
+    for i, r in enumerate(lab["rows"]):
+        emb = lab["emb"][lab["starts"][i] : lab["starts"][i] + lab["lengths"][i]]
+        dist = distance_rows(emb, lab["curves"])
+        best: list[dict[int, tuple[float, int, int]]] = [{} for _ in range(len(emb))]
+        for (track, variant), (lo, hi) in lab["slices"].items():
+            costs = path_costs(dist[:, lo:hi], PATH_MODES["ema"], steps)
+            for t in range(len(emb)):
+                j = int(np.argmin(costs[t]))
+                if costs[t, j] < best[t].get(track, (np.inf, 0, 0))[0]:
+                    best[t][track] = (float(costs[t, j]), variant, j)
+        clip = audio[i].astype(np.float32)
+        for t in range(len(emb)):
+            end = hop * t + 4.0
+            begin = max(0.0, end - peaks_of.SPAN_S)
+            live = peaks_of.spectral_peaks(clip[int(begin * AUDIO_RATE) : int(end * AUDIO_RATE)])
+            ranked = sorted(best[t].items(), key=lambda kv: kv[1][0])
+            checked = (-1, -np.inf)
+            for track, (cost, variant, j) in ranked[:3]:
+                if cost > args.cap:
+                    continue
+                fit = verifier.match(
+                    track,
+                    speeds[variant],
+                    live=live,
+                    offset_s=j * INDEX_HOP_S + 4.0 - (end - begin),
+                ).z
+                if fit > checked[1]:
+                    checked = (track, fit)
+            out.append((i, t, r["truth"], ranked[0][0], ranked[0][1][0], *checked))
+    feats = np.array(out, dtype=np.float64)
+    q, t, truth, top, cost, track, fit = feats.T
+    kinds = [r["kind"] for r in lab["rows"]]
+    neg = truth < 0
+    n_neg = len(set(q[neg].astype(int).tolist()))
+    at6 = round(2.0 / hop)
+
+    def table(name: str, fires: np.ndarray, answer: np.ndarray) -> None:
+        cells = []
+        for kind in sorted({kinds[int(x)] for x in q[~neg]}):
+            queries = sorted({int(x) for x in q[~neg] if kinds[int(x)] == kind})
+            by6 = by12 = 0
+            for query in queries:
+                hits = np.flatnonzero((q == query) & fires)
+                if hits.size:
+                    k = hits[np.argmin(t[hits])]
+                    by12 += bool(answer[k] == truth[k])
+                    by6 += bool(answer[k] == truth[k]) and t[k] <= at6
+            cells.append(f"{kind} {100 * by6 / len(queries):.0f}/{100 * by12 / len(queries):.0f}")
+        fp = len(set(q[neg & fires].astype(int).tolist())) / n_neg
+        print(f"  {name:28s} FP {100 * fp:.2f} %  " + "  ".join(cells))
+
+    threshold = -np.inf
+    for candidate in np.sort(cost[neg]):
+        if len(set(q[neg & (cost <= candidate)].astype(int).tolist())) > args.max_fp * n_neg:
+            break
+        threshold = candidate
+    print(f"lab: {len(lab['rows'])} queries, {n_neg} negatives; distance point {threshold:.4f}")
+    table("distance alone", cost <= threshold, top)
+    for level in args.z:
+        passed = fit >= level
+        table(f"distance, or peaks z >= {level:g}", (cost <= threshold) | passed,
+              np.where(cost <= threshold, top, track))  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -392,14 +495,28 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="share of the val library moved out of the index among the unknown pieces",
     )
+    rec.add_argument(
+        "--keep-audio",
+        action="store_true",
+        help=f"keep every query's audio ({AUDIO_RATE} Hz, float16) and the library's paths",
+    )
     rep = sub.add_parser("report")
     rep.add_argument("lab", type=Path)
     rep.add_argument("--modes", nargs="+", choices=sorted(PATH_MODES), default=["ema", "mean"])
     rep.add_argument("--horizons", type=int, nargs="+", default=[8])
     rep.add_argument("--max-fp", type=float, default=0.01)
+    pk = sub.add_parser("peaks", help="the peak check over a --keep-audio recording")
+    pk.add_argument("lab", type=Path)
+    pk.add_argument("--max-fp", type=float, default=0.008)
+    pk.add_argument(
+        "--cap", type=float, default=0.18, help="distance within which tracks are checked"
+    )
+    pk.add_argument("--z", type=float, nargs="+", default=[6.0, 7.0, 8.5, 10.0])
     args = parser.parse_args(argv)
     if args.command == "record":
         return record(args)
+    if args.command == "peaks":
+        return peak_table(args)
     return report(args)
 
 

@@ -165,3 +165,33 @@ class Windower:
         self._buffered = 0
         self._buffer_start = 0
         self._next_index = 0
+
+
+class RecentAudio:
+    """The stream's last ``seconds`` of audio, put together from its overlapping windows:
+    ``push(window)`` returns the audio up to the window's end (at most ``seconds``; only
+    the window itself after a gap in the stream or a reset)."""
+
+    def __init__(self, *, seconds: float, sample_rate_hz: int = SAMPLE_RATE_HZ) -> None:
+        if not seconds > 0.0:
+            raise ConfigError(f"seconds must be > 0, got {seconds}")
+        self._keep = seconds_to_samples(seconds, sample_rate_hz=sample_rate_hz)
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._end = 0
+        """The stream sample at which ``_audio`` ends."""
+
+    def push(self, window: Window) -> npt.NDArray[np.float32]:
+        start = window.start_sample
+        end = start + int(window.samples.shape[0])
+        if self._audio.size == 0 or not start <= self._end <= end:
+            self._audio = np.asarray(window.samples, dtype=np.float32)
+        else:
+            fresh = window.samples[self._end - start :]
+            self._audio = np.concatenate([self._audio, fresh])
+        self._audio = self._audio[-self._keep :]
+        self._end = end
+        return self._audio
+
+    def reset(self) -> None:
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._end = 0
