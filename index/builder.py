@@ -650,11 +650,25 @@ def index_stats(index_dir: str | os.PathLike[str], *, verify: bool = False) -> d
             ],
             "sonic_vectors": sonic["vectors"],
             "sonic_map": sonic["map"],
+            **_peak_note(lib),
             **({"verified": "checksums ok"} if verify else {}),
         }
 
 
 # -- internals ---------------------------------------------------------------------
+
+
+def _peak_note(lib: Library) -> dict[str, Any]:
+    """How many tracks the peak check (``constellation.py``) can check, and what to do
+    about the rest."""
+    with_peaks = lib.tracks_with_peaks()
+    note: dict[str, Any] = {"tracks_with_peaks": with_peaks}
+    if with_peaks < lib.n_tracks:
+        note["peak_check"] = (
+            f"{lib.n_tracks - with_peaks} tracks have no stored peaks (indexed before "
+            "them): they are matched by distance alone; 'index build' again to check them"
+        )
+    return note
 
 
 def _rebuild_note(layout: StoreLayout, format_version: int) -> dict[str, str]:

@@ -563,6 +563,23 @@ class Library:
         art = CoverArt(mime=str(row[0]), data=bytes(row[1]))
         return art if art.sha256 == key else None
 
+    def tracks_with_peaks(self) -> int:
+        """How many tracks have a stored constellation (every part's ``peaks`` rows)."""
+        total = 0
+        for part in self._parts:
+            database = self.index_dir / part.name / SQLITE_NAME
+            uri = f"{database.absolute().as_uri()}?mode=ro&immutable=1"
+            try:
+                connection = sqlite3.connect(uri, uri=True)
+                try:
+                    rows = _rows_if_table(connection, "peaks", "SELECT count(*) FROM peaks")
+                finally:
+                    connection.close()
+            except sqlite3.Error as err:
+                raise LibraryError(f"{database}: unreadable: {err}") from err
+            total += int(rows[0][0]) if rows else 0
+        return total
+
     def peaks(self, track_id: int) -> PeakArray | None:
         """The track's constellation at the recorded speed (``constellation.py``), or
         ``None`` where its generation stores none (written before them, or a damaged row).
