@@ -8,7 +8,7 @@ the loudest points of the spectrogram, each a local maximum in time and frequenc
 landmark fingerprinters (Wang 2003; audfprint, Dejavu, Olaf) use them.
 
 Every indexed track keeps its constellation: at most ``PEAKS_PER_S`` peaks per second,
-``(frame, bin)`` at a 20 ms hop and 15.6 Hz bins (about 120 bytes a second). When the
+``(frame, bin)`` at a 20 ms hop and 15.6 Hz bins (about 60 bytes a second stored). When the
 matcher's best candidate is close but not close enough, ``match_peaks`` lays the last
 seconds of live peaks over the candidate's stored peaks at the position its path names
 (give or take ``SEARCH_S``) and counts how many land on a stored peak. Music the library
@@ -165,15 +165,27 @@ def at_speed(peaks: PeakArray, speed: float) -> PeakArray:
     return out
 
 
+_BIN_BITS = 9
+"""Stored peaks pack into one uint32 each: the frame above ``_BIN_BITS`` bits of bin."""
+_MAX_FRAME = (1 << (32 - _BIN_BITS)) - 1
+"""46 hours at 50 frames a second; peaks of longer files are not stored past it."""
+
+
 def to_bytes(peaks: PeakArray) -> bytes:
-    return np.ascontiguousarray(peaks, dtype="<i4").tobytes()
+    """4 bytes a peak (``frame << 9 | bin``, little-endian uint32)."""
+    kept = peaks[(peaks[:, 0] >= 0) & (peaks[:, 0] <= _MAX_FRAME)].astype(np.uint32)
+    return ((kept[:, 0] << _BIN_BITS) | kept[:, 1]).astype("<u4").tobytes()
 
 
 def from_bytes(data: bytes) -> PeakArray:
-    flat = np.frombuffer(data, dtype="<i4")
-    if flat.size % 2:
-        raise ValueError("peak data has an odd number of values")
-    return flat.reshape(-1, 2).astype(np.int32)
+    """``to_bytes`` undone; ``ValueError`` when ``data`` is not whole peaks."""
+    if len(data) % 4:
+        raise ValueError("peak data is not a whole number of peaks")
+    packed = np.frombuffer(data, dtype="<u4")
+    out = np.empty((packed.size, 2), dtype=np.int32)
+    out[:, 0] = packed >> _BIN_BITS
+    out[:, 1] = packed & ((1 << _BIN_BITS) - 1)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,7 +98,7 @@ def test_peak_bytes_round_trip_and_refuse_a_torn_row() -> None:
     peaks = np.array([[0, 10], [3, 300], [90_000, 12]], dtype=np.int32)
     assert np.array_equal(cn.from_bytes(cn.to_bytes(peaks)), peaks)
     with pytest.raises(ValueError):
-        cn.from_bytes(cn.to_bytes(peaks)[:-4])
+        cn.from_bytes(cn.to_bytes(peaks)[:-2])
 
 
 def test_recent_audio_joins_overlapping_windows_and_restarts_after_a_gap() -> None:
