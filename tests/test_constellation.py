@@ -156,7 +156,13 @@ def test_the_peak_check_names_what_the_distance_alone_will_not(
     opened = open_engine(index_dir=demo_library.index)
     matcher = opened.config.matcher
     engine = _with_matcher(
-        opened, replace(matcher, max_frechet=1e-6, verify_max_distance=matcher.max_frechet)
+        opened,
+        replace(
+            matcher,
+            max_frechet=1e-6,
+            verify_max_distance=matcher.max_frechet,
+            verify_min_z=8.5,
+        ),
     )
     try:
         by_path = {int(Path(i.path).stem): i.id for i in engine.library.tracks()}
