@@ -546,39 +546,22 @@ class Library:
         key = self.record(track_id).art
         if key is None:
             return None
-        database = self.index_dir / self._parts[self._part_of[int(track_id)]].name / SQLITE_NAME
-        uri = f"{database.absolute().as_uri()}?mode=ro&immutable=1"
-        try:
-            connection = sqlite3.connect(uri, uri=True)
-            try:
-                row = connection.execute(
-                    "SELECT mime, data FROM art WHERE sha256 = ?", (key,)
-                ).fetchone()
-            finally:
-                connection.close()
-        except sqlite3.Error as err:
-            raise LibraryError(f"{database}: unreadable: {err}") from err
-        if row is None:
+        rows = self._part_rows(
+            self._parts[self._part_of[int(track_id)]].name,
+            "art",
+            "SELECT mime, data FROM art WHERE sha256 = ?",
+            (key,),
+        )
+        if not rows:
             return None
-        art = CoverArt(mime=str(row[0]), data=bytes(row[1]))
+        art = CoverArt(mime=str(rows[0][0]), data=bytes(rows[0][1]))
         return art if art.sha256 == key else None
 
     def tracks_with_peaks(self) -> int:
         """How many tracks have a stored constellation (every part's ``peaks`` rows)."""
-        total = 0
-        for part in self._parts:
-            database = self.index_dir / part.name / SQLITE_NAME
-            uri = f"{database.absolute().as_uri()}?mode=ro&immutable=1"
-            try:
-                connection = sqlite3.connect(uri, uri=True)
-                try:
-                    rows = _rows_if_table(connection, "peaks", "SELECT count(*) FROM peaks")
-                finally:
-                    connection.close()
-            except sqlite3.Error as err:
-                raise LibraryError(f"{database}: unreadable: {err}") from err
-            total += int(rows[0][0]) if rows else 0
-        return total
+        query = "SELECT count(*) FROM peaks"
+        counts = (self._part_rows(part.name, "peaks", query) for part in self._parts)
+        return sum(int(rows[0][0]) for rows in counts if rows)
 
     def peaks(self, track_id: int) -> PeakArray | None:
         """The track's constellation at the recorded speed (``constellation.py``), or
@@ -588,24 +571,34 @@ class Library:
         few it is comparing. ``LibraryError`` for an unknown id or an unreadable database.
         """
         self.record(track_id)
-        database = self.index_dir / self._parts[self._part_of[int(track_id)]].name / SQLITE_NAME
+        rows = self._part_rows(
+            self._parts[self._part_of[int(track_id)]].name,
+            "peaks",
+            "SELECT data FROM peaks WHERE track_id = ?",
+            (int(track_id),),
+        )
+        if not rows:
+            return None
+        try:
+            return peaks_from_bytes(bytes(rows[0][0]))
+        except ValueError:
+            return None
+
+    def _part_rows(
+        self, part: str, table: str, query: str, params: tuple[Any, ...] = ()
+    ) -> list[Any]:
+        """``query``'s rows from one part's sqlite, opened read-only for the call (none
+        when that generation has no ``table``); ``LibraryError`` when it is unreadable."""
+        database = self.index_dir / part / SQLITE_NAME
         uri = f"{database.absolute().as_uri()}?mode=ro&immutable=1"
         try:
             connection = sqlite3.connect(uri, uri=True)
             try:
-                row = _rows_if_table(
-                    connection, "peaks", f"SELECT data FROM peaks WHERE track_id = {int(track_id)}"
-                )
+                return _rows_if_table(connection, table, query, params)
             finally:
                 connection.close()
         except sqlite3.Error as err:
             raise LibraryError(f"{database}: unreadable: {err}") from err
-        if not row:
-            return None
-        try:
-            return peaks_from_bytes(bytes(row[0][0]))
-        except ValueError:
-            return None
 
     def versions(self, track_id: int) -> frozenset[int]:
         """The other tracks holding the same music as ``track_id`` (see ``versions.py``)."""
@@ -1166,12 +1159,14 @@ def _meta_float(meta: Mapping[str, str], key: str, default: float | None = None)
     return value
 
 
-def _rows_if_table(connection: sqlite3.Connection, table: str, query: str) -> list[Any]:
+def _rows_if_table(
+    connection: sqlite3.Connection, table: str, query: str, params: tuple[Any, ...] = ()
+) -> list[Any]:
     """``query``'s rows, or none when the database has no ``table``."""
     found = connection.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
     ).fetchone()
-    return connection.execute(query).fetchall() if found else []
+    return connection.execute(query, params).fetchall() if found else []
 
 
 def _read_sqlite(path: Path) -> tuple[dict[str, str], list[TrackRecord], list[VersionPair]]:
