@@ -308,6 +308,33 @@ EXACT_KINDS = ("clean", "codec64", "speed+6", "tempo+6")
 """Conditions whose windows should all support a position path (``path_max_distance``)."""
 
 
+def answered(
+    q: np.ndarray,
+    t: np.ndarray,
+    fires: np.ndarray,
+    right: np.ndarray,
+    *,
+    neg: np.ndarray,
+    kinds: list[str],
+    at6: int,
+) -> list[str]:
+    """Per condition, ``"kind by6/by12"``: the share of its known queries whose first
+    firing window (``fires``, one row per live window: query ``q``, window ``t``) is
+    ``right``, by the window that ends 6 s in and at all."""
+    cells = []
+    for kind in sorted({kinds[int(x)] for x in q[~neg]}):
+        queries = sorted({int(x) for x in q[~neg] if kinds[int(x)] == kind})
+        by6 = by12 = 0
+        for query in queries:
+            hits = np.flatnonzero((q == query) & fires)
+            if hits.size:
+                k = hits[np.argmin(t[hits])]
+                by12 += bool(right[k])
+                by6 += bool(right[k]) and t[k] <= at6
+        cells.append(f"{kind} {100 * by6 / len(queries):.0f}/{100 * by12 / len(queries):.0f}")
+    return cells
+
+
 def score_rules(
     feats: np.ndarray, kinds: list[str], max_fp: float, live_hop_s: float = 2.0
 ) -> None:
@@ -346,17 +373,7 @@ def score_rules(
                 break
             threshold = candidate
         fires = score > threshold
-        cells = []
-        for kind in conditions:
-            queries = sorted({int(x) for x in q[~neg] if kinds[int(x)] == kind})
-            by6 = by12 = 0
-            for query in queries:
-                hits = np.flatnonzero((q == query) & fires)
-                if hits.size:
-                    k = hits[np.argmin(t[hits])]
-                    by12 += bool(right[k])
-                    by6 += bool(right[k]) and t[k] <= at6
-            cells.append(f"{kind} {100 * by6 / len(queries):.0f}/{100 * by12 / len(queries):.0f}")
+        cells = answered(q, t, fires, right, neg=neg, kinds=kinds, at6=at6)
         fp = len(set(q[neg & fires].tolist())) / n_neg
         print(f"  {name:34s} FP {100 * fp:.1f} % at {threshold:+.3f}  " + "  ".join(cells))
 
@@ -449,17 +466,7 @@ def peak_table(args: argparse.Namespace) -> int:
     at6 = round(2.0 / hop)
 
     def table(name: str, fires: np.ndarray, answer: np.ndarray) -> None:
-        cells = []
-        for kind in sorted({kinds[int(x)] for x in q[~neg]}):
-            queries = sorted({int(x) for x in q[~neg] if kinds[int(x)] == kind})
-            by6 = by12 = 0
-            for query in queries:
-                hits = np.flatnonzero((q == query) & fires)
-                if hits.size:
-                    k = hits[np.argmin(t[hits])]
-                    by12 += bool(answer[k] == truth[k])
-                    by6 += bool(answer[k] == truth[k]) and t[k] <= at6
-            cells.append(f"{kind} {100 * by6 / len(queries):.0f}/{100 * by12 / len(queries):.0f}")
+        cells = answered(q, t, fires, answer == truth, neg=neg, kinds=kinds, at6=at6)
         fp = len(set(q[neg & fires].astype(int).tolist())) / n_neg
         print(f"  {name:28s} FP {100 * fp:.2f} %  " + "  ".join(cells))
 
