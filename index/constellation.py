@@ -69,11 +69,15 @@ def _log_spectrogram(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 def _running_max(
     values: npt.NDArray[np.float32], radius: int, axis: int
 ) -> npt.NDArray[np.float32]:
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (radius, radius)
-    padded = np.pad(values, pad, mode="constant", constant_values=-np.inf)
-    view = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1, axis=axis)
-    return np.asarray(view.max(axis=-1), dtype=np.float32)
+    """The largest value within ``radius`` places along ``axis`` (at the edges, of those
+    there are): ``radius`` shifted maxima each way, a few times faster than a sliding
+    window's on the builder's path."""
+    source = np.moveaxis(values, axis, 0)
+    out = source.copy()
+    for k in range(1, radius + 1):
+        np.maximum(out[k:], source[:-k], out=out[k:])
+        np.maximum(out[:-k], source[k:], out=out[:-k])
+    return np.moveaxis(out, 0, axis)
 
 
 def _pick(
