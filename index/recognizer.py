@@ -93,13 +93,16 @@ class Recognizer:
         )
         self._windower = Windower(hop_s=config.matcher.live_hop_s)
         peaks = getattr(library, "peaks", None)
-        self._matcher = Matcher(
-            config=config.matcher,
-            library=library,
-            stream=stream,
-            verifier=PeakVerifier(peaks) if callable(peaks) else None,
+        verifier = (
+            PeakVerifier(peaks)
+            if config.matcher.verify_min_z is not None and callable(peaks)
+            else None
         )
-        self._recent_audio = RecentAudio(seconds=SPAN_S)
+        self._matcher = Matcher(
+            config=config.matcher, library=library, stream=stream, verifier=verifier
+        )
+        self._recent_audio = RecentAudio(seconds=SPAN_S) if verifier is not None else None
+        """The audio the peak check reads; ``None`` while the check is off."""
         self._windows_seen = 0
         self._library = library
         self._summaries = summaries
@@ -167,7 +170,8 @@ class Recognizer:
         self._resampler.reset()
         self._windower.reset()
         self._matcher.reset()
-        self._recent_audio.reset()
+        if self._recent_audio is not None:
+            self._recent_audio.reset()
         self._windows_seen = 0
         self.guard.reset()
         self.timing.clear()
@@ -244,7 +248,7 @@ class Recognizer:
         ):
             if styles:
                 self._recent_style.append(styles[n])
-            audio = self._recent_audio.push(window)
+            audio = None if self._recent_audio is None else self._recent_audio.push(window)
             for event in self._matcher.push(embedding, found, t=window.end_s, audio=audio):
                 events.append(event)
                 if isinstance(event, NowPlaying):
