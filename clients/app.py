@@ -119,12 +119,14 @@ def matcher_config_for(
     """The matcher's settings for a model: its calibration JSON may carry, besides the
     confidence model, its own distances (``max_frechet``, ``path_max_distance``,
     ``first_max_frechet``, ``verify_max_distance``), ``distance_scale`` and
-    ``verify_min_z``; every encoder has its own scale."""
+    ``verify_min_z`` (``null`` turns the peak check off); every encoder has its own
+    scale."""
     fitted = dict(calibration or {})
     guard = fitted.pop("max_frechet", None)
     path_distance = fitted.pop("path_max_distance", None)
     first_guard = fitted.pop("first_max_frechet", None)
     scale = fitted.pop("distance_scale", None)
+    verify_set = "verify_min_z" in fitted
     verify_z = fitted.pop("verify_min_z", None)
     verify_distance = fitted.pop("verify_max_distance", None)
     config = MatcherConfig(
@@ -139,8 +141,8 @@ def matcher_config_for(
         config = replace(config, first_max_frechet=float(first_guard))
     if scale is not None:
         config = replace(config, distance_scale=float(scale))
-    if verify_z is not None:
-        config = replace(config, verify_min_z=float(verify_z))
+    if verify_set:
+        config = replace(config, verify_min_z=None if verify_z is None else float(verify_z))
     if verify_distance is not None:
         config = replace(config, verify_max_distance=float(verify_distance))
     return config

@@ -41,6 +41,11 @@ FLOOR = 1.0
 """... and at least this much (natural log of magnitude) above the spectrogram's median."""
 TOLERANCE = 1
 """A live peak lands on a stored one within this many frames and bins."""
+HELD_FRAMES = 12
+"""A peak this few frames (0.24 s) after another in its bin or the next is a held note's:
+the check matches where notes start (``drop_held``), so two pieces that sustain the same
+chord do not line up at every offset. On dev data this halved the chance level of the
+worst stored tracks (polyphonic vocal renders)."""
 SEARCH_S = 1.5
 """How far from the path's position the alignment is searched, each way."""
 SPAN_S = 8.0
@@ -195,20 +200,47 @@ def from_bytes(data: bytes) -> PeakArray:
 @dataclass(frozen=True, slots=True)
 class Match:
     """How the live peaks fit a stored constellation: ``hits`` at the best alignment
-    (``offset_frames``: stored frame minus live frame), ``typical`` the median over the
-    searched alignments (what chance gives), ``z = (hits - typical) / sqrt(typical + 1)``."""
+    (``offset_frames``: stored frame minus live frame) against what chance gives there.
+
+    Chance is measured per query, not assumed: live peak ``i`` lands at a share ``p_i`` of
+    the searched alignments, so an alignment's count has mean ``expected = sum p_i`` and
+    variance ``variance = sum p_i (1 - p_i)`` if the peaks land independently, and
+    ``z = (hits - expected) / sqrt(variance + 1)``. A live peak that lands everywhere (a
+    pitch the stored track holds throughout) adds to the mean and nothing to the spread,
+    so it cannot make an alignment stand out; one that lands at a single alignment can."""
 
     hits: int
-    typical: float
+    expected: float
+    variance: float
     live_peaks: int
     offset_frames: int
 
     @property
     def z(self) -> float:
-        return (self.hits - self.typical) / float(np.sqrt(self.typical + 1.0))
+        return (self.hits - self.expected) / float(np.sqrt(self.variance + 1.0))
 
 
-NO_MATCH = Match(hits=0, typical=0.0, live_peaks=0, offset_frames=0)
+NO_MATCH = Match(hits=0, expected=0.0, variance=0.0, live_peaks=0, offset_frames=0)
+
+
+def drop_held(peaks: PeakArray, gap_frames: int = HELD_FRAMES) -> PeakArray:
+    """``peaks`` without those that come within ``gap_frames`` after another peak in their
+    bin or a neighbouring one: what is left marks where notes start or change, not how
+    long they are held."""
+    if peaks.shape[0] < 2:
+        return peaks
+    t = peaks[:, 0].astype(np.int64)
+    f = peaks[:, 1].astype(np.int64)
+    scale = int(t.max()) + gap_frames + 2
+    """Keys ``bin * scale + frame`` keep each bin's frames apart from its neighbours'."""
+    latest = f * scale + t - 1
+    held = np.zeros(t.size, dtype=bool)
+    for df in (-1, 0, 1):
+        keys = np.sort((f + df) * scale + t)  # every peak, as seen from the bin df away
+        found = np.searchsorted(keys, latest, side="right") - 1
+        before = keys[np.maximum(found, 0)]
+        held |= (found >= 0) & (before >= latest + 1 - gap_frames)
+    return peaks[~held]
 
 
 def match_peaks(
@@ -224,8 +256,9 @@ def match_peaks(
     t_min = int(live[:, 0].min()) + lo - TOLERANCE
     t_max = int(live[:, 0].max()) + hi + TOLERANCE
     near = stored[(stored[:, 0] >= t_min) & (stored[:, 0] <= t_max)]
+    none = Match(hits=0, expected=0.0, variance=0.0, live_peaks=int(live.shape[0]), offset_frames=0)
     if near.shape[0] == 0:
-        return Match(hits=0, typical=0.0, live_peaks=int(live.shape[0]), offset_frames=0)
+        return none
     grid = np.zeros((t_max - t_min + 1, HIGH_BIN * 2 + TOLERANCE + 2), dtype=bool)
     for dt in range(-TOLERANCE, TOLERANCE + 1):
         for df in range(-TOLERANCE, TOLERANCE + 1):
@@ -237,11 +270,14 @@ def match_peaks(
     rows = live[None, :, 0] + offsets[:, None] - t_min  # [offsets, peaks]
     cols = np.broadcast_to(live[None, :, 1], rows.shape)
     inside = (rows >= 0) & (rows < grid.shape[0])
-    counts = (grid[np.clip(rows, 0, grid.shape[0] - 1), cols] & inside).sum(axis=1)
+    landed = grid[np.clip(rows, 0, grid.shape[0] - 1), cols] & inside
+    counts = landed.sum(axis=1)
+    share = landed.mean(axis=0)  # per live peak: at what share of the alignments it lands
     best = int(np.argmax(counts))
     return Match(
         hits=int(counts[best]),
-        typical=float(np.median(counts)),
+        expected=float(share.sum()),
+        variance=float((share * (1.0 - share)).sum()),
         live_peaks=int(live.shape[0]),
         offset_frames=int(offsets[best]),
     )
@@ -267,7 +303,7 @@ class PeakVerifier:
             self._cache.move_to_end(key)
             return self._cache[key]
         found = self._lookup(track_id)
-        peaks = None if found is None else at_speed(found, speed)
+        peaks = None if found is None else at_speed(drop_held(found), speed)
         self._cache[key] = peaks
         if len(self._cache) > self._keep:
             self._cache.popitem(last=False)
@@ -280,5 +316,8 @@ class PeakVerifier:
         if stored is None:
             return NO_MATCH
         return match_peaks(
-            live, stored, offset_frames=frames_of(offset_s), search_frames=frames_of(SEARCH_S)
+            drop_held(live),
+            stored,
+            offset_frames=frames_of(offset_s),
+            search_frames=frames_of(SEARCH_S),
         )

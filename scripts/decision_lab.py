@@ -60,19 +60,25 @@ def record(args: argparse.Namespace) -> int:
         n_out = round(args.holdout * len(library))
         negatives = [*negatives, *(library[int(i)] for i in sorted(order[:n_out]))]
         library = [library[int(i)] for i in sorted(order[n_out:])]
+    # Queries come from the val library alone; an extra split's tracks join the index as
+    # candidates only (a library the size of the bench's and more, to find hub tracks).
+    indexed = [
+        *library,
+        *(bench.split_library(manifest, args.extra_split)[0] if args.extra_split else []),
+    ]
     materials = bench.load_materials(args.corpus)
     encoder = TorchScriptEncoder(config=EncoderConfig(model_path=args.model))
     work = Path(tempfile.mkdtemp(prefix="synesthete-lab-"))
     began = time.perf_counter()
     build_index(
-        work / "index", [Path(t.path) for t in library], encoder=encoder, config=IndexConfig()
+        work / "index", [Path(t.path) for t in indexed], encoder=encoder, config=IndexConfig()
     )
     engine = open_engine(
         index_dir=work / "index",
         encoder_config=EncoderConfig(model_path=args.model),
         live_hop_s=args.live_hop,
     )
-    print(f"lab: index of {len(library)} tracks in {time.perf_counter() - began:.0f} s")
+    print(f"lab: index of {len(indexed)} tracks in {time.perf_counter() - began:.0f} s")
     lib = engine.library
     infos = lib.tracks()
     path_to_id = {info.path: info.id for info in infos}
@@ -445,21 +451,25 @@ def peak_table(args: argparse.Namespace) -> int:
             begin = max(0.0, end - peaks_of.SPAN_S)
             live = peaks_of.spectral_peaks(clip[int(begin * AUDIO_RATE) : int(end * AUDIO_RATE)])
             ranked = sorted(best[t].items(), key=lambda kv: kv[1][0])
-            checked = (-1, -np.inf)
+            checked = (-1, -np.inf, np.nan)
             for track, (cost, variant, j) in ranked[:3]:
                 if cost > args.cap:
                     continue
-                fit = verifier.match(
+                m = verifier.match(
                     track,
                     speeds[variant],
                     live=live,
                     offset_s=j * INDEX_HOP_S + 4.0 - (end - begin),
-                ).z
-                if fit > checked[1]:
-                    checked = (track, fit)
+                )
+                if m.z > checked[1]:
+                    # shift: stored time minus live time where the peaks line up (steady
+                    # from window to window on the right track at speed 1).
+                    checked = (track, m.z, m.offset_frames / peaks_of.FRAMES_PER_S - begin)
             out.append((i, t, r["truth"], ranked[0][0], ranked[0][1][0], *checked))
     feats = np.array(out, dtype=np.float64)
-    q, t, truth, top, cost, track, fit = feats.T
+    if args.save:
+        np.save(args.save, feats)
+    q, t, truth, top, cost, track, fit, _ = feats.T
     kinds = [r["kind"] for r in lab["rows"]]
     neg = truth < 0
     n_neg = len(set(q[neg].astype(int).tolist()))
@@ -481,6 +491,10 @@ def peak_table(args: argparse.Namespace) -> int:
         passed = fit >= level
         table(f"distance, or peaks z >= {level:g}", (cost <= threshold) | passed,
               np.where(cost <= threshold, top, track))  # fmt: skip
+    # The stored tracks that chance fits best: the negatives' highest checks.
+    worst = sorted(zip(fit[neg], track[neg].astype(int), strict=True), reverse=True)[:8]
+    print("negatives' best fits: " + ", ".join(
+        f"z {z_:.1f} {Path(paths[t_]).name}" for z_, t_ in worst if t_ >= 0))  # fmt: skip
     return 0
 
 
@@ -507,6 +521,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"keep every query's audio ({AUDIO_RATE} Hz, float16) and the library's paths",
     )
+    rec.add_argument(
+        "--extra-split",
+        choices=("train",),
+        default=None,
+        help="also index this split's library (no queries drawn from it): more candidates",
+    )
     rep = sub.add_parser("report")
     rep.add_argument("lab", type=Path)
     rep.add_argument("--modes", nargs="+", choices=sorted(PATH_MODES), default=["ema", "mean"])
@@ -519,6 +539,13 @@ def main(argv: list[str] | None = None) -> int:
         "--cap", type=float, default=0.18, help="distance within which tracks are checked"
     )
     pk.add_argument("--z", type=float, nargs="+", default=[6.0, 7.0, 8.5, 10.0])
+    pk.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        help="also save every window's checks (.npy: query, window, truth, nearest track, "
+        "its cost, best-fitting checked track, its z, its shift in s)",
+    )
     args = parser.parse_args(argv)
     if args.command == "record":
         return record(args)

@@ -17,7 +17,7 @@ import soundfile as sf
 import soxr
 from conftest import DemoLibrary
 
-from synesthete.clients.app import Engine, open_engine
+from synesthete.clients.app import Engine, matcher_config_for, open_engine
 from synesthete.constants import SAMPLE_RATE_HZ
 from synesthete.index import constellation as cn
 from synesthete.index.builder import add_to_index, index_stats, remove_from_index
@@ -80,6 +80,42 @@ def test_a_noisy_excerpt_lands_on_its_own_track_and_not_on_another_piece() -> No
     assert stranger.z < own.z / 2
 
 
+def test_held_notes_keep_only_the_peak_where_they_start() -> None:
+    peaks = np.array(
+        [[0, 50], [5, 50], [11, 51], [30, 50], [31, 200], [36, 203], [40, 200]], dtype=np.int32
+    )
+    kept = cn.drop_held(peaks, gap_frames=12)
+    # 5 and 11 continue the note begun at 0 (11 a bin up from 5); 30 comes 19 frames
+    # after the last of them, a new onset; 36 is three bins away from 31, a note of its
+    # own; 40 continues 31.
+    assert kept.tolist() == [[0, 50], [30, 50], [31, 200], [36, 203]]
+    assert cn.drop_held(cn.empty_peaks()).shape == (0, 2)
+
+
+def test_a_pitch_that_lands_at_every_alignment_neither_helps_nor_hides_a_match() -> None:
+    rng = np.random.default_rng(0)
+    stored = np.stack([np.sort(rng.integers(0, 3_000, 600)), rng.integers(8, 330, 600)], 1)
+    start = 1_000
+    own = stored[(stored[:, 0] >= start) & (stored[:, 0] < start + 400)].copy()
+    own[:, 0] -= start
+    live = own[rng.random(own.shape[0]) < 0.4]  # most peaks lost to noise
+    drone = np.stack([np.arange(0, 3_000), np.full(3_000, 100)], 1)  # one pitch throughout
+    with_drone = np.concatenate([live, drone[:400]])
+    search = cn.frames_of(1.5)
+    plain = cn.match_peaks(live, stored, offset_frames=start + 20, search_frames=search)
+    droned = cn.match_peaks(
+        with_drone,
+        np.concatenate([stored, drone]),
+        offset_frames=start + 20,
+        search_frames=search,
+    )
+    assert abs(plain.offset_frames - start) <= cn.TOLERANCE
+    assert abs(droned.offset_frames - start) <= cn.TOLERANCE
+    assert droned.hits == plain.hits + 400
+    assert droned.z == pytest.approx(plain.z, rel=0.01)
+    assert plain.z > 8.0
+
+
 def test_a_speed_variants_peaks_are_the_stored_ones_scaled() -> None:
     rate = 22_050
     audio = _at_16k(synth_track(seed=6, duration_s=30.0, sample_rate_hz=rate), rate)
@@ -92,6 +128,13 @@ def test_a_speed_variants_peaks_are_the_stored_ones_scaled() -> None:
     )
     assert abs(m.offset_frames - cn.frames_of(5.0)) <= 1
     assert m.hits >= 0.5 * m.live_peaks
+
+
+def test_a_calibration_sets_the_peak_check_or_turns_it_off() -> None:
+    default = matcher_config_for({}, index_hop_s=0.5).verify_min_z
+    assert default is not None
+    assert matcher_config_for({"verify_min_z": 9.0}, index_hop_s=0.5).verify_min_z == 9.0
+    assert matcher_config_for({"verify_min_z": None}, index_hop_s=0.5).verify_min_z is None
 
 
 def test_peak_bytes_round_trip_and_refuse_a_torn_row() -> None:
