@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -44,8 +44,9 @@ TOLERANCE = 1
 HELD_FRAMES = 12
 """A peak this few frames (0.24 s) after another in its bin or the next is a held note's:
 the check matches where notes start (``drop_held``), so two pieces that sustain the same
-chord do not line up at every offset. On dev data this halved the chance level of the
-worst stored tracks (polyphonic vocal renders)."""
+chord do not line up at every offset. With chance measured per query (``Match``) it took
+the worst stored track's chance maximum on dev data (a polyphonic vocal render) from
+z 11.3 to 7.2 (docs/encoder.md, "Chance per query, held notes dropped")."""
 SEARCH_S = 1.5
 """How far from the path's position the alignment is searched, each way."""
 SPAN_S = 8.0
@@ -231,8 +232,7 @@ def drop_held(peaks: PeakArray, gap_frames: int = HELD_FRAMES) -> PeakArray:
         return peaks
     t = peaks[:, 0].astype(np.int64)
     f = peaks[:, 1].astype(np.int64)
-    scale = int(t.max()) + gap_frames + 2
-    """Keys ``bin * scale + frame`` keep each bin's frames apart from its neighbours'."""
+    scale = int(t.max()) + gap_frames + 2  # keys bin * scale + frame keep bins apart
     latest = f * scale + t - 1
     held = np.zeros(t.size, dtype=bool)
     for df in (-1, 0, 1):
@@ -256,9 +256,8 @@ def match_peaks(
     t_min = int(live[:, 0].min()) + lo - TOLERANCE
     t_max = int(live[:, 0].max()) + hi + TOLERANCE
     near = stored[(stored[:, 0] >= t_min) & (stored[:, 0] <= t_max)]
-    none = Match(hits=0, expected=0.0, variance=0.0, live_peaks=int(live.shape[0]), offset_frames=0)
     if near.shape[0] == 0:
-        return none
+        return replace(NO_MATCH, live_peaks=int(live.shape[0]))
     grid = np.zeros((t_max - t_min + 1, HIGH_BIN * 2 + TOLERANCE + 2), dtype=bool)
     for dt in range(-TOLERANCE, TOLERANCE + 1):
         for df in range(-TOLERANCE, TOLERANCE + 1):
