@@ -411,8 +411,8 @@ def report(args: argparse.Namespace) -> int:
 
 def peak_table(args: argparse.Namespace) -> int:
     """The peak check (``index/constellation.py``) over a recording made with
-    ``--keep-audio``: per live window, the three nearest tracks by path distance (the
-    matcher's EMA) each checked against its stored peaks at the path's position, over
+    ``--keep-audio``: per live window, the ``--candidates`` nearest tracks by path distance
+    (the matcher's EMA) each checked against its stored peaks at the path's position, over
     the last ``SPAN_S`` of audio; then, per ``--z``, the queries answered right by 6 s and
     by 12 s when a window fires on the distance (the loosest point at ``--max-fp``) or on
     the best-fitting checked track within ``--cap`` of distance."""
@@ -452,7 +452,7 @@ def peak_table(args: argparse.Namespace) -> int:
             live = peaks_of.spectral_peaks(clip[int(begin * AUDIO_RATE) : int(end * AUDIO_RATE)])
             ranked = sorted(best[t].items(), key=lambda kv: kv[1][0])
             checked = (-1, -np.inf, np.nan)
-            for track, (cost, variant, j) in ranked[:3]:
+            for track, (cost, variant, j) in ranked[: args.candidates]:
                 if cost > args.cap:
                     continue
                 m = verifier.match(
@@ -539,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         "--cap", type=float, default=0.18, help="distance within which tracks are checked"
     )
     pk.add_argument("--z", type=float, nargs="+", default=[6.0, 7.0, 8.5, 10.0])
+    pk.add_argument(
+        "--candidates", type=int, default=3, help="nearest tracks checked per window (matcher: 3)"
+    )
     pk.add_argument(
         "--save",
         type=Path,
