@@ -301,8 +301,12 @@ class PeakVerifier:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        found = self._lookup(track_id)
-        peaks = None if found is None else at_speed(drop_held(found), speed)
+        if speed == 1.0:
+            found = self._lookup(track_id)
+            peaks = None if found is None else drop_held(found)
+        else:  # a speed variant: the cached recorded-speed peaks, scaled
+            recorded = self.stored(track_id, 1.0)
+            peaks = None if recorded is None else at_speed(recorded, speed)
         self._cache[key] = peaks
         if len(self._cache) > self._keep:
             self._cache.popitem(last=False)
